@@ -1,0 +1,63 @@
+"""KL autoencoder on the embedded scikit-learn digits, upsampled to 32 px (f=4, 4 channels).
+
+    latentjax train --config configs/ae/digits.py --workdir runs/digits/ae
+
+A 32x32x1 image becomes an 8x8x4 latent: a tensor size reduction of 4.
+"""
+
+import ml_collections
+
+from configs.common import mesh_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.stage = "ae"
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "latentjax_digits"
+    c.data.data_dir = ""  # "" -> $LATENTJAX_DATA_DIR or ~/.cache/latentjax/tfds
+    c.data.image_size = 32
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.worker_count = 0  # Grain worker processes; 0 reads in the main process
+
+    c.model = ml_collections.ConfigDict()
+    c.model.ch = 32
+    c.model.ch_mult = (1, 2, 2)  # two downsamplings: f = 4
+    c.model.num_res_blocks = 1
+    c.model.z_channels = 4
+    c.model.in_channels = 1
+    c.model.attn_resolutions = ()  # mid-block attention is always on
+    c.model.num_groups = 8
+    c.model.embed_dim = 4  # 1x1 quant convs around the bottleneck, as in Stable Diffusion
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.reconstruction = "l1"
+    c.loss.kl_weight = 1e-6
+    c.loss.kl_warmup_steps = 200
+    c.loss.disc_start = 1200  # PatchGAN switches on here
+    c.loss.disc_weight = 0.5
+    c.loss.disc_ndf = 32
+    c.loss.disc_layers = 2
+    c.loss.disc_norm = "group"
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-3
+    c.optim.disc_lr = 2e-4
+    c.optim.b1 = 0.5
+    c.optim.b2 = 0.9
+    c.optim.warmup_steps = 100
+    c.optim.grad_clip = 1.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64
+    c.train.num_steps = 1500
+    c.train.log_every = 50
+    c.train.eval_every = 500
+    c.train.checkpoint_every = 500
+    c.train.keep_checkpoints = 2
+
+    c.mesh = mesh_config()
+    return c

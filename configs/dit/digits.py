@@ -1,0 +1,65 @@
+"""Class-conditional latent DiT on the digits autoencoder's latents (rectified flow).
+
+    latentjax train --config configs/dit/digits.py --workdir runs/digits/dit \
+        --config.ae_workdir=runs/digits/ae
+
+Builds on the stage-1 run in ``ae_workdir`` (configs/ae/digits.py), whose encoder stays frozen.
+"""
+
+import ml_collections
+
+from configs.common import mesh_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.stage = "dit"
+    c.seed = 0
+    c.ae_workdir = "runs/digits/ae"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "latentjax_digits"
+    c.data.data_dir = ""
+    c.data.image_size = 32  # must match the autoencoder's
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.worker_count = 0
+    c.data.latent_stats_batches = 8  # batches used to measure the latent shift/scale
+
+    c.model = ml_collections.ConfigDict()
+    c.model.patch_size = 2
+    c.model.hidden_size = 128
+    c.model.depth = 4
+    c.model.num_heads = 4
+    c.model.mlp_ratio = 4.0
+    c.model.num_classes = 10
+    c.model.learn_sigma = False
+
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.path = "linear"  # rectified flow: x_t = (1 - t) x0 + t eps
+    c.diffusion.prediction = "velocity"
+    c.diffusion.t_sampling = "logit_normal"
+    c.diffusion.label_drop = 0.1  # classifier-free guidance training
+
+    c.sample = ml_collections.ConfigDict()
+    c.sample.num_steps = 32
+    c.sample.cfg_scale = 2.0
+    c.sample.batch_size = 100
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 5e-4
+    c.optim.weight_decay = 0.0
+    c.optim.warmup_steps = 100
+    c.optim.grad_clip = 1.0
+    c.optim.ema_decay = 0.999
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 128
+    c.train.num_steps = 2000
+    c.train.log_every = 50
+    c.train.eval_every = 1000
+    c.train.checkpoint_every = 500
+    c.train.keep_checkpoints = 2
+
+    c.mesh = mesh_config()
+    return c

@@ -1,0 +1,147 @@
+"""The ``latentjax`` command: ``train``, ``sample`` and ``demo``.
+
+Errors a user can fix (a wrong config key, a missing run, a bad argument) are printed as one line
+on stderr with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from latentjax.errors import LatentjaxError
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="latentjax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the stage a config names (resumes from --workdir)")
+    p.add_argument("--config", required=True, help="config file, e.g. configs/ae/digits.py")
+    p.add_argument("--workdir", required=True, help="run directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sample", help="sample images from a trained stage-2 run")
+    p.add_argument("--workdir", required=True, help="a stage-2 (dit) run directory")
+    p.add_argument("--num", type=int, required=True, help="number of images")
+    p.add_argument("--labels", default=None, help="class labels, e.g. '3' or '0,1,2' (cycled)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: config)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: config)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="images per jitted call")
+    p.add_argument("--out", required=True, help="output .npz (a .png grid is written beside it)")
+
+    p = sub.add_parser("demo", help="both stages on the embedded digits, then a sample grid")
+    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument(
+        "--quick", action="store_true", help="a few steps only (checks the pipeline, not quality)"
+    )
+
+    args, rest = parser.parse_known_args(argv)
+    overrides = []
+    for item in rest:
+        if args.command == "train" and item.startswith("--config."):
+            overrides.append(item[len("--config.") :])
+        else:
+            parser.error(f"unrecognized argument: {item}")
+    return args, overrides
+
+
+def _setup_runtime() -> None:
+    # Grain worker processes read absl flags; outside absl.app.run they are unparsed.
+    import absl.flags
+
+    absl.flags.FLAGS.mark_as_parsed()
+
+
+def cmd_train(args, overrides) -> None:
+    from latentjax.config import load_config
+    from latentjax.train.main import describe_devices, train
+
+    config = load_config(args.config, overrides)
+    print(f"latentjax: training stage '{config.stage}' on {describe_devices()} -> {args.workdir}")
+    train(config, args.workdir, progress=not args.no_progress)
+
+
+def write_samples(out: str | Path, images: np.ndarray, labels: np.ndarray, ncol: int = 10) -> Path:
+    from latentjax.eval.images import image_grid, save_png
+
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise LatentjaxError(f"--out must end in .npz, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, images=images, labels=labels)
+    scale = max(1, 128 // images.shape[1])
+    return save_png(out.with_suffix(".png"), image_grid(images, ncol=ncol), scale=scale)
+
+
+def cmd_sample(args) -> None:
+    from latentjax.config import from_json
+    from latentjax.generate import load_generator, parse_labels
+    from latentjax.parallel.mesh import make_mesh
+
+    if args.num <= 0:
+        raise LatentjaxError(f"--num must be positive, got {args.num}")
+    workdir = Path(args.workdir)
+    if not (workdir / "config.json").exists():
+        raise LatentjaxError(f"no run at {workdir} (missing config.json)")
+    config = from_json((workdir / "config.json").read_text())
+    mesh = make_mesh(config.mesh.shape)
+    generator = load_generator(workdir, mesh)
+    labels = parse_labels(args.labels, args.num, config.model.num_classes)
+    images = collect_samples(generator, labels, config, args.seed, args.steps, args.cfg,
+                             args.batch_size)
+    grid = write_samples(args.out, images, labels)
+    print(f"latentjax: wrote {len(images)} images to {args.out} and {grid}")
+
+
+def collect_samples(generator, labels, config, seed=0, steps=None, cfg=None, chunk=None):
+    """All samples for ``labels`` as one uint8 array, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    steps = steps or config.sample.num_steps
+    cfg = config.sample.cfg_scale if cfg is None else cfg
+    chunk = chunk or config.sample.batch_size
+    if steps <= 0:
+        raise LatentjaxError(f"--steps must be positive, got {steps}")
+    out = []
+    with tqdm(total=len(labels), desc="sample", unit="img", dynamic_ncols=True) as bar:
+        for images in generator.sample(labels, seed, num_steps=steps, cfg_scale=cfg, chunk=chunk):
+            out.append(images)
+            bar.update(len(images))
+    return np.concatenate(out)
+
+
+def cmd_demo(args) -> None:
+    from latentjax.demo import run_demo
+
+    run_demo(args.workdir, quick=args.quick)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+    _setup_runtime()
+    start = time.time()
+    try:
+        if args.command == "train":
+            cmd_train(args, overrides)
+        elif args.command == "sample":
+            cmd_sample(args)
+        elif args.command == "demo":
+            cmd_demo(args)
+    except LatentjaxError as e:
+        print(f"latentjax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("latentjax: interrupted", file=sys.stderr)
+        return 130
+    print(f"latentjax: {args.command} finished in {time.time() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

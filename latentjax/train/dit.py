@@ -1,0 +1,210 @@
+"""Stage 2: a class-conditional DiT trained on latents of the frozen stage-1 encoder.
+
+Latents are normalised as ``(z - shift) * scale`` with ``shift``/``scale`` measured once on the
+training set (the mean and 1/std of posterior samples, as Stable Diffusion's ``scaling_factor``
+and SD3/Flux's ``shift_factor``), saved to ``WORKDIR/latent_stats.json`` and reused on resume
+and at sampling time. Labels are replaced by the null class with probability ``label_drop`` so
+one network learns the conditional and unconditional models used by classifier-free guidance
+(Ho & Salimans 2022). An EMA of the weights is kept in the state; sampling uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from latentjax.errors import ConfigError
+from latentjax.losses.diffusion import diffusion_loss
+from latentjax.models.dit import DiT
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.train import loop
+from latentjax.train.autoencoder import AutoencoderStage
+
+LATENT_STATS_FILE = "latent_stats.json"
+
+
+def build_dit(model_config, latent_size: int, latent_channels: int) -> DiT:
+    m = model_config
+    return DiT(
+        input_size=latent_size,
+        patch_size=m.patch_size,
+        in_channels=latent_channels,
+        hidden_size=m.hidden_size,
+        depth=m.depth,
+        num_heads=m.num_heads,
+        mlp_ratio=m.mlp_ratio,
+        num_classes=m.num_classes,
+        learn_sigma=m.learn_sigma,
+    )
+
+
+def ema_decay(step: jax.Array, decay: float) -> jax.Array:
+    """EMA decay with warm-up, min(decay, (1 + n) / (10 + n)), so early averages are not
+    dominated by the random initialisation (as in TensorFlow's ExponentialMovingAverage)."""
+    n = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTStage:
+    config: Any
+    ae_stage: AutoencoderStage
+
+    def __post_init__(self):
+        ae_model = self.ae_stage.config.model
+        f = 2 ** (len(ae_model.ch_mult) - 1)
+        size = self.config.data.image_size
+        if size != self.ae_stage.config.data.image_size:
+            raise ConfigError(
+                f"data.image_size={size} but the stage-1 run was trained at "
+                f"{self.ae_stage.config.data.image_size}"
+            )
+        channels = ae_model.embed_dim or ae_model.z_channels
+        object.__setattr__(self, "latent_shape", (size // f, size // f, channels))
+        object.__setattr__(self, "dit", build_dit(self.config.model, size // f, channels))
+        o = self.config.optim
+        tx = optax.adamw(
+            optax.linear_schedule(0.0, o.lr, max(o.warmup_steps, 1)),
+            b1=0.9,
+            b2=0.999,
+            weight_decay=o.weight_decay,
+        )
+        if o.grad_clip:
+            tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
+        object.__setattr__(self, "tx", tx)
+
+    @property
+    def null_label(self) -> int:
+        return self.config.model.num_classes
+
+    def apply(self, params, x, t, y):
+        return self.dit.apply(params, x, t, y)
+
+    def init_state(self, rng: jax.Array) -> dict[str, Any]:
+        z = jnp.zeros((1, *self.latent_shape), jnp.float32)
+        params = self.dit.init(rng, z, jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": self.tx.init(params),
+            "ema_params": params,
+        }
+
+    def encode(self, frozen, images: jax.Array, rng: jax.Array) -> jax.Array:
+        """Normalised latents of a sample from the frozen encoder's posterior."""
+        posterior = self.ae_stage.ae.apply(
+            frozen["ae"], images, method=self.ae_stage.ae.encode
+        )
+        z = posterior.sample(rng)
+        return (z - frozen["latent_shift"]) * frozen["latent_scale"]
+
+    def train_step(self, state, frozen, batch, rng):
+        c = self.config
+        step = state["step"]
+        rng = jax.random.fold_in(rng, step)
+        enc_rng, drop_rng, loss_rng = jax.random.split(rng, 3)
+        z = jax.lax.stop_gradient(self.encode(frozen, batch["image"], enc_rng))
+        labels = batch["label"].astype(jnp.int32)
+        if c.model.num_classes:
+            drop = jax.random.bernoulli(drop_rng, c.diffusion.label_drop, labels.shape)
+            labels = jnp.where(drop, self.null_label, labels)
+
+        def loss_fn(params):
+            return diffusion_loss(
+                self.apply,
+                params,
+                z,
+                labels,
+                loss_rng,
+                path=c.diffusion.path,
+                prediction=c.diffusion.prediction,
+                t_sampling=c.diffusion.t_sampling,
+            )
+
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        decay = ema_decay(step, c.optim.ema_decay)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(params),
+            "ema_decay": decay,
+        }
+        new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema_params": ema}
+        return new_state, metrics
+
+
+def measure_latent_stats(
+    ae_stage: AutoencoderStage, ae_params, batches, mesh, seed: int = 0
+) -> dict[str, Any]:
+    """Mean and std of posterior samples over ``batches`` (host dicts with "image")."""
+    rng = jax.random.key(seed)
+
+    @jax.jit
+    def moments(params, images, rng):
+        posterior = ae_stage.ae.apply(params, images, method=ae_stage.ae.encode)
+        z = posterior.sample(rng)
+        axes = tuple(range(z.ndim - 1))
+        return z.mean(axes), jnp.square(z).mean(axes), posterior.mean.var(axes)
+
+    sums = None
+    for i, local in enumerate(batches):
+        batch = mesh_lib.global_batch({"image": local["image"]}, mesh)
+        m = jax.device_get(moments(ae_params, batch["image"], jax.random.fold_in(rng, i)))
+        sums = m if sums is None else tuple(a + b for a, b in zip(sums, m, strict=True))
+        count = i + 1
+    if sums is None:
+        raise ConfigError("no batches to measure latent statistics on")
+    mean_c, sq_c, var_of_mean_c = (np.asarray(s) / count for s in sums)
+    mean = float(mean_c.mean())
+    std = float(np.sqrt(sq_c.mean() - mean**2))
+    return {
+        "shift": mean,
+        "scale": 1.0 / std,
+        "std": std,
+        "channel_mean": mean_c.tolist(),
+        "channel_std": np.sqrt(np.maximum(sq_c - mean_c**2, 0.0)).tolist(),
+        "channel_var_of_posterior_mean": var_of_mean_c.tolist(),
+        "num_batches": count,
+    }
+
+
+def read_latent_stats(workdir: str | Path) -> dict[str, Any] | None:
+    path = Path(workdir) / LATENT_STATS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_latent_stats(workdir: str | Path, stats: dict[str, Any]) -> None:
+    if jax.process_index() == 0:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        (Path(workdir) / LATENT_STATS_FILE).write_text(json.dumps(stats, indent=2))
+
+
+def frozen_inputs(ae_params, stats: dict[str, Any], mesh) -> tuple[dict, dict]:
+    repl = mesh_lib.replicated(mesh)
+    frozen = {
+        "ae": ae_params,
+        "latent_shift": jax.device_put(jnp.float32(stats["shift"]), repl),
+        "latent_scale": jax.device_put(jnp.float32(stats["scale"]), repl),
+    }
+    return frozen, jax.tree.map(lambda a: a.sharding, frozen)
+
+
+def make_task(stage: DiTStage, ae_params, stats: dict[str, Any], mesh) -> loop.Task:
+    frozen, frozen_shardings = frozen_inputs(ae_params, stats, mesh)
+    return loop.Task(
+        name="dit",
+        init_state=stage.init_state,
+        train_step=stage.train_step,
+        frozen=frozen,
+        frozen_shardings=frozen_shardings,
+    )

@@ -1,0 +1,173 @@
+"""The training loop shared by both stages.
+
+A stage is described by a :class:`Task`: how to build its state, its pure step function, its data
+and what to do on evaluation steps. The loop owns every effect: mesh, sharded initialisation,
+checkpoint/resume, metrics, progress. ``train_step(state, frozen, batch, rng) -> (state, metrics)``
+is jitted once with explicit shardings and the state donated; its randomness is
+``fold_in(rng, step)`` so a resumed run draws the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from latentjax import config as config_lib
+from latentjax.errors import NonFiniteError, WorkdirError
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.train.checkpoint import Checkpointer, abstract_like
+
+
+@dataclasses.dataclass
+class Task:
+    """What the loop needs from a stage."""
+
+    name: str
+    # rng -> state pytree with nn.Partitioned leaves (logical axis names); evaluated abstractly.
+    init_state: Callable[[jax.Array], Any]
+    # (state, frozen, batch, rng) -> (state, metrics); pure.
+    train_step: Callable[..., tuple[Any, dict[str, jax.Array]]]
+    # Pytree of arrays the step reads but never updates (e.g. the frozen stage-1 encoder).
+    frozen: Any
+    frozen_shardings: Any
+    # Called on log steps with the host state; returns extra metrics (may be empty).
+    evaluate: Callable[[Any, int], dict[str, float]] | None = None
+
+
+def prepare_workdir(workdir: str | Path, config) -> Path:
+    """Creates ``workdir`` or checks that the run it holds is the same model and stage."""
+    workdir = Path(workdir)
+    saved = workdir / "config.json"
+    if saved.exists():
+        old = config_lib.from_json(saved.read_text())
+        for key in ("stage", "model"):
+            if key in old and old[key] != config[key]:
+                diff = _first_difference(old[key], config[key], key)
+                raise WorkdirError(
+                    f"workdir {workdir} holds a different run ({diff}); "
+                    "use a new --workdir or the config it was started with"
+                )
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(config_lib.to_json(config))
+    return workdir
+
+
+def _first_difference(a: Any, b: Any, path: str) -> str:
+    if hasattr(a, "keys") and hasattr(b, "keys"):
+        for k in sorted(set(a.keys()) | set(b.keys())):
+            if k not in a or k not in b or a[k] != b[k]:
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+    return f"{path}: saved {a!r}, now {b!r}"
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to ``metrics.jsonl`` (process 0 only)."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.active = jax.process_index() == 0
+        if self.active and path.exists():
+            # Drop lines logged after the checkpoint we resume from: they will be logged again.
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in kept))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if self.active:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def build_state(task: Task, mesh: Mesh, rules, rng: jax.Array):
+    """Abstract state, its shardings, and a jitted initialiser that materialises each array
+    directly in its shard (nothing is built on one device first)."""
+    boxed = jax.eval_shape(task.init_state, rng)
+    shardings = mesh_lib.logical_shardings(boxed, mesh, rules)
+    abstract = abstract_like(nn.unbox(boxed), shardings)
+    init = jax.jit(lambda r: nn.unbox(task.init_state(r)), out_shardings=shardings)
+    return abstract, shardings, init
+
+
+def run(
+    task: Task,
+    config,
+    workdir: str | Path,
+    data_iterator: Iterator[dict[str, np.ndarray]],
+    mesh: Mesh,
+    *,
+    progress: bool = True,
+) -> Any:
+    """Trains ``task`` to ``config.train.num_steps``, resuming from ``workdir`` if it holds a
+    checkpoint. Returns the final (device) state."""
+    workdir = Path(workdir)
+    rules = tuple(tuple(r) for r in config.mesh.rules)
+    rng = jax.random.key(config.seed)
+    init_rng, step_rng = jax.random.split(rng)
+    abstract, shardings, init = build_state(task, mesh, rules, init_rng)
+
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.keep_checkpoints)
+    start = checkpointer.latest_step()
+    if start is None:
+        state, start = init(init_rng), 0
+    else:
+        state = checkpointer.restore(abstract, data_iterator)
+        if int(jax.device_get(state["step"])) != start:
+            raise WorkdirError(f"checkpoint {start} in {workdir} holds a different step counter")
+    writer = MetricsWriter(workdir / "metrics.jsonl", start)
+
+    repl = mesh_lib.replicated(mesh)
+    step_fn = jax.jit(
+        task.train_step,
+        in_shardings=(shardings, task.frozen_shardings, mesh_lib.batch_sharding(mesh), repl),
+        out_shardings=(shardings, repl),
+        donate_argnums=(0,),
+    )
+
+    num_steps = config.train.num_steps
+    log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
+    bar = tqdm(
+        total=num_steps,
+        initial=start,
+        desc=f"train {task.name}",
+        disable=not progress or jax.process_index() != 0,
+        dynamic_ncols=True,
+    )
+    last_good = start if start else None
+    try:
+        for step in range(start + 1, num_steps + 1):
+            batch = mesh_lib.global_batch(next(data_iterator), mesh)
+            state, metrics = step_fn(state, task.frozen, batch, step_rng)
+            bar.update(1)
+            is_last = step == num_steps
+            if step % log_every == 0 or is_last or step % ckpt_every == 0:
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                bad = [k for k, v in host.items() if not math.isfinite(v)]
+                if bad:
+                    where = f"step {last_good}" if last_good else "none yet"
+                    raise NonFiniteError(
+                        f"non-finite {', '.join(bad)} at step {step} (logged every {log_every}); "
+                        f"last good checkpoint: {where} in {workdir / 'checkpoints'}"
+                    )
+                if task.evaluate is not None and (step % config.train.eval_every == 0 or is_last):
+                    host.update(task.evaluate(state, step))
+                writer.write(step, host)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(host.items())[:4]})
+            if step % ckpt_every == 0 or is_last:
+                checkpointer.save(step, state, data_iterator)
+                last_good = step
+    finally:
+        bar.close()
+        checkpointer.wait()
+        checkpointer.close()
+    return state

@@ -1,0 +1,62 @@
+"""Config files parse, overrides are typed, and mistakes fail with one readable message."""
+
+from pathlib import Path
+
+import pytest
+
+from latentjax.config import CONFIGS_DIR, from_json, load_config, to_json
+from latentjax.errors import ConfigError
+
+ALL_CONFIGS = sorted(
+    str(p.relative_to(CONFIGS_DIR))
+    for p in CONFIGS_DIR.rglob("*.py")
+    if p.name not in ("__init__.py", "common.py")
+)
+
+
+def test_there_are_configs():
+    assert "ae/digits.py" in ALL_CONFIGS and "dit/digits.py" in ALL_CONFIGS
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_config_parses_and_round_trips(name):
+    config = load_config(name)
+    assert config.stage in ("ae", "dit")
+    assert from_json(to_json(config)) == config
+
+
+def test_overrides_are_typed():
+    c = load_config("ae/digits.py", ["train.num_steps=7", "optim.lr=1", "model.ch_mult=(1, 2)"])
+    assert c.train.num_steps == 7 and isinstance(c.train.num_steps, int)
+    assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
+    assert c.model.ch_mult == (1, 2)
+    c = load_config("ae/digits.py", ["loss.reconstruction=l2", "model.attn_resolutions=8"])
+    assert c.loss.reconstruction == "l2" and c.model.attn_resolutions == (8,)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.chh=3", "unknown config key 'model.chh'.*did you mean 'model.ch'"),
+        ("nope.x=1", "unknown config key 'nope.x'"),
+        ("train.num_steps=ten", "expects int"),
+        ("train=3", "is a group"),
+        ("train.num_steps", "not of the form key=value"),
+    ],
+)
+def test_bad_overrides_raise_config_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("ae/digits.py", [override])
+
+
+def test_missing_and_broken_config_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.py")
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    with pytest.raises(ConfigError, match="could not import"):
+        load_config(broken)
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    with pytest.raises(ConfigError, match="no get_config"):
+        load_config(empty)
