@@ -1,0 +1,86 @@
+"""Runs train steps of both stages on a given mesh and prints their losses as JSON.
+
+Used by tests/test_multidevice.py in subprocesses, because the number of (fake) CPU devices is
+fixed when JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
+
+    python tests/scripts/step_on_mesh.py '{"data": 4, "fsdp": 2, "tensor": 1}'
+"""
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from latentjax.config import load_config
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.train import autoencoder, dit, loop
+
+AE_OVERRIDES = [
+    "model.ch=16",
+    "model.num_groups=4",
+    "model.ch_mult=(1, 2)",
+    "data.image_size=16",
+    "loss.disc_start=1",  # step 0 without, step 1 with the GAN branch
+    "loss.disc_ndf=8",
+    "train.batch_size=16",
+]
+DIT_OVERRIDES = [
+    "model.hidden_size=32",
+    "model.depth=2",
+    "model.num_heads=4",
+    "data.image_size=16",
+    "train.batch_size=16",
+]
+
+
+def run_steps(task, config, mesh, batches):
+    rules = tuple(tuple(r) for r in config.mesh.rules)
+    rng = jax.random.key(0)
+    _, shardings, init = loop.build_state(task, mesh, rules, rng)
+    state = init(rng)
+    step = jax.jit(
+        task.train_step,
+        in_shardings=(
+            shardings,
+            task.frozen_shardings,
+            mesh_lib.batch_sharding(mesh),
+            mesh_lib.replicated(mesh),
+        ),
+        out_shardings=(shardings, mesh_lib.replicated(mesh)),
+    )
+    losses = []
+    for b in batches:
+        state, metrics = step(state, task.frozen, mesh_lib.global_batch(b, mesh), rng)
+        losses.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return losses
+
+
+def main(shape):
+    mesh = mesh_lib.make_mesh(shape)
+    rs = np.random.RandomState(0)
+    batches = [
+        {
+            "image": rs.uniform(-1, 1, (16, 16, 16, 1)).astype(np.float32),
+            "label": rs.randint(0, 10, 16).astype(np.int32),
+        }
+        for _ in range(2)
+    ]
+    ae_config = load_config("ae/digits.py", AE_OVERRIDES)
+    ae_task = autoencoder.make_task(ae_config, mesh)
+    ae_losses = run_steps(ae_task, ae_config, mesh, batches)
+
+    stage1 = autoencoder.AutoencoderStage(ae_config)
+    ae_params = jax.jit(lambda r: stage1.init_state(r)["params"]["ae"])(jax.random.key(1))
+    ae_params = jax.device_put(ae_params, mesh_lib.replicated(mesh))
+    dit_config = load_config("dit/digits.py", DIT_OVERRIDES)
+    stage2 = dit.DiTStage(dit_config, stage1)
+    dit_task = dit.make_task(stage2, ae_params, {"shift": 0.1, "scale": 2.0}, mesh)
+    dit_losses = run_steps(dit_task, dit_config, mesh, batches)
+    print(json.dumps({"devices": jax.device_count(), "ae": ae_losses, "dit": dit_losses}))
+
+
+if __name__ == "__main__":
+    jnp.zeros(())  # start the backend before printing anything else
+    main(json.loads(sys.argv[1]))

@@ -1,0 +1,69 @@
+"""Orbax checkpoints of a state pytree and a Grain iterator."""
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from latentjax.errors import WorkdirError
+from latentjax.train.checkpoint import Checkpointer, abstract_like
+
+
+def _state(seed: int):
+    k = jax.random.key(seed)
+    params = {"w": jax.random.normal(k, (4, 3)), "b": jnp.arange(3.0)}
+    tx = optax.adam(1e-3)
+    return {"step": jnp.int32(7), "params": params, "opt_state": tx.init(params), "ema": params}
+
+
+def _abstract(state):
+    return abstract_like(state, jax.tree.map(lambda x: x.sharding, state))
+
+
+def _iterator():
+    return iter(grain.MapDataset.range(50).shuffle(seed=3).repeat(None).batch(4).to_iter_dataset())
+
+
+def test_save_restore_is_identical_and_resumes_the_iterator(tmp_path):
+    state = _state(0)
+    it = _iterator()
+    for _ in range(5):
+        next(it)
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(7, state, it)
+    ckpt.wait()
+    expected_next = [next(it) for _ in range(3)]
+
+    fresh = _iterator()
+    restored = Checkpointer(tmp_path).restore(_abstract(_state(1)), fresh)
+    jax.tree.map(np.testing.assert_array_equal, restored, state)
+    for want in expected_next:
+        np.testing.assert_array_equal(next(fresh), want)
+    ckpt.close()
+
+
+def test_keeps_only_the_last_checkpoints(tmp_path):
+    ckpt = Checkpointer(tmp_path, max_to_keep=2)
+    for step in (1, 2, 3):
+        ckpt.save(step, _state(step))
+    ckpt.wait()
+    assert ckpt.all_steps() == [2, 3] and ckpt.latest_step() == 3
+    ckpt.close()
+
+
+def test_restore_errors(tmp_path):
+    ckpt = Checkpointer(tmp_path / "empty")
+    with pytest.raises(WorkdirError, match="no checkpoint"):
+        ckpt.restore(_abstract(_state(0)))
+    ckpt.close()
+
+    ckpt = Checkpointer(tmp_path / "other")
+    ckpt.save(1, _state(0))
+    ckpt.wait()
+    other = _state(0)
+    other["params"]["w"] = jnp.zeros((5, 3))  # a different model
+    with pytest.raises(WorkdirError, match="does not match"):
+        ckpt.restore(_abstract(other))
+    ckpt.close()
