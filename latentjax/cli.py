@@ -93,8 +93,9 @@ def cmd_sample(args) -> None:
     mesh = make_mesh(config.mesh.shape)
     generator = load_generator(workdir, mesh)
     labels = parse_labels(args.labels, args.num, config.model.num_classes)
-    images = collect_samples(generator, labels, config, args.seed, args.steps, args.cfg,
-                             args.batch_size)
+    images = collect_samples(
+        generator, labels, config, args.seed, args.steps, args.cfg, args.batch_size
+    )
     grid = write_samples(args.out, images, labels)
     print(f"latentjax: wrote {len(images)} images to {args.out} and {grid}")
 

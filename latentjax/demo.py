@@ -20,10 +20,22 @@ from latentjax.train.main import describe_devices, split_arrays, train
 
 # A few steps of each stage: exercises every part, makes no claim about quality.
 QUICK = {
-    "ae": ["train.num_steps=4", "train.log_every=2", "train.eval_every=4",
-           "train.checkpoint_every=4", "loss.disc_start=2", "train.batch_size=16"],
-    "dit": ["train.num_steps=4", "train.log_every=2", "train.checkpoint_every=4",
-            "train.batch_size=16", "sample.num_steps=2", "data.latent_stats_batches=1"],
+    "ae": [
+        "train.num_steps=4",
+        "train.log_every=2",
+        "train.eval_every=4",
+        "train.checkpoint_every=4",
+        "loss.disc_start=2",
+        "train.batch_size=16",
+    ],
+    "dit": [
+        "train.num_steps=4",
+        "train.log_every=2",
+        "train.checkpoint_every=4",
+        "train.batch_size=16",
+        "sample.num_steps=2",
+        "data.latent_stats_batches=1",
+    ],
 }
 
 

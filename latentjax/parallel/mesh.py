@@ -109,6 +109,5 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
     """Assembles a global batch from each process's local slice (one path for 1 or N hosts)."""
     sharding = batch_sharding(mesh)
     return {
-        k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-        for k, v in local.items()
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()
     }

@@ -206,4 +206,3 @@ def load_autoencoder(workdir: str | Path, mesh) -> tuple[Any, AutoencoderStage, 
     finally:
         checkpointer.close()
     return config, stage, state["params"]["ae"]
-

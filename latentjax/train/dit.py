@@ -99,9 +99,7 @@ class DiTStage:
 
     def encode(self, frozen, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Normalised latents of a sample from the frozen encoder's posterior."""
-        posterior = self.ae_stage.ae.apply(
-            frozen["ae"], images, method=self.ae_stage.ae.encode
-        )
+        posterior = self.ae_stage.ae.apply(frozen["ae"], images, method=self.ae_stage.ae.encode)
         z = posterior.sample(rng)
         return (z - frozen["latent_shift"]) * frozen["latent_scale"]
 

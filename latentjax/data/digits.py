@@ -1,0 +1,99 @@
+"""scikit-learn's 8x8 digits as a tensorflow-datasets dataset (array_record, no download).
+
+1,797 grey images with values 0..16 in 10 classes (UCI optical digits, as shipped by
+scikit-learn). Pixels are rescaled to 0..255 and stored PNG-encoded (encoded here with Pillow:
+tfds' own PNG encoder needs TensorFlow, which latentjax does not install).
+
+Split, fixed for all time: per class, the examples are taken in scikit-learn's order and every
+sixth one (index 5, 11, 17, ... within its class) goes to ``test``; the rest are ``train``.
+That gives 1,501 train and 296 test examples with every class in both.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+NAME = "latentjax_digits"
+TEST_EVERY = 6
+
+
+def default_data_dir() -> str:
+    """``$LATENTJAX_DATA_DIR`` or ``~/.cache/latentjax/tfds``."""
+    return os.environ.get("LATENTJAX_DATA_DIR") or str(Path.home() / ".cache/latentjax/tfds")
+
+
+def split_indices() -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    test = np.zeros(len(labels), bool)
+    for k in range(10):
+        idx = np.flatnonzero(labels == k)
+        test[idx[TEST_EVERY - 1 :: TEST_EVERY]] = True
+    return {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
+
+
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 images as uint8 [N, 8, 8, 1] on 0..255, and their labels [N]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return images, digits.target.astype(np.int64)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0], mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class LatentjaxDigits(tfds.core.GeneratorBasedBuilder):
+    """scikit-learn digits, 8x8x1, 10 classes, fixed 1,501/296 train/test split."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(8, 8, 1)),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html",
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download: scikit-learn ships the data
+        return {split: self._generate_examples(idx) for split, idx in split_indices().items()}
+
+    def _generate_examples(self, indices):
+        images, labels = digit_images()
+        for i in indices:
+            yield int(i), {"image": _png(images[i]), "label": int(labels[i])}
+
+
+def prepare_digits(data_dir: str | None = None) -> str:
+    """Builds the dataset under ``data_dir`` unless it is already there; returns ``data_dir``."""
+    data_dir = data_dir or default_data_dir()
+    builder = LatentjaxDigits(data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+        tfds.disable_progress_bar()
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=data_dir,
+                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+            )
+        )
+    return data_dir
