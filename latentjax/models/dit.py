@@ -1,0 +1,200 @@
+"""Diffusion Transformer (Peebles & Xie 2023, "Scalable Diffusion Models with Transformers").
+
+Latent [B, H, W, C] -> patches of p x p -> tokens with fixed 2-D sin-cos position embeddings ->
+``depth`` adaLN-Zero blocks conditioned on c = embed(t) + embed(y) -> linear head -> unpatchify.
+The modulation layers and the head start at zero, so every block is the identity and the model
+outputs zeros at initialisation. The label table has ``num_classes + 1`` rows: the last is the
+null class used for classifier-free guidance (the trainer decides when to drop labels).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from latentjax.models.layers import conv, dense
+from latentjax.parallel.axes import EMBED, HEADS, MLP, VOCAB
+
+XAVIER = nn.initializers.xavier_uniform()
+ZEROS = nn.initializers.zeros_init()
+
+# (hidden size, depth, heads) of the DiT paper's table 1.
+DIT_VARIANTS = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
+
+
+def dit_kwargs(variant: str) -> dict[str, int]:
+    """ "XL/2" -> hidden_size, depth, num_heads, patch_size (big_vision's ``decode_variant``)."""
+    m = re.fullmatch(r"(S|B|L|XL)/(\d+)", variant)
+    if not m:
+        raise ValueError(
+            f"unknown DiT variant {variant!r}; use one of {list(DIT_VARIANTS)}/<patch>"
+        )
+    hidden, depth, heads = DIT_VARIANTS[m.group(1)]
+    return {"hidden_size": hidden, "depth": depth, "num_heads": heads, "patch_size": int(m[2])}
+
+
+def patchify(x: jax.Array, p: int) -> jax.Array:
+    """[B, H, W, C] -> [B, (H/p)(W/p), p*p*C]"""
+    return einops.rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
+
+
+def unpatchify(tokens: jax.Array, p: int, h: int, w: int, c: int) -> jax.Array:
+    """[B, (h/p)(w/p), p*p*c] -> [B, h, w, c]"""
+    return einops.rearrange(
+        tokens, "b (h w) (p q c) -> b (h p) (w q) c", h=h // p, w=w // p, p=p, q=p, c=c
+    )
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """Sinusoidal embedding of (continuous) timesteps [B] -> [B, dim] (cos first, as DiT/ADM)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = t.astype(jnp.float32)[:, None] * freqs[None]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.concatenate([emb, jnp.zeros_like(emb[:, :1])], axis=-1)
+    return emb
+
+
+def sincos_2d(dim: int, grid: int) -> np.ndarray:
+    """Fixed 2-D sin-cos position embedding [grid*grid, dim] (MAE/DiT): half the channels encode
+    the row, half the column."""
+
+    def one_d(d: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    # As DiT's reference: the first half of the channels encodes the column (w) coordinate.
+    coords = np.arange(grid, dtype=np.float64)
+    w_coord, h_coord = np.meshgrid(coords, coords)  # w_coord[i, j] = j
+    emb = np.concatenate([one_d(dim // 2, w_coord), one_d(dim // 2, h_coord)], axis=1)
+    return emb.astype(np.float32)
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    return x * (1.0 + scale[:, None]) + shift[:, None]
+
+
+def _layer_norm() -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-6, use_scale=False, use_bias=False)
+
+
+class TimestepEmbedder(nn.Module):
+    hidden_size: int
+    freq_dim: int = 256
+
+    @nn.compact
+    def __call__(self, t: jax.Array) -> jax.Array:  # [B] -> [B, D]
+        init = nn.initializers.normal(0.02)
+        h = dense(self.hidden_size, (None, EMBED), kernel_init=init, name="fc1")(
+            timestep_embedding(t, self.freq_dim)
+        )
+        return dense(self.hidden_size, (EMBED, EMBED), kernel_init=init, name="fc2")(nn.silu(h))
+
+
+class LabelEmbedder(nn.Module):
+    num_classes: int
+    hidden_size: int
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:  # [B] int -> [B, D]
+        table = nn.Embed(
+            self.num_classes + 1,  # + the null class
+            self.hidden_size,
+            embedding_init=nn.with_logical_partitioning(
+                nn.initializers.normal(0.02), (VOCAB, EMBED)
+            ),
+            name="embedding_table",
+        )
+        return table(y)
+
+
+class Attention(nn.Module):
+    num_heads: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, D]
+        b, length, d = x.shape
+        head_dim = d // self.num_heads
+        qkv = dense(3 * d, (EMBED, HEADS), kernel_init=XAVIER, name="qkv")(x)
+        q, k, v = jnp.split(qkv.reshape(b, length, 3 * self.num_heads, head_dim), 3, axis=2)
+        out = jax.nn.dot_product_attention(q, k, v)  # [B, L, heads, head_dim]
+        return dense(d, (HEADS, EMBED), kernel_init=XAVIER, name="proj")(out.reshape(b, length, d))
+
+
+class DiTBlock(nn.Module):
+    hidden_size: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:  # x [B, L, D], c [B, D]
+        mod = dense(6 * self.hidden_size, (EMBED, MLP), kernel_init=ZEROS, name="adaLN_modulation")
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(mod(nn.silu(c)), 6, axis=-1)
+        h = Attention(self.num_heads, name="attn")(modulate(_layer_norm()(x), shift_a, scale_a))
+        x = x + gate_a[:, None] * h
+        hidden = int(self.hidden_size * self.mlp_ratio)
+        h = modulate(_layer_norm()(x), shift_m, scale_m)
+        h = dense(hidden, (EMBED, MLP), kernel_init=XAVIER, name="fc1")(h)
+        h = dense(self.hidden_size, (MLP, EMBED), kernel_init=XAVIER, name="fc2")(
+            nn.gelu(h, approximate=True)
+        )
+        return x + gate_m[:, None] * h
+
+
+class FinalLayer(nn.Module):
+    hidden_size: int
+    out_features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
+        mod = dense(2 * self.hidden_size, (EMBED, MLP), kernel_init=ZEROS, name="adaLN_modulation")
+        shift, scale = jnp.split(mod(nn.silu(c)), 2, axis=-1)
+        x = modulate(_layer_norm()(x), shift, scale)
+        return dense(self.out_features, (EMBED, None), kernel_init=ZEROS, name="linear")(x)
+
+
+class DiT(nn.Module):
+    input_size: int
+    patch_size: int
+    in_channels: int
+    hidden_size: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    num_classes: int = 10  # 0: unconditional
+    learn_sigma: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array) -> jax.Array:
+        """x [B, H, W, C] latents, t [B] in [0, 1000), y [B] int labels -> [B, H, W, out]."""
+        b, h, w, _ = x.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"input {h}x{w} is not divisible by patch size {p}")
+        # Patch embedding: a p x p conv with stride p, initialised like a Dense (xavier over the
+        # flattened kernel, as DiT does).
+        tokens = conv(
+            self.hidden_size, p, stride=p, padding="VALID", kernel_init=XAVIER, name="x_embedder"
+        )(x).reshape(b, (h // p) * (w // p), self.hidden_size)
+        tokens = tokens + sincos_2d(self.hidden_size, h // p)[None]
+        c = TimestepEmbedder(self.hidden_size, name="t_embedder")(t)
+        if self.num_classes > 0:
+            c = c + LabelEmbedder(self.num_classes, self.hidden_size, name="y_embedder")(y)
+        for i in range(self.depth):
+            tokens = DiTBlock(self.hidden_size, self.num_heads, self.mlp_ratio, name=f"block_{i}")(
+                tokens, c
+            )
+        out = FinalLayer(self.hidden_size, p * p * self.out_channels, name="final_layer")(tokens, c)
+        return unpatchify(out, p, h, w, self.out_channels)
