@@ -93,10 +93,10 @@ class TimestepEmbedder(nn.Module):
     @nn.compact
     def __call__(self, t: jax.Array) -> jax.Array:  # [B] -> [B, D]
         init = nn.initializers.normal(0.02)
-        h = dense(self.hidden_size, (None, EMBED), kernel_init=init, name="fc1")(
+        h = dense(self.hidden_size, (None, MLP), kernel_init=init, name="fc1")(
             timestep_embedding(t, self.freq_dim)
         )
-        return dense(self.hidden_size, (EMBED, EMBED), kernel_init=init, name="fc2")(nn.silu(h))
+        return dense(self.hidden_size, (MLP, EMBED), kernel_init=init, name="fc2")(nn.silu(h))
 
 
 class LabelEmbedder(nn.Module):
