@@ -1,16 +1,19 @@
 """scikit-learn's 8x8 digits as a tensorflow-datasets dataset (array_record, no download).
 
-1,797 grey images with values 0..16 in 10 classes (UCI optical digits, as shipped by
-scikit-learn). Pixels are rescaled to 0..255 and stored PNG-encoded (encoded here with Pillow:
-tfds' own PNG encoder needs TensorFlow, which latentjax does not install).
+1,797 grey images with values 0..16 in 10 classes (the UCI optical digits, as shipped inside
+scikit-learn, so nothing is fetched). Pixels are rescaled 0..16 -> 0..255 (``round(v * 255 / 16)``)
+and stored PNG-encoded; the PNG is made here with Pillow because tfds' own encoder needs
+TensorFlow, which latentjax does not install.
 
-Split, fixed for all time: per class, the examples are taken in scikit-learn's order and every
-sixth one (index 5, 11, 17, ... within its class) goes to ``test``; the rest are ``train``.
-That gives 1,501 train and 296 test examples with every class in both.
+Split, fixed for all time (no randomness, no seed): within each class, examples are taken in
+scikit-learn's order and every sixth one (positions 5, 11, 17, ... within its class) goes to
+``test``; the rest are ``train``. That gives 1,501 train and 296 test examples, every class in
+both. The tfds example key is the row index in ``load_digits()``.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from pathlib import Path
@@ -21,6 +24,7 @@ from PIL import Image
 
 NAME = "latentjax_digits"
 TEST_EVERY = 6
+SPLIT_SIZES = {"train": 1501, "test": 296}
 
 
 def default_data_dir() -> str:
@@ -28,10 +32,22 @@ def default_data_dir() -> str:
     return os.environ.get("LATENTJAX_DATA_DIR") or str(Path.home() / ".cache/latentjax/tfds")
 
 
-def split_indices() -> dict[str, np.ndarray]:
-    from sklearn.datasets import load_digits
+@functools.cache
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 images as uint8 [N, 8, 8, 1] on 0..255, and their int64 labels [N]."""
+    from sklearn.datasets import load_digits  # slow import; only needed when building
 
-    labels = load_digits().target
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [N, 8, 8, 1]
+    images.setflags(write=False)  # cached: callers must not mutate it
+    labels = digits.target.astype(np.int64)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def split_indices() -> dict[str, np.ndarray]:
+    """Row indices into ``load_digits()`` of each split (see the module docstring)."""
+    _, labels = digit_images()
     test = np.zeros(len(labels), bool)
     for k in range(10):
         idx = np.flatnonzero(labels == k)
@@ -39,23 +55,15 @@ def split_indices() -> dict[str, np.ndarray]:
     return {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
 
 
-def digit_images() -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 images as uint8 [N, 8, 8, 1] on 0..255, and their labels [N]."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images, digits.target.astype(np.int64)
-
-
 def _png(image: np.ndarray) -> bytes:
+    """uint8 [H, W, 1] -> PNG bytes (greyscale)."""
     buf = io.BytesIO()
-    Image.fromarray(image[..., 0], mode="L").save(buf, format="PNG")
+    Image.fromarray(image[..., 0]).save(buf, format="PNG")
     return buf.getvalue()
 
 
 class LatentjaxDigits(tfds.core.GeneratorBasedBuilder):
-    """scikit-learn digits, 8x8x1, 10 classes, fixed 1,501/296 train/test split."""
+    """scikit-learn digits, 8x8x1 uint8, 10 classes, fixed 1,501/296 train/test split."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
@@ -85,14 +93,18 @@ class LatentjaxDigits(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare_digits(data_dir: str | None = None) -> str:
-    """Builds the dataset under ``data_dir`` unless it is already there; returns ``data_dir``."""
+    """Builds the dataset under ``data_dir`` unless it is already there; returns ``data_dir``.
+
+    Idempotent: a prepared dataset (same version) is left untouched. tfds writes into a temporary
+    folder and renames it at the end, so an interrupted build leaves nothing half-written.
+    """
     data_dir = data_dir or default_data_dir()
+    # array_record gives random access (tfds.data_source) and, unlike tfds' default tfrecord,
+    # is written without TensorFlow.
     builder = LatentjaxDigits(data_dir=data_dir, file_format="array_record")
     if not builder.is_prepared():
-        tfds.disable_progress_bar()
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
-                manual_dir=data_dir,
                 download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
             )
         )

@@ -1,18 +1,24 @@
 """Gaussian noising paths x_t = alpha(t) x0 + sigma(t) eps, t in [0, 1] (data at 0, noise at 1),
 and conversions between what a network predicts and the pair (x0, eps).
 
-Paths:
+Paths (select by name):
 - ``linear``: alpha = 1 - t, sigma = t — rectified flow / flow matching (Liu et al. 2022;
   Lipman et al. 2022; SiT, Ma et al. 2024).
 - ``cosine``: alpha = cos(pi t / 2), sigma = sin(pi t / 2) — variance preserving, the continuous
-  cosine schedule (Nichol & Dhariwal 2021).
+  form of the cosine schedule (Nichol & Dhariwal 2021).
 
-Prediction targets:
-- ``eps``: the noise.
-- ``x0``: the clean data.
-- ``v``: alpha eps - sigma x0 (Salimans & Ho 2022).
+Prediction types (what the network outputs; all are linear in (x0, eps)):
+- ``eps``: the noise eps.
+- ``x0``: the clean data x0.
+- ``v``: alpha eps - sigma x0 (Salimans & Ho 2022). Its usual meaning (the "angular velocity")
+  assumes a variance-preserving path such as ``cosine``; on other paths it is still a valid,
+  invertible target, defined by this formula.
 - ``velocity``: dx_t/dt = alpha'(t) x0 + sigma'(t) eps, the flow-matching target
-  (for ``linear``: eps - x0).
+  (on ``linear``: eps - x0; on ``cosine``: (pi / 2) v).
+
+Endpoints: ``eps`` prediction cannot give x0 where alpha = 0 (t = 1), ``x0`` prediction cannot give
+eps where sigma = 0 (t = 0); :func:`valid_t_range` says which times a prediction type can be
+evaluated at, and :meth:`Path.clip` clips times into a closed interval.
 """
 
 from __future__ import annotations
@@ -26,68 +32,115 @@ import jax.numpy as jnp
 PATHS = ("linear", "cosine")
 PREDICTIONS = ("eps", "x0", "v", "velocity")
 
+# Distance kept from a singular endpoint: alpha(1 - 1e-3) ~ 1.6e-3 on cosine, 1e-3 on linear.
+ENDPOINT_MARGIN = 1e-3
+
+_HALF_PI = 0.5 * math.pi
+
+
+def _check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; known: {PREDICTIONS}")
+
 
 @dataclasses.dataclass(frozen=True)
 class Path:
+    """A Gaussian path by name; ``t`` is any float array (scalars included)."""
+
     name: str
 
     def __post_init__(self):
         if self.name not in PATHS:
             raise ValueError(f"unknown path {self.name!r}; known: {PATHS}")
 
+    def alpha(self, t: jax.Array) -> jax.Array:
+        t = jnp.asarray(t)
+        return 1.0 - t if self.name == "linear" else jnp.cos(_HALF_PI * t)
+
+    def sigma(self, t: jax.Array) -> jax.Array:
+        t = jnp.asarray(t)
+        return t if self.name == "linear" else jnp.sin(_HALF_PI * t)
+
+    def d_alpha(self, t: jax.Array) -> jax.Array:
+        """alpha'(t)."""
+        t = jnp.asarray(t)
+        return -jnp.ones_like(t) if self.name == "linear" else -_HALF_PI * jnp.sin(_HALF_PI * t)
+
+    def d_sigma(self, t: jax.Array) -> jax.Array:
+        """sigma'(t)."""
+        t = jnp.asarray(t)
+        return jnp.ones_like(t) if self.name == "linear" else _HALF_PI * jnp.cos(_HALF_PI * t)
+
     def alpha_sigma(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        if self.name == "linear":
-            return 1.0 - t, t
-        return jnp.cos(0.5 * math.pi * t), jnp.sin(0.5 * math.pi * t)
+        return self.alpha(t), self.sigma(t)
 
     def derivatives(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(alpha'(t), sigma'(t))."""
-        if self.name == "linear":
-            return -jnp.ones_like(t), jnp.ones_like(t)
-        c = 0.5 * math.pi
-        return -c * jnp.sin(c * t), c * jnp.cos(c * t)
+        return self.d_alpha(t), self.d_sigma(t)
+
+    def clip(self, t: jax.Array, t_min: float = 0.0, t_max: float = 1.0) -> jax.Array:
+        """``t`` clipped to [t_min, t_max], e.g. to keep away from a singular endpoint."""
+        return jnp.clip(t, t_min, t_max)
+
+    def marginal(self, x0: jax.Array, eps: jax.Array, t: jax.Array) -> jax.Array:
+        """x_t = alpha(t) x0 + sigma(t) eps. ``t``: [B] (or scalar), ``x0``/``eps``: [B, ...]."""
+        return _bcast(self.alpha(t), x0) * x0 + _bcast(self.sigma(t), x0) * eps
+
+
+def valid_t_range(prediction: str) -> tuple[float, float]:
+    """Closed interval of times at which :func:`to_x0_eps` is finite for ``prediction``.
+
+    Both paths have alpha(1) = 0 and sigma(0) = 0, so ``eps`` excludes t = 1 and ``x0`` excludes
+    t = 0 (the sampler never needs eps_hat at t = 0, see ``samplers.py``)."""
+    _check_prediction(prediction)
+    if prediction == "eps":
+        return 0.0, 1.0 - ENDPOINT_MARGIN
+    if prediction == "x0":
+        return ENDPOINT_MARGIN, 1.0
+    return 0.0, 1.0
 
 
 def _bcast(a: jax.Array, like: jax.Array) -> jax.Array:
-    """[B] -> [B, 1, 1, ...] to broadcast against ``like``."""
-    return jnp.reshape(a, a.shape + (1,) * (like.ndim - a.ndim))
+    """[B] -> [B, 1, 1, ...] (or a scalar as is) to broadcast against ``like``."""
+    a = jnp.asarray(a)
+    return jnp.reshape(a, a.shape + (1,) * (like.ndim - a.ndim)) if a.ndim else a
 
 
 def target(path: Path, prediction: str, x0: jax.Array, eps: jax.Array, t: jax.Array) -> jax.Array:
-    """What a network predicting ``prediction`` should output at (x0, eps, t). ``t``: [B]."""
-    alpha, sigma = (_bcast(a, x0) for a in path.alpha_sigma(t))
+    """What a network predicting ``prediction`` should output at (x0, eps, t).
+
+    ``x0``, ``eps``: [B, ...]; ``t``: [B] or a scalar."""
+    _check_prediction(prediction)
     if prediction == "eps":
         return eps
     if prediction == "x0":
         return x0
+    alpha, sigma = _bcast(path.alpha(t), x0), _bcast(path.sigma(t), x0)
     if prediction == "v":
         return alpha * eps - sigma * x0
-    if prediction == "velocity":
-        d_alpha, d_sigma = (_bcast(a, x0) for a in path.derivatives(t))
-        return d_alpha * x0 + d_sigma * eps
-    raise ValueError(f"unknown prediction {prediction!r}; known: {PREDICTIONS}")
+    d_alpha, d_sigma = _bcast(path.d_alpha(t), x0), _bcast(path.d_sigma(t), x0)
+    return d_alpha * x0 + d_sigma * eps
 
 
 def to_x0_eps(
     path: Path, prediction: str, output: jax.Array, x_t: jax.Array, t: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Inverts :func:`target`: (x0_hat, eps_hat) from a network output at (x_t, t).
+    """Inverts :func:`target`: (x0_hat, eps_hat) from a network ``output`` at (x_t, t).
 
-    Each case solves the 2x2 linear system {x_t = alpha x0 + sigma eps, out = p x0 + q eps}.
-    ``eps`` prediction cannot give x0 where alpha = 0 (t = 1 on both paths) and ``x0``
-    prediction cannot give eps where sigma = 0 (t = 0); ``v`` and ``velocity`` are well posed
-    on all of [0, 1]. The sampler starts eps-prediction models just below t = 1."""
-    alpha, sigma = (_bcast(a, x_t) for a in path.alpha_sigma(t))
+    Each case solves the 2x2 linear system {x_t = alpha x0 + sigma eps, output = p x0 + q eps}.
+    ``v`` and ``velocity`` are well posed on all of [0, 1]; see :func:`valid_t_range` for the
+    others."""
+    _check_prediction(prediction)
+    alpha, sigma = _bcast(path.alpha(t), x_t), _bcast(path.sigma(t), x_t)
     if prediction == "eps":
         return (x_t - sigma * output) / alpha, output
     if prediction == "x0":
         return output, (x_t - alpha * output) / sigma
     if prediction == "v":
-        # alpha x_t - sigma v = (alpha^2 + sigma^2) x0; sigma x_t + alpha v = (...) eps
+        # alpha x_t - sigma v = (alpha^2 + sigma^2) x0 and sigma x_t + alpha v = (...) eps.
         norm = alpha**2 + sigma**2
         return (alpha * x_t - sigma * output) / norm, (sigma * x_t + alpha * output) / norm
-    if prediction == "velocity":
-        d_alpha, d_sigma = (_bcast(a, x_t) for a in path.derivatives(t))
-        det = alpha * d_sigma - sigma * d_alpha  # > 0 for both paths on [0, 1]
-        return (d_sigma * x_t - sigma * output) / det, (alpha * output - d_alpha * x_t) / det
-    raise ValueError(f"unknown prediction {prediction!r}; known: {PREDICTIONS}")
+    d_alpha, d_sigma = _bcast(path.d_alpha(t), x_t), _bcast(path.d_sigma(t), x_t)
+    # det = alpha sigma' - sigma alpha': 1 on linear, pi / 2 on cosine, so never zero.
+    det = alpha * d_sigma - sigma * d_alpha
+    return (d_sigma * x_t - sigma * output) / det, (alpha * output - d_alpha * x_t) / det

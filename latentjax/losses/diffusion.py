@@ -1,11 +1,13 @@
 """Stage-2 objective: regress the network output onto the target of its prediction type.
 
-Time is drawn uniformly or logit-normally (t = sigmoid(n), n ~ N(m, s); Esser et al. 2024, which
-puts more weight on the middle of the path), noise is standard normal, and the loss is the mean
-squared error over all elements (DiT's simple loss, and flow matching's).
+Time is drawn uniformly or logit-normally (t = sigmoid(n), n ~ N(0, 1); Esser et al. 2024, eq. 19,
+which puts more weight on the middle of the path), noise is standard normal, and the loss is the
+mean squared error over all elements (DiT's "simple" loss, and flow matching's).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +17,14 @@ from latentjax.diffusion.samplers import ApplyFn
 
 T_SAMPLINGS = ("uniform", "logit_normal")
 
+# Training times stay this far from the ends, where some targets have singular conversions.
+T_EPS = 1e-5
+
 
 def sample_t(
-    rng: jax.Array, n: int, kind: str, t_min: float = 1e-5, t_max: float = 1.0 - 1e-5
+    rng: jax.Array, n: int, kind: str, t_min: float = T_EPS, t_max: float = 1.0 - T_EPS
 ) -> jax.Array:
-    """[n] times in [t_min, t_max]; the ends are avoided where some targets are singular."""
+    """[n] times in [t_min, t_max], drawn by ``kind`` ("uniform" or "logit_normal")."""
     if kind == "uniform":
         t = jax.random.uniform(rng, (n,))
     elif kind == "logit_normal":
@@ -31,7 +36,7 @@ def sample_t(
 
 def diffusion_loss(
     apply_fn: ApplyFn,
-    params,
+    params: Any,
     x0: jax.Array,
     labels: jax.Array,
     rng: jax.Array,
@@ -41,14 +46,15 @@ def diffusion_loss(
     t_sampling: str = "uniform",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean squared error between ``apply_fn(params, x_t, 1000 t, labels)`` and the target.
-    ``x0``: [B, h, w, c] normalised latents. Returns (loss, {"t": t})."""
+
+    ``x0``: [B, ..., C] normalised latents; ``labels``: [B]. Output channels past C (a DiT's
+    learned-variance half) are ignored. Pure and jittable (``path``, ``prediction``,
+    ``t_sampling`` static). Returns (loss, {"t": [B] sampled times})."""
     p = Path(path)
     t_rng, eps_rng = jax.random.split(rng)
-    t = sample_t(t_rng, x0.shape[0], t_sampling)
+    t = sample_t(t_rng, x0.shape[0], t_sampling)  # [B]
     eps = jax.random.normal(eps_rng, x0.shape, x0.dtype)
-    alpha, sigma = p.alpha_sigma(t)
-    shape = (-1,) + (1,) * (x0.ndim - 1)
-    x_t = alpha.reshape(shape) * x0 + sigma.reshape(shape) * eps
+    x_t = p.marginal(x0, eps, t)
     out = apply_fn(params, x_t, t * 1000.0, labels)[..., : x0.shape[-1]]
     loss = jnp.mean(jnp.square(out - target(p, prediction, x0, eps, t)))
     return loss, {"t": t}

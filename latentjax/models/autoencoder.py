@@ -1,22 +1,31 @@
 """The Stable-Diffusion-style convolutional autoencoder (Rombach et al. 2022, latent-diffusion's
-``Encoder``/``Decoder``), NHWC.
+``Encoder``/``Decoder`` in ``ldm/modules/diffusionmodules/model.py``), NHWC.
 
-Parameter names follow the reference layout so a converter maps them one to one:
+Parameter names follow the reference layout so a weight converter maps them one to one: a
+PyTorch key becomes a linen path by joining each ``ModuleList`` index to the name before it
+(``down.1.block.0`` -> ``down_1/block_0``) and replacing the remaining dots by ``/``.
 
-| latent-diffusion (PyTorch)        | here (linen)                         |
-| --------------------------------- | ------------------------------------ |
-| ``encoder.down.{i}.block.{j}``    | ``encoder/down_{i}_block_{j}``       |
-| ``encoder.down.{i}.attn.{j}``     | ``encoder/down_{i}_attn_{j}``        |
-| ``encoder.down.{i}.downsample``   | ``encoder/down_{i}_downsample/conv`` |
-| ``*.mid.block_1/attn_1/block_2``  | ``*/mid_block_1``, ``mid_attn_1``, … |
-| ``decoder.up.{i}.block.{j}``      | ``decoder/up_{i}_block_{j}``         |
-| ``decoder.up.{i}.upsample``       | ``decoder/up_{i}_upsample/conv``     |
-| ``*.norm_out``, ``*.conv_out``    | same names                           |
-| ``quant_conv``, ``post_quant_conv`` | same names                         |
+| latent-diffusion / diffusers-original (PyTorch) | here (linen params path)          |
+| ----------------------------------------------- | --------------------------------- |
+| ``encoder.conv_in``                             | ``encoder/conv_in``               |
+| ``encoder.down.{i}.block.{j}.{norm1,conv1,...}``| ``encoder/down_{i}/block_{j}/...``|
+| ``encoder.down.{i}.attn.{j}.{norm,q,k,v,proj_out}`` | ``encoder/down_{i}/attn_{j}/...`` |
+| ``encoder.down.{i}.downsample.conv``            | ``encoder/down_{i}/downsample/conv`` |
+| ``{en,de}coder.mid.{block_1,attn_1,block_2}``   | ``{en,de}coder/mid/{block_1,attn_1,block_2}`` |
+| ``decoder.up.{i}.block.{j}`` / ``.attn.{j}``    | ``decoder/up_{i}/block_{j}`` / ``attn_{j}`` |
+| ``decoder.up.{i}.upsample.conv``                | ``decoder/up_{i}/upsample/conv``  |
+| ``{en,de}coder.norm_out``, ``.conv_out``        | same names                        |
+| ``quant_conv``, ``post_quant_conv``             | same names                        |
 
-Inside blocks: ``norm1, conv1, norm2, conv2, nin_shortcut`` and ``norm, q, k, v, proj_out``.
-Decoder levels are indexed as in the reference (``up_{i}`` for level ``i``, run from the
-deepest level up).
+Inside a ``ResnetBlock``: ``norm1, conv1, norm2, conv2, nin_shortcut``; inside an ``AttnBlock``:
+``norm, q, k, v, proj_out`` (1x1 convs, as the reference). Decoder levels keep the reference's
+indices: ``up_{i}`` is level ``i`` and they run from the deepest level up. Weights convert by
+transposing conv kernels [out, in, kh, kw] -> [kh, kw, in, out]; GroupNorm ``weight`` is
+``scale``.
+
+Attention is placed by spatial size, as in the reference: ``attn_resolutions=(8,)`` adds
+attention at every level whose feature map is 8 pixels high, so the parameter tree depends on
+the image size used at ``init``.
 """
 
 from __future__ import annotations
@@ -32,11 +41,13 @@ from latentjax.models.layers import conv, group_norm
 
 
 class ResnetBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv3x3, twice, plus a 1x1 conv shortcut when the width changes."""
+
     out_channels: int
     num_groups: int = 32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C]
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, Cin] -> [B, H, W, Cout]
         h = nn.silu(group_norm(x.shape[-1], self.num_groups, name="norm1")(x))
         h = conv(self.out_channels, 3, name="conv1")(h)
         h = nn.silu(group_norm(self.out_channels, self.num_groups, name="norm2")(h))
@@ -55,33 +66,75 @@ class AttnBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C]
         b, hgt, wid, c = x.shape
         h = group_norm(c, self.num_groups, name="norm")(x)
+        # One head of width C over the HW positions: [B, HW, 1, C] is the (batch, seq, heads,
+        # head dim) layout jax.nn.dot_product_attention expects; its default scale is 1/sqrt(C).
         q, k, v = (conv(c, 1, name=n)(h).reshape(b, hgt * wid, 1, c) for n in ("q", "k", "v"))
-        out = jax.nn.dot_product_attention(q, k, v)  # [B, HW, 1, C], softmax(qk^T / sqrt(C)) v
+        out = jax.nn.dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v: [B, HW, 1, C]
         return x + conv(c, 1, name="proj_out")(out.reshape(b, hgt, wid, c))
 
 
 class Downsample(nn.Module):
+    """Halves H and W with a stride-2 3x3 conv."""
+
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        # Stride-2 3x3 conv with padding only at the bottom/right, as in the reference.
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] -> [B, H/2, W/2, C]
+        # Padding only at the bottom/right, as the reference (F.pad(x, (0, 1, 0, 1)) then an
+        # unpadded conv), so converted weights see the same pixels.
         return conv(x.shape[-1], 3, stride=2, padding=((0, 1), (0, 1)), name="conv")(x)
 
 
 class Upsample(nn.Module):
+    """Doubles H and W: nearest-neighbour repeat, then a 3x3 conv."""
+
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest-neighbour x2
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] -> [B, 2H, 2W, C]
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
         return conv(x.shape[-1], 3, name="conv")(x)
 
 
-def _mid(x: jax.Array, channels: int, num_groups: int) -> jax.Array:
-    """The middle of both networks: ResNet, attention, ResNet (created in the caller's scope)."""
-    x = ResnetBlock(channels, num_groups, name="mid_block_1")(x)
-    x = AttnBlock(num_groups, name="mid_attn_1")(x)
-    return ResnetBlock(channels, num_groups, name="mid_block_2")(x)
+class MidBlock(nn.Module):
+    """The middle of both networks at the lowest resolution: ResNet, attention, ResNet."""
+
+    num_groups: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, h, w, C]
+        c = x.shape[-1]
+        x = ResnetBlock(c, self.num_groups, name="block_1")(x)
+        x = AttnBlock(self.num_groups, name="attn_1")(x)
+        return ResnetBlock(c, self.num_groups, name="block_2")(x)
+
+
+class Level(nn.Module):
+    """One resolution level: ``num_blocks`` ResNet blocks (each followed by attention when
+    ``attention``), then an optional resampling (``"down"``/``"up"``). Its network names it
+    ``down_{i}`` / ``up_{i}``, mirroring the reference's ``down[i]`` / ``up[i]``."""
+
+    out_channels: int
+    num_blocks: int
+    attention: bool = False
+    resample: str | None = None  # None | "down" | "up"
+    num_groups: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, Cin]
+        for j in range(self.num_blocks):
+            x = ResnetBlock(self.out_channels, self.num_groups, name=f"block_{j}")(x)
+            if self.attention:
+                x = AttnBlock(self.num_groups, name=f"attn_{j}")(x)
+        if self.resample == "down":
+            x = Downsample(name="downsample")(x)
+        elif self.resample == "up":
+            x = Upsample(name="upsample")(x)
+        elif self.resample is not None:
+            raise ValueError(f"resample must be None, 'down' or 'up', got {self.resample!r}")
+        return x
 
 
 class Encoder(nn.Module):
+    """Image -> moments of q(z|x) (2 * z_channels when ``double_z``) at 1/f resolution,
+    f = 2 ** (len(ch_mult) - 1)."""
+
     ch: int
     ch_mult: Sequence[int]
     num_res_blocks: int
@@ -92,49 +145,59 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] -> [B, H/f, W/f, (2)z]
-        h = conv(self.ch, 3, name="conv_in")(x)
+        h = conv(self.ch, 3, name="conv_in")(x)  # [B, H, W, ch]
+        last = len(self.ch_mult) - 1
         for i, mult in enumerate(self.ch_mult):
-            for j in range(self.num_res_blocks):
-                h = ResnetBlock(self.ch * mult, self.num_groups, name=f"down_{i}_block_{j}")(h)
-                if h.shape[1] in self.attn_resolutions:
-                    h = AttnBlock(self.num_groups, name=f"down_{i}_attn_{j}")(h)
-            if i != len(self.ch_mult) - 1:
-                h = Downsample(name=f"down_{i}_downsample")(h)
-        h = _mid(h, h.shape[-1], self.num_groups)
+            h = Level(
+                self.ch * mult,
+                self.num_res_blocks,
+                attention=h.shape[1] in self.attn_resolutions,
+                resample="down" if i != last else None,
+                num_groups=self.num_groups,
+                name=f"down_{i}",
+            )(h)
+        h = MidBlock(self.num_groups, name="mid")(h)  # [B, H/f, W/f, ch * ch_mult[-1]]
         h = nn.silu(group_norm(h.shape[-1], self.num_groups, name="norm_out")(h))
         out = 2 * self.z_channels if self.double_z else self.z_channels
         return conv(out, 3, name="conv_out")(h)
 
 
 class Decoder(nn.Module):
+    """Latent -> image, mirroring the encoder with one more ResNet block per level."""
+
     ch: int
     ch_mult: Sequence[int]
-    num_res_blocks: int
     out_channels: int
+    num_res_blocks: int
     attn_resolutions: Sequence[int] = ()
     num_groups: int = 32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:  # [B, h, w, z] -> [B, h*f, w*f, out]
         h = conv(self.ch * self.ch_mult[-1], 3, name="conv_in")(z)
-        h = _mid(h, h.shape[-1], self.num_groups)
+        h = MidBlock(self.num_groups, name="mid")(h)
         for i in reversed(range(len(self.ch_mult))):
-            for j in range(self.num_res_blocks + 1):
-                block = ResnetBlock(
-                    self.ch * self.ch_mult[i], self.num_groups, name=f"up_{i}_block_{j}"
-                )
-                h = block(h)
-                if h.shape[1] in self.attn_resolutions:
-                    h = AttnBlock(self.num_groups, name=f"up_{i}_attn_{j}")(h)
-            if i != 0:
-                h = Upsample(name=f"up_{i}_upsample")(h)
+            h = Level(
+                self.ch * self.ch_mult[i],
+                self.num_res_blocks + 1,
+                attention=h.shape[1] in self.attn_resolutions,
+                resample="up" if i != 0 else None,
+                num_groups=self.num_groups,
+                name=f"up_{i}",
+            )(h)
         h = nn.silu(group_norm(h.shape[-1], self.num_groups, name="norm_out")(h))
+        # The adaptive GAN weight (Esser et al. 2021, eq. 7) differentiates through this layer:
+        # keep its name.
         return conv(self.out_channels, 3, name="conv_out")(h)
 
 
 class AutoencoderKL(nn.Module):
-    """Encoder -> diagonal Gaussian -> decoder. ``embed_dim`` adds Stable Diffusion's 1x1
-    ``quant_conv``/``post_quant_conv`` and makes the latent ``embed_dim`` channels wide."""
+    """Encoder -> diagonal Gaussian -> decoder (Rombach et al. 2022, the "KL-reg" autoencoder).
+
+    ``embed_dim`` adds Stable Diffusion's 1x1 ``quant_conv``/``post_quant_conv`` and makes the
+    latent ``embed_dim`` channels wide; without it the latent has ``z_channels``. Use
+    ``model.apply(params, x, method=model.encode)`` / ``method=model.decode`` for either half.
+    """
 
     ch: int
     ch_mult: Sequence[int]
@@ -147,42 +210,49 @@ class AutoencoderKL(nn.Module):
 
     def setup(self):
         self.encoder = Encoder(
-            self.ch,
-            tuple(self.ch_mult),
-            self.num_res_blocks,
-            self.z_channels,
+            ch=self.ch,
+            ch_mult=tuple(self.ch_mult),
+            num_res_blocks=self.num_res_blocks,
+            z_channels=self.z_channels,
             double_z=True,
             attn_resolutions=tuple(self.attn_resolutions),
             num_groups=self.num_groups,
         )
         self.decoder = Decoder(
-            self.ch,
-            tuple(self.ch_mult),
-            self.num_res_blocks,
-            self.in_channels,
+            ch=self.ch,
+            ch_mult=tuple(self.ch_mult),
+            out_channels=self.in_channels,
+            num_res_blocks=self.num_res_blocks,
             attn_resolutions=tuple(self.attn_resolutions),
             num_groups=self.num_groups,
         )
-        if self.embed_dim:
-            self.quant_conv = conv(2 * self.embed_dim, 1, name="quant_conv")
-            self.post_quant_conv = conv(self.z_channels, 1, name="post_quant_conv")
+        if self.embed_dim is not None:
+            self.quant_conv = conv(2 * self.embed_dim, 1)
+            self.post_quant_conv = conv(self.z_channels, 1)
 
     @property
     def downsample_factor(self) -> int:
+        """f: how many pixels of a side one latent position covers."""
         return 2 ** (len(self.ch_mult) - 1)
 
-    def encode(self, x: jax.Array) -> DiagonalGaussian:  # x: [B, H, W, C] in [-1, 1]
-        moments = self.encoder(x)
-        if self.embed_dim:
-            moments = self.quant_conv(moments)
+    @property
+    def latent_channels(self) -> int:
+        return self.z_channels if self.embed_dim is None else self.embed_dim
+
+    def encode(self, x: jax.Array) -> DiagonalGaussian:  # x: [B, H, W, C], in [-1, 1]
+        moments = self.encoder(x)  # [B, H/f, W/f, 2 z_channels]
+        if self.embed_dim is not None:
+            moments = self.quant_conv(moments)  # [B, H/f, W/f, 2 embed_dim]
         return DiagonalGaussian.from_moments(moments)
 
-    def decode(self, z: jax.Array) -> jax.Array:  # z: [B, h, w, latent channels]
-        if self.embed_dim:
+    def decode(self, z: jax.Array) -> jax.Array:  # [B, h, w, latent_channels] -> [B, H, W, C]
+        if self.embed_dim is not None:
             z = self.post_quant_conv(z)
         return self.decoder(z)
 
     def __call__(self, x: jax.Array, sample: bool = True) -> tuple[jax.Array, DiagonalGaussian]:
+        """Reconstruct ``x`` through a posterior sample (needs the "sample" rng) or, with
+        ``sample=False``, through the posterior mean. -> (x_hat [B, H, W, C], posterior)."""
         posterior = self.encode(x)
         z = posterior.sample(self.make_rng("sample")) if sample else posterior.mode()
         return self.decode(z), posterior

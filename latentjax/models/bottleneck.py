@@ -37,7 +37,8 @@ class DiagonalGaussian:
         return self.mean
 
     def kl_elements(self) -> jax.Array:
-        """KL(q || N(0, I)) per latent element: 0.5 (mean^2 + var - 1 - logvar)."""
+        """KL(q || N(0, I)) per latent element in closed form (Kingma & Welling 2014, app. B):
+        0.5 (mean^2 + var - 1 - logvar)."""
         return 0.5 * (jnp.square(self.mean) + self.var - 1.0 - self.logvar)
 
     def kl(self) -> jax.Array:

@@ -22,6 +22,10 @@ from latentjax.models.layers import conv, dense
 from latentjax.parallel.axes import EMBED, HEADS, MLP, VOCAB
 
 XAVIER = nn.initializers.xavier_uniform()
+# DiT initialises the patch-embedding conv as a Dense on its flattened kernel [p*p*C_in, D]:
+# fan_in = p*p*C_in, fan_out = D. Flax's default xavier on a conv kernel multiplies *both* fans by
+# the receptive field (p*p), which would shrink the bound; naming the input axes avoids that.
+PATCH_XAVIER = nn.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=-1)
 ZEROS = nn.initializers.zeros_init()
 
 # (hidden size, depth, heads) of the DiT paper's table 1.
@@ -65,6 +69,8 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
 def sincos_2d(dim: int, grid: int) -> np.ndarray:
     """Fixed 2-D sin-cos position embedding [grid*grid, dim] (MAE/DiT): half the channels encode
     the row, half the column."""
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos position embedding needs dim divisible by 4, got {dim}")
 
     def one_d(d: int, pos: np.ndarray) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
@@ -79,6 +85,7 @@ def sincos_2d(dim: int, grid: int) -> np.ndarray:
 
 
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    """adaLN: x [B, L, D] * (1 + scale [B, D]) + shift [B, D] (DiT eq. for adaLN, sec. 3.2)."""
     return x * (1.0 + scale[:, None]) + shift[:, None]
 
 
@@ -87,6 +94,8 @@ def _layer_norm() -> nn.LayerNorm:
 
 
 class TimestepEmbedder(nn.Module):
+    """Sinusoidal frequencies of t -> Dense -> SiLU -> Dense (DiT's t_embedder)."""
+
     hidden_size: int
     freq_dim: int = 256
 
@@ -100,6 +109,8 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
+    """Class labels -> vectors; row ``num_classes`` is the null (CFG) class."""
+
     num_classes: int
     hidden_size: int
 
@@ -117,12 +128,17 @@ class LabelEmbedder(nn.Module):
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention: fused qkv Dense, ``jax.nn.dot_product_attention``, out Dense."""
+
     num_heads: int
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, D]
         b, length, d = x.shape
+        if d % self.num_heads:
+            raise ValueError(f"hidden size {d} is not divisible by {self.num_heads} heads")
         head_dim = d // self.num_heads
+        # [q | k | v] along features, each head-major, as timm's fused qkv in DiT.
         qkv = dense(3 * d, (EMBED, HEADS), kernel_init=XAVIER, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(b, length, 3 * self.num_heads, head_dim), 3, axis=2)
         out = jax.nn.dot_product_attention(q, k, v)  # [B, L, heads, head_dim]
@@ -130,6 +146,10 @@ class Attention(nn.Module):
 
 
 class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero conditioning (DiT sec. 3.2): c regresses shift, scale and
+    a gate for the attention and the MLP branch; the zero-initialised regression makes the block
+    the identity at initialisation."""
+
     hidden_size: int
     num_heads: int
     mlp_ratio: float = 4.0
@@ -150,6 +170,8 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm, then a zero-initialised linear map to p*p*out channels/token."""
+
     hidden_size: int
     out_features: int
 
@@ -162,6 +184,8 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
+    """Diffusion Transformer on [B, H, W, C] latents; H = W = ``input_size``."""
+
     input_size: int
     patch_size: int
     in_channels: int
@@ -181,12 +205,20 @@ class DiT(nn.Module):
         """x [B, H, W, C] latents, t [B] in [0, 1000), y [B] int labels -> [B, H, W, out]."""
         b, h, w, _ = x.shape
         p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(f"input {h}x{w} is not divisible by patch size {p}")
+        if h != self.input_size or w != self.input_size:
+            # The fixed position embedding is built for input_size x input_size (as in DiT).
+            raise ValueError(f"input is {h}x{w} but the DiT was built for {self.input_size}^2")
+        if h % p:
+            raise ValueError(f"input size {h} is not divisible by patch size {p}")
         # Patch embedding: a p x p conv with stride p, initialised like a Dense (xavier over the
         # flattened kernel, as DiT does).
         tokens = conv(
-            self.hidden_size, p, stride=p, padding="VALID", kernel_init=XAVIER, name="x_embedder"
+            self.hidden_size,
+            p,
+            stride=p,
+            padding="VALID",
+            kernel_init=PATCH_XAVIER,
+            name="x_embedder",
         )(x).reshape(b, (h // p) * (w // p), self.hidden_size)
         tokens = tokens + sincos_2d(self.hidden_size, h // p)[None]
         c = TimestepEmbedder(self.hidden_size, name="t_embedder")(t)

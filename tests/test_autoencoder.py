@@ -1,0 +1,232 @@
+"""The stage-1 models: KL autoencoder, its Gaussian bottleneck, the PatchGAN discriminator.
+
+Shapes are checked with ``jax.eval_shape`` (no compilation); numerics on tiny widths.
+"""
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+from latentjax.models.autoencoder import AutoencoderKL, Decoder, Encoder
+from latentjax.models.bottleneck import DiagonalGaussian
+from latentjax.models.discriminator import PatchDiscriminator
+from latentjax.parallel.axes import LOGICAL_AXES
+
+
+def key(seed: int) -> jax.Array:
+    # The "rbg" PRNG compiles in a fraction of the time of the default (partitionable threefry)
+    # on CPU, which dominated this file's run time; the models work with any key type.
+    return jax.random.key(seed, impl="rbg")
+
+
+RNGS = {"params": key(0), "sample": key(1)}
+
+
+def tiny_ae(ch_mult=(1, 2), in_channels=3, attn=(), embed_dim=None, ch=32, groups=8):
+    return AutoencoderKL(
+        ch=ch,
+        ch_mult=ch_mult,
+        num_res_blocks=1,
+        z_channels=4,
+        in_channels=in_channels,
+        attn_resolutions=attn,
+        num_groups=groups,
+        embed_dim=embed_dim,
+    )
+
+
+def check_logical_specs(boxed_variables):
+    """Every parameter leaf has one logical name (or None) per dimension, from LOGICAL_AXES."""
+    specs = nn.get_partition_spec(boxed_variables)
+    shapes = nn.unbox(boxed_variables)
+    spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+    shape_leaves = jax.tree_util.tree_leaves_with_path(shapes)
+    assert len(spec_leaves) == len(shape_leaves) > 0
+    for spec, (path, leaf) in zip(spec_leaves, shape_leaves, strict=True):
+        where = jax.tree_util.keystr(path)
+        assert isinstance(spec, PartitionSpec), where
+        assert len(spec) == leaf.ndim, f"{where}: spec {spec} for shape {leaf.shape}"
+        assert all(name is None or name in LOGICAL_AXES for name in spec), f"{where}: {spec}"
+
+
+CASES = [
+    # ch_mult, in_channels, attn_resolutions, embed_dim, image size
+    ((1, 2), 3, (), None, 16),
+    ((1, 2), 1, (8,), 3, 16),
+    ((1, 2, 2), 1, (), 4, 32),
+    ((1, 2, 2), 3, (16, 8), None, 32),
+]
+
+
+@pytest.mark.parametrize("ch_mult, in_ch, attn, embed_dim, size", CASES)
+def test_autoencoder_shapes_names_and_logical_axes(ch_mult, in_ch, attn, embed_dim, size):
+    model = tiny_ae(ch_mult, in_ch, attn, embed_dim)
+    f = model.downsample_factor
+    assert f == 2 ** (len(ch_mult) - 1)
+    x = jax.ShapeDtypeStruct((2, size, size, in_ch), jnp.float32)
+    variables = jax.eval_shape(model.init, RNGS, x)
+    check_logical_specs(variables)
+    params = nn.unbox(variables)["params"]
+
+    # Names mirror latent-diffusion's layout (see the module docstring).
+    enc, dec = params["encoder"], params["decoder"]
+    assert set(enc["down_0"]["block_0"]) == {"norm1", "conv1", "norm2", "conv2"}
+    assert "nin_shortcut" in enc["down_1"]["block_0"]  # ch -> 2 ch
+    assert "downsample" in enc["down_0"] and "downsample" not in enc[f"down_{len(ch_mult) - 1}"]
+    assert set(enc["mid"]) == {"block_1", "attn_1", "block_2"}
+    assert set(dec["mid"]) == {"block_1", "attn_1", "block_2"}
+    assert set(dec["up_0"]) == {"block_0", "block_1"}  # num_res_blocks + 1, no upsample
+    assert "upsample" in dec["up_1"]
+    assert set(enc["mid"]["attn_1"]) == {"norm", "q", "k", "v", "proj_out"}
+    assert dec["conv_out"]["kernel"].shape == (3, 3, 32, in_ch)
+    assert ("quant_conv" in params) == (embed_dim is not None)
+    assert ("post_quant_conv" in params) == (embed_dim is not None)
+    # Attention sits at the levels whose feature map has a listed size.
+    for i in range(len(ch_mult)):
+        res = size // 2**i
+        assert ("attn_0" in enc[f"down_{i}"]) == (res in attn)
+        assert ("attn_0" in dec[f"up_{i}"]) == (res in attn)
+
+    z_ch = model.latent_channels
+    x_hat, post = jax.eval_shape(
+        lambda p, x: model.apply(p, x, rngs={"sample": RNGS["sample"]}), variables, x
+    )
+    assert x_hat.shape == x.shape and x_hat.dtype == jnp.float32
+    assert post.mean.shape == post.logvar.shape == (2, size // f, size // f, z_ch)
+    post = jax.eval_shape(lambda p, x: model.apply(p, x, method=model.encode), variables, x)
+    assert post.mean.shape == (2, size // f, size // f, z_ch)
+    z = jax.ShapeDtypeStruct((3, size // f, size // f, z_ch), jnp.float32)
+    out = jax.eval_shape(lambda p, z: model.apply(p, z, method=model.decode), variables, z)
+    assert out.shape == (3, size, size, in_ch)
+
+
+@pytest.mark.parametrize("double_z", [True, False])
+def test_encoder_decoder_alone(double_z):
+    enc = Encoder(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, double_z=double_z)
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    variables = jax.eval_shape(enc.init, RNGS, x)
+    check_logical_specs(variables)
+    out = jax.eval_shape(enc.apply, variables, x)
+    assert out.shape == (1, 8, 8, 8 if double_z else 4)
+
+    dec = Decoder(ch=32, ch_mult=(1, 2, 2), out_channels=1, num_res_blocks=1, num_groups=16)
+    z = jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)
+    variables = jax.eval_shape(dec.init, RNGS, z)
+    check_logical_specs(variables)
+    assert jax.eval_shape(dec.apply, variables, z).shape == (1, 32, 32, 1)
+
+
+def test_group_count_is_capped_and_must_divide():
+    # 32 groups on 16 channels: capped to 16 groups, builds.
+    x = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    jax.eval_shape(tiny_ae((1,), in_channels=1, ch=16, groups=32).init, RNGS, x)
+    # 32 groups do not divide 48 channels: a clear error, not a silent change of the model.
+    with pytest.raises(ValueError, match="divide"):
+        jax.eval_shape(tiny_ae((1,), in_channels=1, ch=48, groups=32).init, RNGS, x)
+
+
+def test_sample_flag_and_rngs():
+    model = tiny_ae((1, 2), in_channels=1, attn=(8,), embed_dim=4)
+    x = jax.random.normal(key(2), (2, 16, 16, 1))
+    params = jax.jit(model.init)(RNGS, x)
+
+    @jax.jit
+    def run(params, x, key):  # one compilation for every variant below
+        det, post = model.apply(params, x, sample=False)  # no "sample" rng needed
+        mode = model.apply(params, post.mean, method=model.decode)
+        sampled, _ = model.apply(params, x, rngs={"sample": key})
+        return det, mode, sampled
+
+    det, mode, s1 = run(params, x, key(5))
+    np.testing.assert_allclose(det, mode, rtol=1e-5, atol=1e-5)
+    det_again, _, s1_again = run(params, x, key(5))
+    s2 = run(params, x, key(6))[2]
+    np.testing.assert_array_equal(det, det_again)
+    np.testing.assert_array_equal(s1, s1_again)
+    assert not np.allclose(s1, s2)
+    assert not np.allclose(s1, det)
+    assert np.isfinite(np.asarray(s1)).all()
+    with pytest.raises(flax.errors.InvalidRngError):  # sampling needs a "sample" rng
+        jax.eval_shape(lambda p, x: model.apply(p, x, sample=True), params, x)
+
+
+def test_kl_matches_monte_carlo():
+    # KL(q || N(0, I)) = E_q[log q(z) - log p(z)]; the log 2pi terms cancel in the difference.
+    k_mean, k_logvar, k_eps = jax.random.split(key(3), 3)
+    mean = 0.8 * jax.random.normal(k_mean, (2, 2, 2, 3))
+    logvar = jax.random.uniform(k_logvar, (2, 2, 2, 3), minval=-1.5, maxval=1.0)
+    q = DiagonalGaussian(mean=mean, logvar=logvar)
+
+    n = 200_000
+
+    @jax.jit
+    def estimate(q, key):
+        # n independent draws of the whole batch through DiagonalGaussian.sample itself.
+        many = DiagonalGaussian(*(jnp.broadcast_to(a, (n, *a.shape)) for a in (mean, logvar)))
+        z = many.sample(key)  # [n, B, h, w, c]
+        log_q = -0.5 * (jnp.square(z - q.mean) / q.var + q.logvar)
+        log_p = -0.5 * jnp.square(z)
+        per_sample = (log_q - log_p).sum(axis=(2, 3, 4))  # [n, B]
+        return per_sample.mean(0), per_sample.std(0) / np.sqrt(n), q.kl()
+
+    mc, stderr, kl = estimate(q, k_eps)
+    assert kl.shape == (2,)
+    assert np.all(np.abs(kl - mc) < 4 * stderr), (kl, mc, stderr)
+
+
+def test_kl_zero_per_channel_and_clipping():
+    zeros = jnp.zeros((3, 4, 4, 2))
+    np.testing.assert_allclose(DiagonalGaussian(zeros, zeros).kl(), np.zeros(3), atol=1e-7)
+
+    moments = jax.random.normal(key(4), (3, 4, 4, 4))
+    q = DiagonalGaussian.from_moments(moments)
+    np.testing.assert_array_equal(q.mean, moments[..., :2])
+    per_channel = q.kl_per_channel()
+    assert per_channel.shape == (2,)
+    # Summed over channels and positions, the per-channel KL is the batch mean of kl().
+    np.testing.assert_allclose(per_channel.sum() * 16, q.kl().mean(), rtol=1e-5)
+
+    extreme = jnp.concatenate([zeros, jnp.full_like(zeros, 100.0)], -1)
+    assert float(DiagonalGaussian.from_moments(extreme).logvar.max()) == 20.0
+    extreme = jnp.concatenate([zeros, jnp.full_like(zeros, -100.0)], -1)
+    assert float(DiagonalGaussian.from_moments(extreme).logvar.min()) == -30.0
+
+
+def test_sample_is_reparameterised():
+    mean, logvar = jnp.ones((2, 3, 3, 4)), jnp.full((2, 3, 3, 4), -0.5)
+    rng = key(7)
+
+    def total(m, lv):
+        return DiagonalGaussian(m, lv).sample(rng).sum()
+
+    g_mean, g_logvar = jax.jit(jax.grad(total, argnums=(0, 1)))(mean, logvar)
+    np.testing.assert_allclose(g_mean, np.ones(mean.shape))
+    # d/dlogvar (mean + exp(logvar / 2) eps) = 0.5 std eps = 0.5 (z - mean)
+    z = DiagonalGaussian(mean, logvar).sample(rng)
+    np.testing.assert_allclose(g_logvar, 0.5 * (z - mean), rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(g_logvar)).sum() > 0
+
+
+@pytest.mark.parametrize("n_layers, side", [(2, 6), (3, 2)])
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_discriminator_shapes(n_layers, side, norm):
+    disc = PatchDiscriminator(ndf=16, n_layers=n_layers, norm=norm)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    variables = jax.eval_shape(disc.init, RNGS, x)
+    check_logical_specs(variables)
+    params = nn.unbox(variables)["params"]
+    assert ("norm_1" in params) == (norm == "group")
+    assert jax.eval_shape(disc.apply, variables, x).shape == (2, side, side, 1)
+
+
+def test_discriminator_runs_and_rejects_unknown_norm():
+    disc = PatchDiscriminator(ndf=8, n_layers=2)
+    x = jax.random.normal(key(8), (2, 32, 32, 1))
+    logits = jax.jit(disc.apply)(jax.jit(disc.init)(RNGS, x), x)
+    assert logits.shape == (2, 6, 6, 1) and np.isfinite(np.asarray(logits)).all()
+    with pytest.raises(ValueError, match="norm"):
+        jax.eval_shape(PatchDiscriminator(norm="batch").init, RNGS, x)
