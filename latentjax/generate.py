@@ -103,7 +103,7 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
         if checkpointer.latest_step() is None:
             raise WorkdirError(f"{workdir} has no checkpoint; train it first")
         rules = tuple(tuple(r) for r in config.mesh.rules)
-        task = loop.Task("dit", stage.init_state, None, {}, {})
+        task = loop.Task("dit", stage.init_state, {}, {}, {})
         abstract, _, _ = loop.build_state(task, mesh, rules, jax.random.key(0))
         state = checkpointer.restore(abstract)
     finally:

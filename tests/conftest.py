@@ -1,7 +1,19 @@
 """Shared pytest setup and fixtures."""
 
+import os
+import tempfile
+
 import absl.flags
 import pytest
+
+# Compile each program once per machine: the suite (and the subprocesses it starts, which
+# inherit the environment) builds the same small programs many times, and XLA compilation
+# dominates its run time on a 2-core CPU. Set before JAX is imported by any test module.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "latentjax-test-jax-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # Grain's worker processes (mp_prefetch) read absl flags such as
 # grain_enable_multiprocess_worker_profiling; outside absl.app.run (pytest included) the flags are

@@ -57,5 +57,17 @@ def test_fit_replicates_indivisible_dims():
     # _fit only reads mesh.shape: a stand-in with 4 x 2 devices needs no real devices.
     fake = type("M", (), {"shape": {"data": 1, "fsdp": 4, "tensor": 2}})()
     assert mesh_lib._fit(P("fsdp", "tensor"), (8, 3), fake) == P("fsdp", None)
-    assert mesh_lib._fit(P(("fsdp", "tensor"),), (8,), fake) == P(("fsdp", "tensor"))
-    assert mesh_lib._fit(P(("fsdp", "tensor"),), (4,), fake) == P(None)
+    assert mesh_lib._fit(
+        P(
+            ("fsdp", "tensor"),
+        ),
+        (8,),
+        fake,
+    ) == P(("fsdp", "tensor"))
+    assert mesh_lib._fit(
+        P(
+            ("fsdp", "tensor"),
+        ),
+        (4,),
+        fake,
+    ) == P(None)

@@ -20,14 +20,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "latentjax_digits"
     c.data.data_dir = ""
-    c.data.image_size = 32  # must match the autoencoder's
+    c.data.image_size = 16  # must match the autoencoder's
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.worker_count = 0
     c.data.latent_stats_batches = 8  # batches used to measure the latent shift/scale
 
     c.model = ml_collections.ConfigDict()
-    c.model.patch_size = 2
+    c.model.patch_size = 1  # the 4x4x4 latent is 16 tokens
     c.model.hidden_size = 128
     c.model.depth = 4
     c.model.num_heads = 4

@@ -1,10 +1,9 @@
-"""Stage 1: the KL autoencoder with a PatchGAN, trained in one jitted step.
+"""Stage 1: the KL autoencoder with a PatchGAN; generator and discriminator in one jitted step.
 
-The generator (autoencoder) and the discriminator live in one state pytree with two optax
-transforms (as in vdm's train state). Before ``disc_start`` the step computes only the
-reconstruction + KL loss; afterwards it adds the adversarial term with latent-diffusion's
-adaptive weight and also updates the discriminator. ``lax.cond`` picks the branch at run time, so
-the switch needs no recompilation.
+The autoencoder and the discriminator live in one state pytree with two optax transforms (as in
+vdm's train state). Training has two phases, each its own compiled step: before ``disc_start``
+the step computes only the reconstruction + KL loss; from then on it adds the adversarial term
+with latent-diffusion's adaptive weight and updates the discriminator in the same step.
 """
 
 from __future__ import annotations
@@ -85,14 +84,12 @@ class AutoencoderStage:
             "opt_state": {"ae": self.tx.init(ae_params), "disc": self.disc_tx.init(disc_params)},
         }
 
-    def train_step(self, state, frozen, batch, rng):
-        del frozen
+    def _losses(self, state, batch, rng):
+        """Closures over one batch: the NLL (reconstruction + warmed-up KL) and the generator's
+        adversarial loss, both as functions of the autoencoder parameters."""
         lc = self.config.loss
-        step = state["step"]
-        rng = jax.random.fold_in(rng, step)
         x = batch["image"]  # [B, H, W, C] in [-1, 1]
-        ae_params, disc_params = state["params"]["ae"], state["params"]["disc"]
-        kl_scale = lc.kl_weight * losses.linear_warmup(step, lc.kl_warmup_steps)
+        kl_scale = lc.kl_weight * losses.linear_warmup(state["step"], lc.kl_warmup_steps)
 
         def nll_loss(p):
             x_hat, posterior = self.ae.apply(p, x, sample=True, rngs={"sample": rng})
@@ -102,50 +99,72 @@ class AutoencoderStage:
 
         def generator_losses(p):
             nll, aux = nll_loss(p)
-            return (nll, losses.hinge_g_loss(self.disc.apply(disc_params, aux["x_hat"]))), aux
+            logits = self.disc.apply(state["params"]["disc"], aux["x_hat"])
+            return (nll, losses.hinge_g_loss(logits)), aux
 
-        def without_gan(_):
-            (nll, aux), grads = jax.value_and_grad(nll_loss, has_aux=True)(ae_params)
-            zero = jnp.zeros((), jnp.float32)
-            metrics = {"g_adv": zero, "d_loss": zero, "adaptive_weight": zero, "nll": nll}
-            return grads, disc_params, state["opt_state"]["disc"], {**metrics, **_scalars(aux)}
+        return nll_loss, generator_losses, kl_scale
 
-        def with_gan(_):
-            # One forward pass, two backward passes: the adaptive weight needs the gradients of
-            # the NLL and of the adversarial loss separately (Esser et al. 2021, eq. 7).
-            (nll, adv), vjp, aux = jax.vjp(generator_losses, ae_params, has_aux=True)
-            (g_nll,) = vjp((jnp.ones_like(nll), jnp.zeros_like(adv)))
-            (g_adv,) = vjp((jnp.zeros_like(nll), jnp.ones_like(adv)))
-            weight = lc.disc_weight * losses.adaptive_weight(_last_layer(g_nll), _last_layer(g_adv))
-            grads = jax.tree.map(lambda a, b: a + weight * b, g_nll, g_adv)
-
-            fake = jax.lax.stop_gradient(aux["x_hat"])
-
-            def disc_loss(dp):
-                return losses.hinge_d_loss(self.disc.apply(dp, x), self.disc.apply(dp, fake))
-
-            d_loss, d_grads = jax.value_and_grad(disc_loss)(disc_params)
-            updates, new_disc_opt = self.disc_tx.update(
-                d_grads, state["opt_state"]["disc"], disc_params
-            )
-            new_disc = optax.apply_updates(disc_params, updates)
-            metrics = {"g_adv": adv, "d_loss": d_loss, "adaptive_weight": weight, "nll": nll}
-            return grads, new_disc, new_disc_opt, {**metrics, **_scalars(aux)}
-
-        grads, new_disc, new_disc_opt, metrics = jax.lax.cond(
-            step >= lc.disc_start, with_gan, without_gan, None
+    def reconstruction_step(self, state, frozen, batch, rng):
+        """Before ``disc_start``: reconstruction + KL only; the discriminator is untouched."""
+        del frozen
+        rng = jax.random.fold_in(rng, state["step"])
+        nll_loss, _, kl_scale = self._losses(state, batch, rng)
+        (nll, aux), grads = jax.value_and_grad(nll_loss, has_aux=True)(state["params"]["ae"])
+        zero = jnp.zeros((), jnp.float32)
+        metrics = {"nll": nll, "g_adv": zero, "d_loss": zero, "adaptive_weight": zero}
+        return self._apply(
+            state,
+            grads,
+            state["params"]["disc"],
+            state["opt_state"]["disc"],
+            {**metrics, **_scalars(aux), "kl_scale": kl_scale},
         )
-        updates, new_opt = self.tx.update(grads, state["opt_state"]["ae"], ae_params)
-        new_ae = optax.apply_updates(ae_params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["param_norm"] = optax.global_norm(new_ae)
-        metrics["kl_scale"] = kl_scale
+
+    def adversarial_step(self, state, frozen, batch, rng):
+        """From ``disc_start``: adds the PatchGAN term with the adaptive weight and updates the
+        discriminator (hinge loss) on the same batch."""
+        del frozen
+        lc = self.config.loss
+        rng = jax.random.fold_in(rng, state["step"])
+        _, generator_losses, kl_scale = self._losses(state, batch, rng)
+        ae_params, disc_params = state["params"]["ae"], state["params"]["disc"]
+        # One forward pass, two backward passes: the adaptive weight compares the gradients of
+        # the NLL and of the adversarial loss at the decoder's last layer (Esser et al. 2021,
+        # eq. 7).
+        (nll, adv), vjp, aux = jax.vjp(generator_losses, ae_params, has_aux=True)
+        (g_nll,) = vjp((jnp.ones_like(nll), jnp.zeros_like(adv)))
+        (g_adv,) = vjp((jnp.zeros_like(nll), jnp.ones_like(adv)))
+        weight = lc.disc_weight * losses.adaptive_weight(_last_layer(g_nll), _last_layer(g_adv))
+        grads = jax.tree.map(lambda a, b: a + weight * b, g_nll, g_adv)
+
+        x, fake = batch["image"], jax.lax.stop_gradient(aux["x_hat"])
+
+        def disc_loss(dp):
+            return losses.hinge_d_loss(self.disc.apply(dp, x), self.disc.apply(dp, fake))
+
+        d_loss, d_grads = jax.value_and_grad(disc_loss)(disc_params)
+        updates, disc_opt = self.disc_tx.update(d_grads, state["opt_state"]["disc"], disc_params)
+        disc = optax.apply_updates(disc_params, updates)
+        metrics = {"nll": nll, "g_adv": adv, "d_loss": d_loss, "adaptive_weight": weight}
+        return self._apply(
+            state, grads, disc, disc_opt, {**metrics, **_scalars(aux), "kl_scale": kl_scale}
+        )
+
+    def _apply(self, state, grads, disc, disc_opt, metrics):
+        ae_params = state["params"]["ae"]
+        updates, opt = self.tx.update(grads, state["opt_state"]["ae"], ae_params)
+        ae = optax.apply_updates(ae_params, updates)
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
+        metrics["param_norm"] = optax.tree.norm(ae)
         new_state = {
-            "step": step + 1,
-            "params": {"ae": new_ae, "disc": new_disc},
-            "opt_state": {"ae": new_opt, "disc": new_disc_opt},
+            "step": state["step"] + 1,
+            "params": {"ae": ae, "disc": disc},
+            "opt_state": {"ae": opt, "disc": disc_opt},
         }
         return new_state, metrics
+
+    def phase(self, step: int) -> str:
+        return "adversarial" if step >= self.config.loss.disc_start else "reconstruction"
 
     def reconstruct(self, ae_params, images: jax.Array) -> jax.Array:
         """Deterministic reconstruction through the posterior mean."""
@@ -177,10 +196,14 @@ def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
     return loop.Task(
         name="ae",
         init_state=stage.init_state,
-        train_step=stage.train_step,
+        train_steps={
+            "reconstruction": stage.reconstruction_step,
+            "adversarial": stage.adversarial_step,
+        },
         frozen={},
         frozen_shardings={},
         evaluate=evaluate,
+        phase=stage.phase,
     )
 
 
@@ -200,7 +223,7 @@ def load_autoencoder(workdir: str | Path, mesh) -> tuple[Any, AutoencoderStage, 
             raise WorkdirError(f"stage-1 run {workdir} has no checkpoint; train it first")
         rules = tuple(tuple(r) for r in config.mesh.rules)
         abstract, _, _ = loop.build_state(
-            loop.Task("ae", stage.init_state, None, {}, {}), mesh, rules, jax.random.key(0)
+            loop.Task("ae", stage.init_state, {}, {}, {}), mesh, rules, jax.random.key(0)
         )
         state = checkpointer.restore(abstract)
     finally:

@@ -133,8 +133,8 @@ class DiTStage:
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(params),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(params),
             "ema_decay": decay,
         }
         new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema_params": ema}
@@ -202,7 +202,7 @@ def make_task(stage: DiTStage, ae_params, stats: dict[str, Any], mesh) -> loop.T
     return loop.Task(
         name="dit",
         init_state=stage.init_state,
-        train_step=stage.train_step,
+        train_steps={"diffusion": stage.train_step},
         frozen=frozen,
         frozen_shardings=frozen_shardings,
     )

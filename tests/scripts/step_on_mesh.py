@@ -40,18 +40,10 @@ def run_steps(task, config, mesh, batches):
     rng = jax.random.key(0)
     _, shardings, init = loop.build_state(task, mesh, rules, rng)
     state = init(rng)
-    step = jax.jit(
-        task.train_step,
-        in_shardings=(
-            shardings,
-            task.frozen_shardings,
-            mesh_lib.batch_sharding(mesh),
-            mesh_lib.replicated(mesh),
-        ),
-        out_shardings=(shardings, mesh_lib.replicated(mesh)),
-    )
+    steps = loop.jit_steps(task, shardings, mesh)
     losses = []
-    for b in batches:
+    for i, b in enumerate(batches):
+        step = steps[task.step_for(i)]
         state, metrics = step(state, task.frozen, mesh_lib.global_batch(b, mesh), rng)
         losses.append({k: float(v) for k, v in jax.device_get(metrics).items()})
     return losses

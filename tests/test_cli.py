@@ -1,0 +1,193 @@
+"""The ``latentjax`` command end to end on tiny models: train both stages, resume, sample, and
+one-line errors for the mistakes a user makes."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from latentjax.cli import main
+from latentjax.config import load_config
+from latentjax.train import autoencoder, loop
+from latentjax.train.checkpoint import Checkpointer
+
+TINY_AE = [
+    "--config.model.ch=8",
+    "--config.model.num_groups=4",
+    "--config.model.ch_mult=(1, 2)",
+    "--config.data.image_size=8",
+    "--config.loss.disc_ndf=8",
+    "--config.loss.disc_layers=1",
+    "--config.loss.disc_start=2",
+    "--config.train.batch_size=8",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=2",
+    "--config.train.checkpoint_every=2",
+]
+TINY_DIT = [
+    "--config.model.hidden_size=16",
+    "--config.model.depth=1",
+    "--config.model.num_heads=2",
+    "--config.data.image_size=8",
+    "--config.data.latent_stats_batches=2",
+    "--config.train.batch_size=8",
+    "--config.train.log_every=1",
+    "--config.train.checkpoint_every=2",
+    "--config.sample.num_steps=3",
+]
+
+
+def _train(kind: str, workdir: Path, *extra: str) -> int:
+    tiny = TINY_AE if kind == "ae" else TINY_DIT
+    return main(
+        [
+            "train",
+            "--config",
+            f"configs/{kind}/digits.py",
+            "--workdir",
+            str(workdir),
+            "--no-progress",
+        ]
+        + tiny
+        + list(extra)
+    )
+
+
+def _steps(workdir: Path) -> list[int]:
+    return [
+        json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def _params(workdir: Path, overrides: list[str]):
+    config = load_config("ae/digits.py", [o.removeprefix("--config.") for o in overrides])
+    stage = autoencoder.AutoencoderStage(config)
+    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"))
+    task = loop.Task("ae", stage.init_state, {}, {}, {})
+    abstract, _, _ = loop.build_state(
+        task, mesh, tuple(map(tuple, config.mesh.rules)), jax.random.key(0)
+    )
+    ckpt = Checkpointer(workdir / "checkpoints")
+    try:
+        return ckpt.restore(abstract)
+    finally:
+        ckpt.close()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digits_data_dir, monkeypatch_module):
+    monkeypatch_module.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
+    root = tmp_path_factory.mktemp("runs")
+    # Stage 1 in two sittings: 2 steps, then resumed to 4 (crossing disc_start=2).
+    assert _train("ae", root / "ae", "--config.train.num_steps=2") == 0
+    assert _train("ae", root / "ae", "--config.train.num_steps=4") == 0
+    assert (
+        _train(
+            "dit", root / "dit", "--config.train.num_steps=2", f"--config.ae_workdir={root / 'ae'}"
+        )
+        == 0
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_train_writes_the_run_directory(runs):
+    ae = runs / "ae"
+    assert json.loads((ae / "config.json").read_text())["stage"] == "ae"
+    assert _steps(ae) == [1, 2, 3, 4]  # resumed at 2; nothing logged twice
+    metrics = [json.loads(line) for line in (ae / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["d_loss"] == 0.0 and metrics[3]["d_loss"] > 0.0  # the GAN joined at step 2
+    assert "test_psnr" in metrics[3]
+    assert Checkpointer(ae / "checkpoints").all_steps() == [2, 4]
+    stats = json.loads((runs / "dit" / "latent_stats.json").read_text())
+    assert stats["scale"] > 0 and len(stats["channel_std"]) == 4
+
+
+def test_resumed_run_equals_an_uninterrupted_one(runs, tmp_path):
+    straight = tmp_path / "straight"
+    assert _train("ae", straight, "--config.train.num_steps=4") == 0
+    a, b = _params(runs / "ae", TINY_AE), _params(straight, TINY_AE)
+    assert int(a["step"]) == int(b["step"]) == 4
+    jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+
+
+def test_sample_writes_npz_and_grid(runs, tmp_path):
+    out = tmp_path / "s.npz"
+    assert (
+        main(
+            [
+                "sample",
+                "--workdir",
+                str(runs / "dit"),
+                "--num",
+                "5",
+                "--labels",
+                "3,7",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    data = np.load(out)
+    assert data["images"].shape == (5, 8, 8, 1) and data["images"].dtype == np.uint8
+    assert data["labels"].tolist() == [3, 7, 3, 7, 3]
+    assert out.with_suffix(".png").exists()
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("latentjax: error:"), err
+    return err[0]
+
+
+def test_unknown_config_key_is_one_line(capsys, tmp_path):
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "configs/ae/digits.py",
+                "--workdir",
+                str(tmp_path),
+                "--config.model.chh=3",
+            ]
+        )
+        == 2
+    )
+    assert "unknown config key 'model.chh'" in _error_line(capsys)
+
+
+def test_workdir_of_another_model_is_refused(runs, capsys):
+    assert _train("ae", runs / "ae", "--config.model.ch=16", "--config.train.num_steps=5") == 2
+    assert "holds a different run (model.ch" in _error_line(capsys)
+    assert _train("ae", runs / "dit", "--config.train.num_steps=5") == 2
+    assert "holds a different run (stage" in _error_line(capsys)
+
+
+def test_num_zero_and_bad_labels(runs, capsys, tmp_path):
+    out = str(tmp_path / "x.npz")
+    assert main(["sample", "--workdir", str(runs / "dit"), "--num", "0", "--out", out]) == 2
+    assert "--num must be positive" in _error_line(capsys)
+    assert (
+        main(
+            ["sample", "--workdir", str(runs / "dit"), "--num", "2", "--labels", "12", "--out", out]
+        )
+        == 2
+    )
+    assert "out of range" in _error_line(capsys)
+    assert main(["sample", "--workdir", str(runs / "ae"), "--num", "2", "--out", out]) == 2
+    assert "needs a stage-2" in _error_line(capsys)
+
+
+def test_stage2_without_its_stage1_run(capsys, tmp_path):
+    assert _train("dit", tmp_path / "dit", f"--config.ae_workdir={tmp_path / 'missing'}") == 2
+    assert "no stage-1 run there" in _error_line(capsys)
