@@ -54,8 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.ema_decay = 0.999
 
     c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 128
-    c.train.num_steps = 2000
+    c.train.batch_size = 64
+    c.train.num_steps = 1500
     c.train.log_every = 50
     c.train.eval_every = 1000
     c.train.checkpoint_every = 500
