@@ -23,7 +23,6 @@ from latentjax.errors import LatentjaxError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
 from latentjax.train.autoencoder import load_autoencoder
-from latentjax.train.checkpoint import Checkpointer
 from latentjax.train.dit import DiTStage, frozen_inputs, read_latent_stats
 
 
@@ -98,16 +97,7 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
     stats = read_latent_stats(workdir)
     if stats is None:
         raise WorkdirError(f"{workdir} has no latent statistics; was it trained?")
-    checkpointer = Checkpointer(workdir / "checkpoints")
-    try:
-        if checkpointer.latest_step() is None:
-            raise WorkdirError(f"{workdir} has no checkpoint; train it first")
-        rules = tuple(tuple(r) for r in config.mesh.rules)
-        task = loop.Task("dit", stage.init_state, {}, {}, {})
-        abstract, _, _ = loop.build_state(task, mesh, rules, jax.random.key(0))
-        state = checkpointer.restore(abstract)
-    finally:
-        checkpointer.close()
+    state = loop.restore_latest(workdir, stage.init_state, config, mesh)
     frozen, _ = frozen_inputs(ae_params, stats, mesh)
     return Generator(stage, state["ema_params"], frozen, mesh)
 

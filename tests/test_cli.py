@@ -65,15 +65,7 @@ def _params(workdir: Path, overrides: list[str]):
     config = load_config("ae/digits.py", [o.removeprefix("--config.") for o in overrides])
     stage = autoencoder.AutoencoderStage(config)
     mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"))
-    task = loop.Task("ae", stage.init_state, {}, {}, {})
-    abstract, _, _ = loop.build_state(
-        task, mesh, tuple(map(tuple, config.mesh.rules)), jax.random.key(0)
-    )
-    ckpt = Checkpointer(workdir / "checkpoints")
-    try:
-        return ckpt.restore(abstract)
-    finally:
-        ckpt.close()
+    return loop.restore_latest(workdir, stage.init_state, config, mesh)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).parent / "scripts" / "step_on_mesh.py"
@@ -43,3 +44,26 @@ def test_eight_devices_match_one(single, shape):
                 assert abs(one[key] - eight[key]) <= tol, (stage, key, one[key], eight[key])
     # The GAN branch ran in the second autoencoder step.
     assert single["ae"][1]["d_loss"] > 0 and single["ae"][0]["d_loss"] == 0
+
+
+@pytest.mark.multidevice
+def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir):
+    """`latentjax demo --quick` (both stages, sampling, the summary) on 8 fake devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["LATENTJAX_DATA_DIR"] = digits_data_dir
+    out = subprocess.run(
+        [sys.executable, "-m", "latentjax", "demo", "--quick", "--workdir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=SCRIPT.parents[2],
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "8 cpu device(s)" in out.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["grid"].endswith("samples.png")
+    data = np.load(tmp_path / "samples.npz")
+    assert data["images"].shape == (100, 16, 16, 1)
+    assert sorted(set(data["labels"].tolist())) == list(range(10))

@@ -22,7 +22,6 @@ from latentjax.losses import autoencoder as losses
 from latentjax.models.autoencoder import AutoencoderKL
 from latentjax.models.discriminator import PatchDiscriminator
 from latentjax.train import loop
-from latentjax.train.checkpoint import Checkpointer
 
 
 def build_autoencoder(model_config) -> AutoencoderKL:
@@ -217,15 +216,5 @@ def load_autoencoder(workdir: str | Path, mesh) -> tuple[Any, AutoencoderStage, 
     if config.stage != "ae":
         raise WorkdirError(f"{workdir} holds a '{config.stage}' run, not an autoencoder")
     stage = AutoencoderStage(config)
-    checkpointer = Checkpointer(workdir / "checkpoints")
-    try:
-        if checkpointer.latest_step() is None:
-            raise WorkdirError(f"stage-1 run {workdir} has no checkpoint; train it first")
-        rules = tuple(tuple(r) for r in config.mesh.rules)
-        abstract, _, _ = loop.build_state(
-            loop.Task("ae", stage.init_state, {}, {}, {}), mesh, rules, jax.random.key(0)
-        )
-        state = checkpointer.restore(abstract)
-    finally:
-        checkpointer.close()
+    state = loop.restore_latest(workdir, stage.init_state, config, mesh)
     return config, stage, state["params"]["ae"]

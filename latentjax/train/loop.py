@@ -109,6 +109,21 @@ def build_state(task: Task, mesh: Mesh, rules, rng: jax.Array):
     return abstract, shardings, init
 
 
+def restore_latest(workdir: str | Path, init_state: Callable, config, mesh: Mesh) -> Any:
+    """The latest checkpointed state of the run in ``workdir``, placed on ``mesh`` by the run's
+    own rules (used to load a finished run for sampling or as a frozen stage)."""
+    checkpointer = Checkpointer(Path(workdir) / "checkpoints")
+    try:
+        if checkpointer.latest_step() is None:
+            raise WorkdirError(f"run {workdir} has no checkpoint; train it first")
+        rules = tuple(tuple(r) for r in config.mesh.rules)
+        task = Task("restore", init_state, {}, {}, {})
+        abstract, _, _ = build_state(task, mesh, rules, jax.random.key(0))
+        return checkpointer.restore(abstract)
+    finally:
+        checkpointer.close()
+
+
 def jit_steps(task: Task, shardings, mesh: Mesh) -> dict[str, Callable]:
     """Each phase's step jitted with explicit shardings and the state donated (compiled on
     first use)."""

@@ -1,0 +1,7 @@
+"""``python -m latentjax`` is the ``latentjax`` command."""
+
+import sys
+
+from latentjax.cli import main
+
+sys.exit(main())
