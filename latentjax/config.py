@@ -126,7 +126,7 @@ def _coerce(key: str, old: Any, value: Any) -> Any:
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
-    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:

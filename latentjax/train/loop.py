@@ -61,8 +61,9 @@ def prepare_workdir(workdir: str | Path, config) -> Path:
     if saved.exists():
         old = config_lib.from_json(saved.read_text())
         for key in ("stage", "model"):
-            if key in old and old[key] != config[key]:
-                diff = _first_difference(old[key], config[key], key)
+            before, now = _plain(old.get(key)), _plain(config.get(key))
+            if key in old and before != now:
+                diff = _first_difference(before, now, key)
                 raise WorkdirError(
                     f"workdir {workdir} holds a different run ({diff}); "
                     "use a new --workdir or the config it was started with"
@@ -71,6 +72,11 @@ def prepare_workdir(workdir: str | Path, config) -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
         saved.write_text(config_lib.to_json(config))
     return workdir
+
+
+def _plain(x: Any) -> Any:
+    """A config node as plain Python (ConfigDict equality also compares lock state and types)."""
+    return json.loads(config_lib.to_json(x)) if hasattr(x, "to_dict") else x
 
 
 def _first_difference(a: Any, b: Any, path: str) -> str:
