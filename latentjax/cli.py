@@ -24,6 +24,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--config", required=True, help="config file, e.g. configs/ae/digits.py")
     p.add_argument("--workdir", required=True, help="run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _distributed_args(p)
 
     p = sub.add_parser("sample", help="sample images from a trained stage-2 run")
     p.add_argument("--workdir", required=True, help="a stage-2 (dit) run directory")
@@ -51,6 +52,14 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, overrides
 
 
+def _distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-process (one process per host; all run the same command)")
+    g.add_argument("--coordinator", default=None, help="host:port of process 0")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--distributed", action="store_true", help="auto-detect (Cloud TPU pods, SLURM)")
+
+
 def _setup_runtime() -> None:
     # Grain worker processes read absl flags; outside absl.app.run they are unparsed.
     import absl.flags
@@ -60,9 +69,11 @@ def _setup_runtime() -> None:
 
 def cmd_train(args, overrides) -> None:
     from latentjax.config import load_config
+    from latentjax.parallel import distributed
     from latentjax.train.main import describe_devices, train
 
     config = load_config(args.config, overrides)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed)
     print(f"latentjax: training stage '{config.stage}' on {describe_devices()} -> {args.workdir}")
     train(config, args.workdir, progress=not args.no_progress)
 

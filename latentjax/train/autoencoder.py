@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from latentjax.config import from_json
@@ -21,6 +22,7 @@ from latentjax.errors import WorkdirError
 from latentjax.losses import autoencoder as losses
 from latentjax.models.autoencoder import AutoencoderKL
 from latentjax.models.discriminator import PatchDiscriminator
+from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
 
 
@@ -187,9 +189,11 @@ def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
     if eval_images is not None:
         recon = jax.jit(stage.reconstruct)
 
+        # Replicated over the mesh, so the same program runs on every process of a pod.
+        x = jax.device_put(np.asarray(eval_images), mesh_lib.replicated(mesh))
+
         def evaluate(state, step):
             del step
-            x = jnp.asarray(eval_images)
             return {"test_psnr": float(jnp.mean(psnr(x, recon(state["params"]["ae"], x))))}
 
     return loop.Task(

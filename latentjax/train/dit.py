@@ -191,8 +191,8 @@ def frozen_inputs(ae_params, stats: dict[str, Any], mesh) -> tuple[dict, dict]:
     repl = mesh_lib.replicated(mesh)
     frozen = {
         "ae": ae_params,
-        "latent_shift": jax.device_put(jnp.float32(stats["shift"]), repl),
-        "latent_scale": jax.device_put(jnp.float32(stats["scale"]), repl),
+        "latent_shift": jax.device_put(np.float32(stats["shift"]), repl),
+        "latent_scale": jax.device_put(np.float32(stats["scale"]), repl),
     }
     return frozen, jax.tree.map(lambda a: a.sharding, frozen)
 

@@ -1,9 +1,12 @@
 """Runs train steps of both stages on a given mesh and prints their losses as JSON.
 
 Used by tests/test_multidevice.py in subprocesses, because the number of (fake) CPU devices is
-fixed when JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
+fixed when JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``. With a
+coordinator address it is one of several processes (``jax.distributed``): each feeds only its
+slice of every global batch, as on a multi-host pod.
 
     python tests/scripts/step_on_mesh.py '{"data": 4, "fsdp": 2, "tensor": 1}'
+    python tests/scripts/step_on_mesh.py '{"data": -1}' 127.0.0.1:PORT 2 {0,1}
 """
 
 import json
@@ -42,9 +45,11 @@ def run_steps(task, config, mesh, batches):
     state = init(rng)
     steps = loop.jit_steps(task, shardings, mesh)
     losses = []
+    n, pi, pc = len(batches[0]["label"]), jax.process_index(), jax.process_count()
     for i, b in enumerate(batches):
+        local = {k: v[pi * n // pc : (pi + 1) * n // pc] for k, v in b.items()}
         step = steps[task.step_for(i)]
-        state, metrics = step(state, task.frozen, mesh_lib.global_batch(b, mesh), rng)
+        state, metrics = step(state, task.frozen, mesh_lib.global_batch(local, mesh), rng)
         losses.append({k: float(v) for k, v in jax.device_get(metrics).items()})
     return losses
 
@@ -64,15 +69,21 @@ def main(shape):
     ae_losses = run_steps(ae_task, ae_config, mesh, batches)
 
     stage1 = autoencoder.AutoencoderStage(ae_config)
-    ae_params = jax.jit(lambda r: stage1.init_state(r)["params"]["ae"])(jax.random.key(1))
-    ae_params = jax.device_put(ae_params, mesh_lib.replicated(mesh))
+    ae_params = jax.jit(
+        lambda r: stage1.init_state(r)["params"]["ae"], out_shardings=mesh_lib.replicated(mesh)
+    )(jax.random.key(1))
     dit_config = load_config("dit/digits.py", DIT_OVERRIDES)
     stage2 = dit.DiTStage(dit_config, stage1)
     dit_task = dit.make_task(stage2, ae_params, {"shift": 0.1, "scale": 2.0}, mesh)
     dit_losses = run_steps(dit_task, dit_config, mesh, batches)
-    print(json.dumps({"devices": jax.device_count(), "ae": ae_losses, "dit": dit_losses}))
+    pc = jax.process_count()
+    result = {"devices": jax.device_count(), "processes": pc, "ae": ae_losses, "dit": dit_losses}
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        coordinator, num, pid = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        jax.distributed.initialize(coordinator, num_processes=num, process_id=pid)
     jnp.zeros(())  # start the backend before printing anything else
     main(json.loads(sys.argv[1]))
