@@ -35,12 +35,14 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="images per jitted call")
     p.add_argument("--out", required=True, help="output .npz (a .png grid is written beside it)")
+    _distributed_args(p)
 
     p = sub.add_parser("demo", help="both stages on the embedded digits, then a sample grid")
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument(
         "--quick", action="store_true", help="a few steps only (checks the pipeline, not quality)"
     )
+    _distributed_args(p)
 
     args, rest = parser.parse_known_args(argv)
     overrides = []
@@ -69,11 +71,9 @@ def _setup_runtime() -> None:
 
 def cmd_train(args, overrides) -> None:
     from latentjax.config import load_config
-    from latentjax.parallel import distributed
     from latentjax.train.main import describe_devices, train
 
     config = load_config(args.config, overrides)
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed)
     print(f"latentjax: training stage '{config.stage}' on {describe_devices()} -> {args.workdir}")
     train(config, args.workdir, progress=not args.no_progress)
 
@@ -139,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_runtime()
     start = time.time()
     try:
+        from latentjax.parallel import distributed
+
+        distributed.initialize(
+            args.coordinator, args.num_processes, args.process_id, args.distributed
+        )
         if args.command == "train":
             cmd_train(args, overrides)
         elif args.command == "sample":

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from latentjax.config import from_json
@@ -78,7 +79,8 @@ class Generator:
             padded = np.concatenate([part, np.zeros(chunk - len(part), np.int32)])
             y = jax.device_put(padded, mesh_lib.batch_sharding(self.mesh))
             images = program(self.ema_params, self.frozen, y, jax.random.fold_in(rng, i))
-            yield np.asarray(jax.device_get(images))[: len(part)]
+            # Every process gets the whole chunk (on one process this is a plain device_get).
+            yield np.asarray(multihost_utils.process_allgather(images, tiled=True))[: len(part)]
 
 
 def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
