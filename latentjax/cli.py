@@ -107,8 +107,11 @@ def cmd_sample(args) -> None:
     images = collect_samples(
         generator, labels, config, args.seed, args.steps, args.cfg, args.batch_size
     )
-    grid = write_samples(args.out, images, labels)
-    print(f"latentjax: wrote {len(images)} images to {args.out} and {grid}")
+    import jax
+
+    if jax.process_index() == 0:  # only process 0 writes files
+        grid = write_samples(args.out, images, labels)
+        print(f"latentjax: wrote {len(images)} images to {args.out} and {grid}")
 
 
 def collect_samples(generator, labels, config, seed=0, steps=None, cfg=None, chunk=None):
