@@ -1,4 +1,4 @@
-"""The ``latentjax`` command: ``train``, ``sample`` and ``demo``.
+"""The ``latentjax`` command: train, sample, demo, and the subcommands of COMMAND_MODULES.
 
 Errors a user can fix (a wrong config key, a missing run, a bad argument) are printed as one line
 on stderr with exit status 2; anything else is a bug and keeps its traceback.
@@ -7,6 +7,7 @@ on stderr with exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from latentjax.errors import LatentjaxError
+
+# Subcommands defined beside the code they drive. Each module has ``register(subparsers)``, which
+# adds its parser and calls ``parser.set_defaults(run=fn)`` (``fn(args) -> None``); a parser that
+# also sets ``config_overrides=True`` receives ``--config.a.b=v`` items as ``args.overrides``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -44,14 +50,24 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     _distributed_args(p)
 
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+
     args, rest = parser.parse_known_args(argv)
     overrides = []
+    takes_overrides = args.command == "train" or getattr(args, "config_overrides", False)
     for item in rest:
-        if args.command == "train" and item.startswith("--config."):
+        if takes_overrides and item.startswith("--config."):
             overrides.append(item[len("--config.") :])
         else:
             parser.error(f"unrecognized argument: {item}")
+    args.overrides = overrides
     return args, overrides
+
+
+def add_distributed_args(p: argparse.ArgumentParser) -> None:
+    """The multi-process flags every subcommand takes (for modules of :data:`COMMAND_MODULES`)."""
+    _distributed_args(p)
 
 
 def _distributed_args(p: argparse.ArgumentParser) -> None:
@@ -145,9 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         from latentjax.parallel import distributed
 
         distributed.initialize(
-            args.coordinator, args.num_processes, args.process_id, args.distributed
+            getattr(args, "coordinator", None),
+            getattr(args, "num_processes", None),
+            getattr(args, "process_id", None),
+            getattr(args, "distributed", False),
         )
-        if args.command == "train":
+        if getattr(args, "run", None) is not None:
+            args.run(args)
+        elif args.command == "train":
             cmd_train(args, overrides)
         elif args.command == "sample":
             cmd_sample(args)
