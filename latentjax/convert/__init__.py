@@ -1,0 +1,6 @@
+"""Weight converters: diffusers autoencoders and DiT checkpoints into latentjax's models."""
+
+from latentjax.convert.common import ConvertError
+from latentjax.convert.diffusers_ae import load_diffusers_autoencoder
+
+__all__ = ["ConvertError", "load_diffusers_autoencoder"]
