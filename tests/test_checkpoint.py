@@ -1,5 +1,8 @@
 """Orbax checkpoints of a state pytree and a Grain iterator."""
 
+import errno
+import os
+
 import grain
 import jax
 import jax.numpy as jnp
@@ -8,7 +11,7 @@ import optax
 import pytest
 
 from latentjax.errors import WorkdirError
-from latentjax.train.checkpoint import Checkpointer, abstract_like
+from latentjax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 
 
 def _state(seed: int):
@@ -67,3 +70,41 @@ def test_restore_errors(tmp_path):
     with pytest.raises(WorkdirError, match="does not match"):
         ckpt.restore(_abstract(other))
     ckpt.close()
+
+
+def test_disk_full_during_a_save_is_an_error_and_keeps_the_previous(tmp_path, monkeypatch):
+    ckpt = Checkpointer(tmp_path)
+    it = _iterator()
+    ckpt.save(1, _state(0), it)
+    ckpt.wait()
+
+    original = grain.checkpoint.CheckpointHandler.save
+
+    def full_disk(self, directory, *args, **kwargs):
+        # Half a file, then the write fails as a full disk does.
+        (directory / "process_0-of-1.json").write_text("{")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(grain.checkpoint.CheckpointHandler, "save", full_disk)
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint of step 2 .* failed \(no space left on device\); "
+        r"latest complete checkpoint: step 1",
+    ):
+        ckpt.save(2, _state(1), it)
+        ckpt.wait()
+    monkeypatch.setattr(grain.checkpoint.CheckpointHandler, "save", original)
+    ckpt.close()
+
+    reopened = Checkpointer(tmp_path)
+    assert reopened.all_steps() == [1]
+    restored = reopened.restore(_abstract(_state(1)), _iterator())
+    jax.tree.map(np.testing.assert_array_equal, restored, _state(0))
+    reopened.close()
+
+
+def test_best_checkpoint_needs_a_metric(tmp_path):
+    with pytest.raises(WorkdirError, match="needs a metric"):
+        Checkpointer(tmp_path, keep_best=1)
+    with pytest.raises(WorkdirError, match="best_mode"):
+        Checkpointer(tmp_path, keep_best=1, best_metric="loss", best_mode="lowest")

@@ -15,7 +15,7 @@ from latentjax.train import loop
 from latentjax.train.checkpoint import Checkpointer
 
 
-def _config(num_steps: int) -> ml_collections.ConfigDict:
+def _config(num_steps: int, **train) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "stage": "toy",
@@ -28,12 +28,13 @@ def _config(num_steps: int) -> ml_collections.ConfigDict:
                 "eval_every": 4,
                 "checkpoint_every": 2,
                 "keep_checkpoints": 5,
+                **train,
             },
         }
     )
 
 
-def _task(nan_from: int | None = None) -> loop.Task:
+def _task(nan_at: tuple[int, ...] = (), zero_at: tuple[int, ...] = ()) -> loop.Task:
     def init_state(rng):
         return {"step": jnp.zeros((), jnp.int32), "params": {"w": jax.random.normal(rng, (3,))}}
 
@@ -42,10 +43,14 @@ def _task(nan_from: int | None = None) -> loop.Task:
         noise = jax.random.normal(jax.random.fold_in(rng, state["step"]), (3,))
         target = jnp.mean(batch["image"]) + 0.01 * noise
         loss = jnp.sum(jnp.square(state["params"]["w"] - target))
-        if nan_from is not None:
-            loss = jnp.where(state["step"] + 1 >= nan_from, jnp.nan, loss)
-        w = state["params"]["w"] - 0.1 * 2 * (state["params"]["w"] - target)
-        return {"step": state["step"] + 1, "params": {"w": w}}, {"loss": loss}
+        grad = 2 * (state["params"]["w"] - target)
+        # A NaN gradient (and so a NaN update) at the 1-based steps in nan_at.
+        bad = jnp.isin(state["step"] + 1, jnp.asarray(nan_at or (-1,)))
+        grad = jnp.where(bad, jnp.nan, grad)
+        grad = jnp.where(jnp.isin(state["step"] + 1, jnp.asarray(zero_at or (-1,))), 0.0, grad)
+        w = state["params"]["w"] - 0.1 * grad
+        metrics = {"loss": loss, "grad_norm": jnp.sqrt(jnp.sum(jnp.square(grad)))}
+        return {"step": state["step"] + 1, "params": {"w": w}}, metrics
 
     return loop.Task("toy", init_state, {"main": step}, {}, {}, evaluate=lambda s, i: {"ev": 1.0})
 
@@ -56,8 +61,8 @@ def _data():
     return iter(ds.to_iter_dataset())
 
 
-def _run(workdir, num_steps, task=None):
-    config = _config(num_steps)
+def _run(workdir, num_steps, task=None, **train):
+    config = _config(num_steps, **train)
     loop.prepare_workdir(workdir, config)
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     return loop.run(task or _task(), config, workdir, _data(), mesh, progress=False)
@@ -74,13 +79,39 @@ def test_metrics_checkpoints_and_exact_resume(tmp_path):
     assert Checkpointer(tmp_path / "b" / "checkpoints").all_steps() == [2, 4, 6]
 
 
-def test_non_finite_loss_stops_and_names_the_last_good_checkpoint(tmp_path):
+def test_non_finite_gradient_stops_and_names_the_last_good_checkpoint(tmp_path):
+    # Step 3 is not a log step: every step is checked, one step late.
     with pytest.raises(
-        NonFiniteError, match=r"non-finite loss at step 4 .*last good checkpoint: step 2"
+        NonFiniteError, match=r"non-finite grad_norm at step 3; last good checkpoint: step 2"
     ):
-        _run(tmp_path, 6, _task(nan_from=3))
+        _run(tmp_path, 6, _task(nan_at=(3,)))
     # The bad state was not saved.
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
+
+
+def test_non_finite_step_is_skipped_by_config(tmp_path):
+    """With on_nonfinite="skip", a bad step leaves the parameters untouched: the run equals one
+    whose step 3 has a zero gradient (and later steps keep their own random numbers)."""
+    skipped = _run(tmp_path / "a", 6, _task(nan_at=(3,)), on_nonfinite="skip")
+    reference = _run(tmp_path / "b", 6, _task(zero_at=(3,)))
+    assert int(skipped["step"]) == 6
+    np.testing.assert_array_equal(skipped["params"]["w"], reference["params"]["w"])
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["skipped_updates"] == 1.0 and lines[-1]["nonfinite"] == 0.0
+    with pytest.raises(Exception, match="on_nonfinite"):
+        _run(tmp_path / "c", 2, on_nonfinite="ignore")
+
+
+def test_keeps_the_last_n_plus_the_best(tmp_path):
+    losses = {2: 0.5, 4: 0.1, 6: 0.9, 8: 0.8, 10: 0.7}
+
+    def evaluate(state, step):
+        return {"val": losses[step]}
+
+    task = _task()
+    task.evaluate = evaluate
+    _run(tmp_path, 10, task, eval_every=2, keep_checkpoints=2, keep_best=1, best_metric="val")
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [4, 8, 10]
 
 
 def test_workdir_of_another_model(tmp_path):

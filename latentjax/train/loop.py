@@ -5,6 +5,13 @@ and what to do on evaluation steps. The loop owns every effect: mesh, sharded in
 checkpoint/resume, metrics, progress. ``train_step(state, frozen, batch, rng) -> (state, metrics)``
 is jitted once with explicit shardings and the state donated; its randomness is
 ``fold_in(rng, step)`` so a resumed run draws the same numbers as an uninterrupted one.
+
+Failures: a step whose metrics (loss, gradient norm, ...) hold NaN or Inf either stops the run,
+naming the step and the last good checkpoint (``train.on_nonfinite = "stop"``), or is dropped
+inside the jitted step, the state staying as it was (``"skip"``). Each step's finiteness is read
+back one step late, so the host never waits for the step it just dispatched. SIGTERM (a
+preempted VM), or on a multi-process run JAX's preemption sync point, saves a checkpoint and
+ends the run cleanly; the next ``train`` on the same workdir resumes from it.
 """
 
 from __future__ import annotations
@@ -12,23 +19,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from latentjax import config as config_lib
-from latentjax.errors import NonFiniteError, WorkdirError
+from latentjax.errors import ConfigError, NonFiniteError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train.checkpoint import Checkpointer, abstract_like
 
 # Metrics shown beside the progress bar when a stage reports them.
 PROGRESS_KEYS = ("loss", "rec", "kl", "d_loss", "test_psnr")
+ON_NONFINITE = ("stop", "skip")
+# Written beside a run's checkpoints by ``latentjax export``: the directory is an inference
+# checkpoint (EMA parameters only) rather than a training run.
+EXPORT_FILE = "export.json"
 
 
 @dataclasses.dataclass
@@ -102,7 +116,9 @@ class MetricsWriter:
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if self.active:
             with self.path.open("a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
+                # NaN/Inf (a skipped update) as null: metrics.jsonl stays strict JSON.
+                clean = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
+                f.write(json.dumps({"step": step, **clean}) + "\n")
 
 
 def build_state(task: Task, mesh: Mesh, rules, rng: jax.Array):
@@ -117,32 +133,109 @@ def build_state(task: Task, mesh: Mesh, rules, rng: jax.Array):
 
 def restore_latest(workdir: str | Path, init_state: Callable, config, mesh: Mesh) -> Any:
     """The latest checkpointed state of the run in ``workdir``, placed on ``mesh`` by the run's
-    own rules (used to load a finished run for sampling or as a frozen stage)."""
-    checkpointer = Checkpointer(Path(workdir) / "checkpoints")
+    own rules (used to load a finished run for sampling or as a frozen stage).
+
+    ``workdir`` may also be an inference checkpoint written by ``latentjax export``; it holds
+    only some entries of the state (e.g. ``ema_params``), and only those are returned.
+    """
+    workdir = Path(workdir)
+    rules = tuple(tuple(r) for r in config.mesh.rules)
+    task = Task("restore", init_state, {}, {}, {})
+    abstract, _, _ = build_state(task, mesh, rules, jax.random.key(0))
+    if (workdir / EXPORT_FILE).exists():
+        keys = json.loads((workdir / EXPORT_FILE).read_text())["keys"]
+        return restore_export(workdir, select(abstract, keys))
+    checkpointer = Checkpointer(workdir / "checkpoints")
     try:
         if checkpointer.latest_step() is None:
             raise WorkdirError(f"run {workdir} has no checkpoint; train it first")
-        rules = tuple(tuple(r) for r in config.mesh.rules)
-        task = Task("restore", init_state, {}, {}, {})
-        abstract, _, _ = build_state(task, mesh, rules, jax.random.key(0))
         return checkpointer.restore(abstract)
     finally:
         checkpointer.close()
 
 
-def jit_steps(task: Task, shardings, mesh: Mesh) -> dict[str, Callable]:
+def select(tree: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The entries of a nested dict at dotted ``keys`` (``"params.ae"``), nested as before."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        src, dst = tree, out
+        for part in parents:
+            src, dst = src[part], dst.setdefault(part, {})
+        dst[leaf] = src[leaf]
+    return out
+
+
+def restore_export(export_dir: Path, abstract: dict[str, Any]) -> dict[str, Any]:
+    """Reads an exported inference checkpoint onto ``abstract`` (its shapes and shardings)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore((Path(export_dir) / "params").absolute(), abstract)
+
+
+def guard_nonfinite(step_fn: Callable, skip: bool) -> Callable:
+    """``step_fn`` plus a ``nonfinite`` metric (1.0 when any metric is NaN/Inf). With ``skip``,
+    such a step leaves the state as it was apart from the step counter, so the step numbering
+    (and hence ``fold_in(rng, step)``) goes on as in an uninterrupted run."""
+
+    def step(state, frozen, batch, rng):
+        new_state, metrics = step_fn(state, frozen, batch, rng)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+        if skip:
+            kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+            new_state = {**kept, "step": state["step"] + 1}
+        return new_state, {**metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
+
+    return step
+
+
+def jit_steps(task: Task, shardings, mesh: Mesh, on_nonfinite: str = "stop") -> dict[str, Callable]:
     """Each phase's step jitted with explicit shardings and the state donated (compiled on
     first use)."""
     repl = mesh_lib.replicated(mesh)
     return {
         name: jax.jit(
-            fn,
+            guard_nonfinite(fn, skip=on_nonfinite == "skip"),
             in_shardings=(shardings, task.frozen_shardings, mesh_lib.batch_sharding(mesh), repl),
             out_shardings=(shardings, repl),
             donate_argnums=(0,),
         )
         for name, fn in task.train_steps.items()
     }
+
+
+class PreemptionWatch:
+    """Notices a preemption: SIGTERM in a single-process run (a handler that only sets a flag,
+    so the step in flight finishes), or, with several processes, the step at which JAX's
+    preemption service has all processes stop together
+    (``multihost_utils.reached_preemption_sync_point`` through Orbax's ``reached_preemption``;
+    that service catches SIGTERM itself, and a per-process flag would let processes stop at
+    different steps and hang in a collective)."""
+
+    def __init__(self, checkpointer: Checkpointer):
+        self.checkpointer = checkpointer
+        self.requested = False
+        self._previous = None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        del signum, frame
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        return self.requested or self.checkpointer.reached_preemption(step)
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+def _train_option(config, key: str, default: Any) -> Any:
+    """``config.train.<key>``, or ``default`` for configs (and saved runs) without it."""
+    return config.train.get(key, default)
 
 
 def run(
@@ -155,14 +248,23 @@ def run(
     progress: bool = True,
 ) -> Any:
     """Trains ``task`` to ``config.train.num_steps``, resuming from ``workdir`` if it holds a
-    checkpoint. Returns the final (device) state."""
+    checkpoint. Returns the final (device) state; after a preemption, the state it saved."""
     workdir = Path(workdir)
     rules = tuple(tuple(r) for r in config.mesh.rules)
+    on_nonfinite = _train_option(config, "on_nonfinite", "stop")
+    if on_nonfinite not in ON_NONFINITE:
+        raise ConfigError(f"train.on_nonfinite={on_nonfinite!r}; use one of {ON_NONFINITE}")
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
     abstract, shardings, init = build_state(task, mesh, rules, init_rng)
 
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.keep_checkpoints)
+    checkpointer = Checkpointer(
+        workdir / "checkpoints",
+        max_to_keep=config.train.keep_checkpoints,
+        keep_best=_train_option(config, "keep_best", 0),
+        best_metric=_train_option(config, "best_metric", "") or None,
+        best_mode=_train_option(config, "best_mode", "min"),
+    )
     start = checkpointer.latest_step()
     if start is None:
         state, start = init(init_rng), 0
@@ -172,7 +274,7 @@ def run(
             raise WorkdirError(f"checkpoint {start} in {workdir} holds a different step counter")
     writer = MetricsWriter(workdir / "metrics.jsonl", start)
 
-    step_fns = jit_steps(task, shardings, mesh)
+    step_fns = jit_steps(task, shardings, mesh, on_nonfinite)
 
     num_steps = config.train.num_steps
     log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
@@ -184,31 +286,62 @@ def run(
         dynamic_ncols=True,
     )
     last_good = start if start else None
+    skipped = 0
+
+    def check(step: int, host: dict[str, float]) -> None:
+        nonlocal skipped
+        if not host.get("nonfinite"):
+            return
+        bad = [k for k, v in host.items() if k != "nonfinite" and not math.isfinite(v)]
+        if on_nonfinite == "skip":
+            skipped += 1
+            bar.write(f"latentjax: non-finite {', '.join(bad)} at step {step}; update skipped")
+            return
+        where = f"step {last_good}" if last_good else "none yet"
+        raise NonFiniteError(
+            f"non-finite {', '.join(bad)} at step {step}; "
+            f"last good checkpoint: {where} in {workdir / 'checkpoints'}"
+        )
+
+    preemption = PreemptionWatch(checkpointer)
+    pending = None  # (step, device metrics) whose finiteness is not checked yet
     try:
         for step in range(start + 1, num_steps + 1):
             batch = mesh_lib.global_batch(next(data_iterator), mesh)
             step_fn = step_fns[task.step_for(step - 1)]
             state, metrics = step_fn(state, task.frozen, batch, step_rng)
+            if pending is not None:  # the previous step, most likely finished by now
+                check(pending[0], _to_host(pending[1]))
+            pending = (step, metrics)
             bar.update(1)
             is_last = step == num_steps
-            if step % log_every == 0 or is_last or step % ckpt_every == 0:
-                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                bad = [k for k, v in host.items() if not math.isfinite(v)]
-                if bad:
-                    where = f"step {last_good}" if last_good else "none yet"
-                    raise NonFiniteError(
-                        f"non-finite {', '.join(bad)} at step {step} (logged every {log_every}); "
-                        f"last good checkpoint: {where} in {workdir / 'checkpoints'}"
-                    )
+            preempted = not is_last and preemption.reached(step)
+            saving = step % ckpt_every == 0 or is_last or preempted
+            host = None
+            if step % log_every == 0 or saving:
+                host = _to_host(metrics)
+                check(step, host)
+                pending = None
                 if task.evaluate is not None and (step % config.train.eval_every == 0 or is_last):
                     host.update(task.evaluate(state, step))
+                if skipped:
+                    host["skipped_updates"] = float(skipped)
                 writer.write(step, host)
                 bar.set_postfix({k: f"{host[k]:.4g}" for k in PROGRESS_KEYS if k in host})
-            if step % ckpt_every == 0 or is_last:
-                checkpointer.save(step, state, data_iterator)
+            if saving:
+                checkpointer.save(step, state, data_iterator, metrics=host)
                 last_good = step
+            if preempted:
+                checkpointer.wait()
+                bar.write(f"latentjax: preempted; saved step {step} in {workdir / 'checkpoints'}")
+                break
     finally:
+        preemption.close()
         bar.close()
         checkpointer.wait()
         checkpointer.close()
     return state
+
+
+def _to_host(metrics: dict[str, jax.Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -1,0 +1,149 @@
+"""A toy training run through ``latentjax.train.loop`` for tests that need a separate process
+(kill -9, SIGTERM, fake devices). Writes the final parameters to ``--out`` (npz).
+
+    python tests/scripts/toy_train.py --workdir W --steps 20 [--hang-after-batches 13]
+        [--hang-in-save-after 10] [--fsdp 4] [--out params.npz]
+
+``--hang-after-batches N``: after drawing N batches, write ``W/hung`` and sleep (to be killed).
+``--hang-in-save-after S``: saves of steps > S write everything, then hang before Orbax's final
+rename (so a kill lands in the middle of a save); ``W/hung`` marks it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+
+def config(steps: int, checkpoint_every: int, fsdp: int) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "stage": "toy",
+            "seed": 0,
+            "model": {"width": 8},
+            "mesh": {
+                "shape": {"data": -1, "fsdp": fsdp, "tensor": 1},
+                "rules": (("batch", ("data", "fsdp")), ("embed", "fsdp")),
+            },
+            "train": {
+                "num_steps": steps,
+                "log_every": 1,
+                "eval_every": 1000,
+                "checkpoint_every": checkpoint_every,
+                "keep_checkpoints": 3,
+            },
+        }
+    )
+
+
+def task():
+    from latentjax.train import loop
+
+    def init_state(rng):
+        w = nn.Partitioned(jax.random.normal(rng, (8,)), names=("embed",))
+        return {"step": jnp.zeros((), jnp.int32), "params": {"w": w}}
+
+    def step(state, frozen, batch, rng):
+        del frozen
+        noise = jax.random.normal(jax.random.fold_in(rng, state["step"]), (8,))
+        target = jnp.mean(batch["image"]) + 0.01 * noise
+        w = state["params"]["w"]
+        loss = jnp.sum(jnp.square(w - target))
+        w = w - 0.1 * 2 * (w - target)
+        return {"step": state["step"] + 1, "params": {"w": w}}, {"loss": loss}
+
+    return loop.Task("toy", init_state, {"main": step}, {}, {})
+
+
+def data(batch: int = 8):
+    ds = grain.MapDataset.range(40).shuffle(seed=0).repeat(None)
+    ds = ds.map(lambda i: {"image": np.full((2,), i, np.float32)}).batch(batch)
+    return iter(ds.to_iter_dataset())
+
+
+class Hanging:
+    """Yields from ``it``; after ``n`` items, marks ``marker`` and sleeps until killed.
+
+    The loop checkpoints the Grain iterator's state, passed through here as JSON bytes (what
+    Grain's checkpoint handler expects of an iterator that is not its own)."""
+
+    def __init__(self, it, n: int, marker: Path):
+        self.it, self.n, self.marker, self.count = it, n, marker, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.count == self.n:
+            time.sleep(1.0)  # let the asynchronous save of the last checkpoint finish
+            self.marker.write_text("hung")
+            time.sleep(3600)
+        self.count += 1
+        return next(self.it)
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.it.get_state()).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self.it.set_state(json.loads(state))
+
+
+def hang_in_save_after(step: int, marker: Path) -> None:
+    """Makes Orbax's rename of a finished temporary checkpoint directory (the commit of a save)
+    hang for saves of steps above ``step``."""
+    from orbax.checkpoint._src.path import atomicity
+
+    original = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize(self, *args, **kwargs):
+        name = Path(self.get_final()).name  # a step directory, or an item inside one
+        if name.isdigit() and int(name) > step:
+            marker.write_text("hung")
+            await asyncio.sleep(3600)
+        return await original(self, *args, **kwargs)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = finalize
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--fsdp", type=int, default=1)
+    p.add_argument("--hang-after-batches", type=int, default=None)
+    p.add_argument("--hang-in-save-after", type=int, default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+
+    from latentjax.parallel import mesh as mesh_lib
+    from latentjax.train import loop
+
+    workdir = Path(args.workdir)
+    c = config(args.steps, args.checkpoint_every, args.fsdp)
+    loop.prepare_workdir(workdir, c)
+    it = data()
+    if args.hang_after_batches is not None:
+        it = Hanging(it, args.hang_after_batches, workdir / "hung")
+    if args.hang_in_save_after is not None:
+        hang_in_save_after(args.hang_in_save_after, workdir / "hung")
+    mesh = mesh_lib.make_mesh(c.mesh.shape)
+    state = loop.run(task(), c, workdir, it, mesh, progress=False)
+    if args.out:
+        w = state["params"]["w"]
+        np.savez(args.out, w=np.asarray(jax.device_get(w)), step=int(state["step"]))
+        print("sharding", w.sharding.spec, len(w.sharding.device_set))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Exact resume after ``kill -9``, preemption by SIGTERM, and a save killed midway: the toy task
+of ``tests/scripts/toy_train.py`` in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from latentjax.train.checkpoint import Checkpointer
+
+SCRIPT = Path(__file__).parent / "scripts" / "toy_train.py"
+ROOT = Path(__file__).parent.parent
+
+
+def _start(workdir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, str(SCRIPT), "--workdir", str(workdir), *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _run(workdir: Path, *args: str) -> str:
+    proc = _start(workdir, *args)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    return out
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode())
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def _kill9(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_kill9_then_resume_is_bit_identical(tmp_path):
+    _run(tmp_path / "straight", "--steps", "20", "--out", str(tmp_path / "straight.npz"))
+
+    run = tmp_path / "killed"
+    proc = _start(run, "--steps", "20", "--hang-after-batches", "13")
+    _wait_for(run / "hung", proc)
+    _kill9(proc)  # after step 13; the checkpoint of step 10 is the last one
+    assert Checkpointer(run / "checkpoints").latest_step() == 10
+    _run(run, "--steps", "20", "--out", str(tmp_path / "resumed.npz"))
+
+    a, b = np.load(tmp_path / "straight.npz"), np.load(tmp_path / "resumed.npz")
+    assert int(a["step"]) == int(b["step"]) == 20
+    np.testing.assert_array_equal(a["w"], b["w"])
+    steps = [int(line.split(",")[0].split(":")[1]) for line in (run / "metrics.jsonl").open()]
+    assert steps == list(range(1, 21))  # steps 11-13 of the killed run were logged once
+
+
+def test_a_save_killed_midway_is_never_picked_up(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run, "--steps", "30", "--hang-in-save-after", "10")
+    _wait_for(run / "hung", proc)  # step 20's files are written, its commit has not happened
+    _kill9(proc)
+    leftovers = [p.name for p in (run / "checkpoints").iterdir() if "tmp" in p.name]
+    assert leftovers and leftovers[0].startswith("20.")
+    ckpt = Checkpointer(run / "checkpoints")
+    assert ckpt.all_steps() == [10]
+    ckpt.close()
+    _run(run, "--steps", "30")  # resumes from 10; the leftover is cleaned up
+    assert Checkpointer(run / "checkpoints").all_steps() == [10, 20, 30]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20", "30"]
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run, "--steps", "100000", "--checkpoint-every", "100000")
+    _wait_for(run / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out
+    assert "preempted; saved step" in out
+    steps = Checkpointer(run / "checkpoints").all_steps()
+    assert len(steps) == 1 and 0 < steps[0] < 100000
+    last_logged = (run / "metrics.jsonl").read_text().splitlines()[-1]
+    assert f'"step": {steps[0]},' in last_logged
