@@ -142,7 +142,8 @@ def main() -> None:
     if args.out:
         w = state["params"]["w"]
         np.savez(args.out, w=np.asarray(jax.device_get(w)), step=int(state["step"]))
-        print("sharding", w.sharding.spec, len(w.sharding.device_set))
+        pieces = {str(shard.index) for shard in w.addressable_shards}
+        print(f"w: {len(pieces)} pieces on {len(w.sharding.device_set)} devices")
 
 
 if __name__ == "__main__":
