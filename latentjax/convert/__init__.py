@@ -2,5 +2,6 @@
 
 from latentjax.convert.common import ConvertError
 from latentjax.convert.diffusers_ae import load_diffusers_autoencoder
+from latentjax.convert.dit import load_dit
 
-__all__ = ["ConvertError", "load_diffusers_autoencoder"]
+__all__ = ["ConvertError", "load_diffusers_autoencoder", "load_dit"]

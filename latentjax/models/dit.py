@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentjax.models.layers import conv, dense
-from latentjax.parallel.axes import EMBED, HEADS, MLP, VOCAB
+from latentjax.parallel.axes import BATCH, EMBED, HEADS, MLP, VOCAB
 
 XAVIER = nn.initializers.xavier_uniform()
 # DiT initialises the patch-embedding conv as a Dense on its flattened kernel [p*p*C_in, D]:
@@ -55,10 +55,16 @@ def unpatchify(tokens: jax.Array, p: int, h: int, w: int, c: int) -> jax.Array:
     )
 
 
-def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-    """Sinusoidal embedding of (continuous) timesteps [B] -> [B, dim] (cos first, as DiT/ADM)."""
+def timestep_embedding(
+    t: jax.Array, dim: int, max_period: float = 10000.0, freq_shift: float = 0.0
+) -> jax.Array:
+    """Sinusoidal embedding of (continuous) timesteps [B] -> [B, dim] (cos first, as DiT/ADM).
+    Frequencies are max_period ** (-i / (dim/2 - freq_shift)); DiT uses freq_shift 0, diffusers'
+    ``DiTTransformer2DModel`` 1 (its ``Timesteps(downscale_freq_shift=1)``)."""
     half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    freqs = jnp.exp(
+        -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift)
+    )
     args = t.astype(jnp.float32)[:, None] * freqs[None]
     emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
     if dim % 2:
@@ -89,8 +95,8 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     return x * (1.0 + scale[:, None]) + shift[:, None]
 
 
-def _layer_norm() -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-6, use_scale=False, use_bias=False)
+def _layer_norm(epsilon: float = 1e-6) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=epsilon, use_scale=False, use_bias=False)
 
 
 class TimestepEmbedder(nn.Module):
@@ -98,12 +104,13 @@ class TimestepEmbedder(nn.Module):
 
     hidden_size: int
     freq_dim: int = 256
+    freq_shift: float = 0.0
 
     @nn.compact
     def __call__(self, t: jax.Array) -> jax.Array:  # [B] -> [B, D]
         init = nn.initializers.normal(0.02)
         h = dense(self.hidden_size, (None, MLP), kernel_init=init, name="fc1")(
-            timestep_embedding(t, self.freq_dim)
+            timestep_embedding(t, self.freq_dim, freq_shift=self.freq_shift)
         )
         return dense(self.hidden_size, (MLP, EMBED), kernel_init=init, name="fc2")(nn.silu(h))
 
@@ -141,7 +148,11 @@ class Attention(nn.Module):
         # [q | k | v] along features, each head-major, as timm's fused qkv in DiT.
         qkv = dense(3 * d, (EMBED, HEADS), kernel_init=XAVIER, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(b, length, 3 * self.num_heads, head_dim), 3, axis=2)
+        # Tensor parallelism (Megatron-style): each `tensor` shard attends with its own heads.
+        # Active only under a mesh and rules table (latentjax.parallel.mesh.activation_rules).
+        q, k, v = (nn.with_logical_constraint(a, (BATCH, None, HEADS, None)) for a in (q, k, v))
         out = jax.nn.dot_product_attention(q, k, v)  # [B, L, heads, head_dim]
+        out = nn.with_logical_constraint(out, (BATCH, None, HEADS, None))
         return dense(d, (HEADS, EMBED), kernel_init=XAVIER, name="proj")(out.reshape(b, length, d))
 
 
@@ -153,6 +164,7 @@ class DiTBlock(nn.Module):
     hidden_size: int
     num_heads: int
     mlp_ratio: float = 4.0
+    mlp_norm_eps: float = 1e-6  # diffusers' DiT uses its config's norm_eps (1e-5) here
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:  # x [B, L, D], c [B, D]
@@ -161,8 +173,9 @@ class DiTBlock(nn.Module):
         h = Attention(self.num_heads, name="attn")(modulate(_layer_norm()(x), shift_a, scale_a))
         x = x + gate_a[:, None] * h
         hidden = int(self.hidden_size * self.mlp_ratio)
-        h = modulate(_layer_norm()(x), shift_m, scale_m)
+        h = modulate(_layer_norm(self.mlp_norm_eps)(x), shift_m, scale_m)
         h = dense(hidden, (EMBED, MLP), kernel_init=XAVIER, name="fc1")(h)
+        h = nn.with_logical_constraint(h, (BATCH, None, MLP))  # MLP width split over `tensor`
         h = dense(self.hidden_size, (MLP, EMBED), kernel_init=XAVIER, name="fc2")(
             nn.gelu(h, approximate=True)
         )
@@ -195,6 +208,10 @@ class DiT(nn.Module):
     mlp_ratio: float = 4.0
     num_classes: int = 10  # 0: unconditional
     learn_sigma: bool = False
+    # For imported weights (latentjax/convert/dit.py): diffusers' DiT differs from the paper's
+    # code in these two details; the defaults are the paper's.
+    timestep_freq_shift: float = 0.0
+    mlp_norm_eps: float = 1e-6
 
     @property
     def out_channels(self) -> int:
@@ -221,12 +238,20 @@ class DiT(nn.Module):
             name="x_embedder",
         )(x).reshape(b, (h // p) * (w // p), self.hidden_size)
         tokens = tokens + sincos_2d(self.hidden_size, h // p)[None]
-        c = TimestepEmbedder(self.hidden_size, name="t_embedder")(t)
+        # The residual stream: batch over the data axes, width whole on every `tensor` shard.
+        tokens = nn.with_logical_constraint(tokens, (BATCH, None, None))
+        c = TimestepEmbedder(
+            self.hidden_size, freq_shift=self.timestep_freq_shift, name="t_embedder"
+        )(t)
         if self.num_classes > 0:
             c = c + LabelEmbedder(self.num_classes, self.hidden_size, name="y_embedder")(y)
         for i in range(self.depth):
-            tokens = DiTBlock(self.hidden_size, self.num_heads, self.mlp_ratio, name=f"block_{i}")(
-                tokens, c
-            )
+            tokens = DiTBlock(
+                self.hidden_size,
+                self.num_heads,
+                self.mlp_ratio,
+                mlp_norm_eps=self.mlp_norm_eps,
+                name=f"block_{i}",
+            )(tokens, c)
         out = FinalLayer(self.hidden_size, p * p * self.out_channels, name="final_layer")(tokens, c)
         return unpatchify(out, p, h, w, self.out_channels)
