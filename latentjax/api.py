@@ -1,0 +1,127 @@
+"""A small public API for notebooks: load an autoencoder or a DiT from whatever the user has.
+
+    ae = latentjax.load_autoencoder("path/to/vae")   # diffusers dir, converted dir or workdir
+    z = ae.encode(images)                             # [B, H, W, 3] in [-1, 1] -> posterior mean
+    x = ae.decode(z)                                  # -> [B, H, W, 3]
+    zn = ae.normalize(z)                              # (z - shift) * scale, for a DiT
+
+    dit = latentjax.load_dit("DiT-XL-2-256x256.pt")   # original .pt, diffusers dir or converted
+    out = dit(x_t, t, y)                              # the network's output, [B, h, w, C(*2)]
+
+Everything is jitted once per input shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from latentjax.convert import common, diffusers_ae
+from latentjax.convert import dit as dit_convert
+from latentjax.errors import LatentjaxError
+from latentjax.models.autoencoder import AutoencoderKL
+from latentjax.models.dit import DiT
+
+
+@dataclasses.dataclass
+class Autoencoder:
+    """A loaded autoencoder: ``encode``/``decode`` jitted, and the latent normalisation
+    ``(z - latent_shift) * latent_scale`` that a stage-2 model works in."""
+
+    model: AutoencoderKL
+    params: Any
+    latent_shift: float = 0.0
+    latent_scale: float = 1.0
+    config: Any = None
+
+    def __post_init__(self):
+        model = self.model
+        self._encode = jax.jit(lambda p, x: model.apply(p, x, method=model.encode).mode())
+        self._decode = jax.jit(lambda p, z: model.apply(p, z, method=model.decode))
+
+    def encode(self, images: jax.Array) -> jax.Array:
+        """[B, H, W, C] float in [-1, 1] -> the posterior mean [B, H/f, W/f, latent channels]."""
+        return self._encode(self.params, jnp.asarray(images, jnp.float32))
+
+    def decode(self, latents: jax.Array) -> jax.Array:
+        """[B, h, w, latent channels] (unnormalised) -> images [B, h*f, w*f, C], about [-1, 1]."""
+        return self._decode(self.params, jnp.asarray(latents, jnp.float32))
+
+    def normalize(self, latents: jax.Array) -> jax.Array:
+        return (latents - self.latent_shift) * self.latent_scale
+
+    def denormalize(self, latents: jax.Array) -> jax.Array:
+        return latents / self.latent_scale + self.latent_shift
+
+
+@dataclasses.dataclass
+class DiTModel:
+    """A loaded DiT: ``dit(x, t, y)`` runs the network (jitted)."""
+
+    model: DiT
+    params: Any
+    config: Any = None
+
+    def __post_init__(self):
+        self._apply = jax.jit(self.model.apply)
+
+    def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array) -> jax.Array:
+        """x [B, H, W, C] latents, t [B] in [0, 1000), y [B] labels (``num_classes``: null)."""
+        return self._apply(self.params, jnp.asarray(x, jnp.float32), jnp.asarray(t), jnp.asarray(y))
+
+
+def _from_description(desc: dict) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(desc["config"])
+    return config
+
+
+def load_autoencoder(path: str | Path) -> Autoencoder:
+    """A diffusers ``AutoencoderKL`` directory, a directory written by ``latentjax convert ae``,
+    or a latentjax stage-1 training workdir -> :class:`Autoencoder`."""
+    path = Path(path)
+    if (path / common.CONVERTED_FILE).exists():
+        desc, params = common.load_converted(path)
+        if desc.get("kind") != "autoencoder":
+            raise LatentjaxError(f"{path} holds a converted {desc.get('kind')}, not an autoencoder")
+        config = _from_description(desc)
+    elif diffusers_ae.is_diffusers_autoencoder(path):
+        config, params = diffusers_ae.load_diffusers_autoencoder(path)
+    elif (path / "config.json").exists():
+        return _load_workdir_autoencoder(path)
+    else:
+        raise LatentjaxError(
+            f"{path} is neither a diffusers AutoencoderKL directory, a converted checkpoint, "
+            "nor a latentjax training run"
+        )
+    stats = config.latent_stats
+    return Autoencoder(diffusers_ae.build(config.model), params, stats.shift, stats.scale, config)
+
+
+def _load_workdir_autoencoder(workdir: Path) -> Autoencoder:
+    from latentjax.config import from_json
+    from latentjax.parallel.mesh import make_mesh
+    from latentjax.train.autoencoder import load_autoencoder as load_run
+
+    config = from_json((workdir / "config.json").read_text())
+    _, stage, params = load_run(workdir, make_mesh(config.mesh.shape))
+    # A stage-1 run has no latent statistics of its own (a stage-2 run measures them).
+    return Autoencoder(stage.ae, params, 0.0, 1.0, config)
+
+
+def load_dit(path: str | Path, num_heads: int | None = None) -> DiTModel:
+    """An original DiT ``.pt`` state dict, a diffusers ``DiTTransformer2DModel`` directory, or a
+    directory written by ``latentjax convert dit`` -> :class:`DiTModel`."""
+    path = Path(path)
+    if (path / common.CONVERTED_FILE).exists():
+        desc, params = common.load_converted(path)
+        if desc.get("kind") != "dit":
+            raise LatentjaxError(f"{path} holds a converted {desc.get('kind')}, not a DiT")
+        config = _from_description(desc)
+    else:
+        config, params = dit_convert.load_dit(path, num_heads)
+    return DiTModel(dit_convert.build(config.model), params, config)

@@ -1,0 +1,43 @@
+"""``latentjax convert {ae,dit} SRC --out DIR``: import weights once into a converted checkpoint
+(``latentjax_converted.json`` + ``params.npz``) that ``latentjax.load_autoencoder`` /
+``latentjax.load_dit`` read without PyTorch or diffusers."""
+
+from __future__ import annotations
+
+import argparse
+
+from latentjax.convert import common
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert", help="import a diffusers autoencoder or a DiT checkpoint (.pt / diffusers)"
+    )
+    p.add_argument("kind", choices=("ae", "dit"), help="what SRC holds")
+    p.add_argument("src", help="diffusers model directory, or an original DiT .pt file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--num-heads", type=int, default=None, help="DiT .pt: heads (default: table)")
+    p.set_defaults(run=run)
+
+
+def convert(kind: str, src: str, out: str, num_heads: int | None = None) -> dict:
+    """Converts ``src`` and writes ``out``; -> the description written."""
+    if kind == "ae":
+        from latentjax.convert.diffusers_ae import load_diffusers_autoencoder
+
+        config, params = load_diffusers_autoencoder(src)
+        kind_name = "autoencoder"
+    else:
+        from latentjax.convert.dit import load_dit
+
+        config, params = load_dit(src, num_heads)
+        kind_name = "dit"
+    description = {"kind": kind_name, "source": str(src), "config": config.to_dict()}
+    common.save_converted(out, description, params)
+    return description
+
+
+def run(args: argparse.Namespace) -> None:
+    desc = convert(args.kind, args.src, args.out, args.num_heads)
+    model = desc["config"]["model"]
+    print(f"latentjax: converted {desc['kind']} {args.src} -> {args.out} ({model})")
