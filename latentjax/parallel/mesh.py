@@ -8,8 +8,9 @@ as in FSDP/ZeRO-3 setups (MaxText, big_vision).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -111,3 +112,12 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()
     }
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
+    """Makes the models' activation constraints (``nn.with_logical_constraint``) take effect:
+    they are no-ops unless a mesh and a rules table are in context while a step is traced.
+    Trace (first call, or ``.lower``) the jitted step inside this context."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(tuple(tuple(r) for r in rules)):
+        yield
