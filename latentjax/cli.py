@@ -19,7 +19,11 @@ from latentjax.errors import LatentjaxError
 # Subcommands defined beside the code they drive. Each module has ``register(subparsers)``, which
 # adds its parser and calls ``parser.set_defaults(run=fn)`` (``fn(args) -> None``); a parser that
 # also sets ``config_overrides=True`` receives ``--config.a.b=v`` items as ``args.overrides``.
-COMMAND_MODULES: tuple[str, ...] = ("latentjax.convert.cli", "latentjax.parallel.plan")
+COMMAND_MODULES: tuple[str, ...] = (
+    "latentjax.convert.cli",
+    "latentjax.parallel.plan",
+    "latentjax.eval.fid",
+)
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
