@@ -1,0 +1,102 @@
+"""LPIPS (Zhang et al. 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual
+Metric", eq. 1) on VGG16 features, NHWC, inference only:
+
+    d(x0, x1) = sum_l mean_hw || w_l * (f_l(x0) / |f_l(x0)| - f_l(x1) / |f_l(x1)|) ||^2
+
+with f_l the relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 activations of VGG16 (Simonyan &
+Zisserman 2015), unit-normalised over channels, and w_l the learnt non-negative linear heads.
+Inputs are [-1, 1] images, shifted and scaled per channel first as the reference ("ScalingLayer").
+
+Weights come from two files: a torchvision-layout VGG16 state dict (``features.{i}.weight`` with
+torchvision's ``vgg16().features`` indices) and the ``lpips`` package's head file
+(``weights/v0.1/vgg.pth``: ``lin{l}.model.1.weight`` [1, C, 1, 1]); both are read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# torchvision vgg16().features: conv indices per block; a 2x2 max pool follows blocks 1-4.
+VGG16_BLOCKS = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+# The reference's ScalingLayer constants (per RGB channel, for inputs in [-1, 1]).
+SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
+SCALE = np.array([0.458, 0.448, 0.450], np.float32)
+
+
+class VGG16Features(nn.Module):
+    """The five LPIPS taps of VGG16: a list of [B, H/2^l, W/2^l, C_l]."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        taps = []
+        for level, (convs, width) in enumerate(zip(VGG16_BLOCKS, VGG16_WIDTHS, strict=True)):
+            if level:
+                x = nn.max_pool(x, (2, 2), (2, 2))
+            for i in convs:
+                x = nn.relu(
+                    nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), name=f"features_{i}")(x)
+                )
+            taps.append(x)
+        return taps
+
+
+class LPIPS(nn.Module):
+    """(x0, x1) [B, H, W, 3] in [-1, 1] -> LPIPS distance [B]."""
+
+    @nn.compact
+    def __call__(self, x0: jax.Array, x1: jax.Array) -> jax.Array:
+        vgg = VGG16Features(name="vgg")
+        f0, f1 = vgg((x0 - SHIFT) / SCALE), vgg((x1 - SHIFT) / SCALE)
+        total = 0.0
+        for level, (a, b) in enumerate(zip(f0, f1, strict=True)):
+            # Unit-normalise over channels (eps 1e-10 as the reference's normalize_tensor).
+            a = a / (jnp.sqrt(jnp.sum(a * a, axis=-1, keepdims=True)) + 1e-10)
+            b = b / (jnp.sqrt(jnp.sum(b * b, axis=-1, keepdims=True)) + 1e-10)
+            head = nn.Conv(1, (1, 1), use_bias=False, name=f"lin{level}")
+            total = total + head((a - b) ** 2).mean(axis=(1, 2, 3))
+        return total
+
+
+def variables_from_torch(vgg: dict[str, np.ndarray], heads: dict[str, np.ndarray]) -> dict:
+    """torchvision VGG16 + lpips head tensors -> ``{"params": ...}``; raises ``ConvertError``
+    naming a missing key. The VGG classifier (``classifier.*``) is ignored."""
+    from latentjax.convert.common import ConvertError
+
+    params: dict = {"vgg": {}}
+    for convs, _ in zip(VGG16_BLOCKS, VGG16_WIDTHS, strict=True):
+        for i in convs:
+            for leaf in ("weight", "bias"):
+                if f"features.{i}.{leaf}" not in vgg:
+                    raise ConvertError(f"VGG16 weights: missing key 'features.{i}.{leaf}'")
+            params["vgg"][f"features_{i}"] = {
+                "kernel": vgg[f"features.{i}.weight"].transpose(2, 3, 1, 0),
+                "bias": vgg[f"features.{i}.bias"],
+            }
+    for level, width in enumerate(VGG16_WIDTHS):
+        key = f"lin{level}.model.1.weight"
+        if key not in heads:
+            raise ConvertError(f"LPIPS heads: missing key {key!r}")
+        if heads[key].shape != (1, width, 1, 1):
+            raise ConvertError(f"LPIPS heads: {key} has shape {heads[key].shape}, not VGG16's")
+        params[f"lin{level}"] = {"kernel": heads[key].transpose(2, 3, 1, 0)}
+    return {"params": params}
+
+
+def load_lpips(vgg_weights: str | Path, head_weights: str | Path):
+    """-> a jitted ``lpips(x0, x1)`` ([B, H, W, 3] in [-1, 1] -> [B])."""
+    from latentjax.convert.common import read_torch_state_dict
+
+    variables = variables_from_torch(
+        read_torch_state_dict(vgg_weights), read_torch_state_dict(head_weights)
+    )
+    apply = jax.jit(LPIPS().apply)
+    return lambda x0, x1: apply(
+        variables, jnp.asarray(x0, jnp.float32), jnp.asarray(x1, jnp.float32)
+    )

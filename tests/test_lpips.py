@@ -1,0 +1,85 @@
+"""Flax LPIPS vs a plain-torch LPIPS written here from the paper (Zhang et al. 2018, eq. 1) and
+the lpips package's published layout, on random weights saved as a torchvision-layout VGG16 state
+dict and an lpips-layout head file (the real backbone cannot be downloaded here)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentjax.convert import ConvertError
+from latentjax.models.lpips import load_lpips
+
+
+def vgg16_features() -> nn.Sequential:
+    """torchvision's vgg16().features, index for index (convs, ReLUs, 2x2 max pools)."""
+    layers, cin = [], 3
+    for block, width in zip(((2,), (2,), (3,), (3,), (3,)), (64, 128, 256, 512, 512), strict=True):
+        for _ in range(block[0]):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU()]
+            cin = width
+        layers.append(nn.MaxPool2d(2, 2))
+    return nn.Sequential(*layers[:-1])  # LPIPS stops at relu5_3
+
+
+def ref_lpips(features, heads, x0, x1):
+    shift = torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None]
+    scale = torch.tensor([0.458, 0.448, 0.450])[None, :, None, None]
+    taps = (3, 8, 15, 22, 29)  # relu1_2 ... relu5_3
+
+    def feats(x):
+        out, h = [], (x - shift) / scale
+        for i, layer in enumerate(features):
+            h = layer(h)
+            if i in taps:
+                out.append(h)
+        return out
+
+    total = 0
+    for lvl, (a, b) in enumerate(zip(feats(x0), feats(x1), strict=True)):
+        a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        total = total + F.conv2d((a - b) ** 2, heads[f"lin{lvl}.model.1.weight"]).mean((1, 2, 3))
+    return total
+
+
+@pytest.fixture
+def weight_files(tmp_path):
+    torch.manual_seed(0)
+    features = vgg16_features()
+    sd = {f"features.{k}": v for k, v in features.state_dict().items()}
+    sd["classifier.0.weight"] = torch.zeros(4, 4)  # in torchvision files; ignored
+    torch.save(sd, tmp_path / "vgg16.pth")
+    # Trained heads are non-negative (the reference clamps them).
+    heads = {
+        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) / c
+        for i, c in enumerate((64, 128, 256, 512, 512))
+    }
+    torch.save(heads, tmp_path / "vgg.pth")
+    return features, heads, tmp_path / "vgg16.pth", tmp_path / "vgg.pth"
+
+
+def test_lpips_matches_torch_reference(weight_files):
+    features, heads, vgg_path, head_path = weight_files
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    x1 = np.clip(x0 + 0.3 * rng.normal(size=x0.shape), -1, 1).astype(np.float32)
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
+    with torch.no_grad():
+        want = ref_lpips(features, heads, t(x0), t(x1)).numpy()
+    lpips = load_lpips(vgg_path, head_path)
+    got = np.asarray(lpips(x0, x1))
+    assert got.shape == (2,)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-4
+    np.testing.assert_allclose(lpips(x0, x0), 0.0, atol=1e-6)
+
+
+def test_lpips_bad_files(weight_files, tmp_path):
+    _, heads, vgg_path, _ = weight_files
+    del heads["lin3.model.1.weight"]
+    torch.save(heads, tmp_path / "heads.pth")
+    with pytest.raises(ConvertError, match="missing key 'lin3.model.1.weight'"):
+        load_lpips(vgg_path, tmp_path / "heads.pth")
+    with pytest.raises(ConvertError, match="missing key 'features.0.weight'"):
+        load_lpips(tmp_path / "heads.pth", tmp_path / "heads.pth")
