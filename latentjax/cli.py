@@ -20,8 +20,10 @@ from latentjax.errors import LatentjaxError
 # adds its parser and calls ``parser.set_defaults(run=fn)`` (``fn(args) -> None``); a parser that
 # also sets ``config_overrides=True`` receives ``--config.a.b=v`` items as ``args.overrides``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "latentjax.convert.cli",
     "latentjax.parallel.plan",
+    "latentjax.data.cli",
+    "latentjax.train.cli",
+    "latentjax.convert.cli",
     "latentjax.eval.fid",
 )
 
@@ -40,11 +42,33 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--workdir", required=True, help="a stage-2 (dit) run directory")
     p.add_argument("--num", type=int, required=True, help="number of images")
     p.add_argument("--labels", default=None, help="class labels, e.g. '3' or '0,1,2' (cycled)")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="ddim, ddpm, dpmpp_2m, euler, heun or euler_maruyama (default: config)",
+    )
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: config)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: config)")
+    p.add_argument(
+        "--guidance-interval",
+        default=None,
+        help="LO,HI: guide only for path times t in [LO, HI] (default: config)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="images per jitted call")
-    p.add_argument("--out", required=True, help="output .npz (a .png grid is written beside it)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output .npz with all images (small N); its .png grid and, unless --shard-dir is "
+        "given, its shards in FILE.shards/ are written beside it",
+    )
+    p.add_argument(
+        "--shard-dir",
+        default=None,
+        help="directory of shard-NNNNN.npz + index.json (resumable); grid.png in it",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _distributed_args(p)
 
     p = sub.add_parser("demo", help="both stages on the embedded digits, then a sample grid")
@@ -110,42 +134,92 @@ def write_samples(out: str | Path, images: np.ndarray, labels: np.ndarray, ncol:
     return save_png(out.with_suffix(".png"), image_grid(images, ncol=ncol), scale=scale)
 
 
+# --out holds every image in one array: above this size, use --shard-dir alone.
+MAX_NPZ_BYTES = 2 << 30
+
+
 def cmd_sample(args) -> None:
+    """Streams samples to shards (resumable), then optionally gathers them into ``--out``."""
+    import jax
+
     from latentjax.config import from_json
-    from latentjax.generate import load_generator, parse_labels
+    from latentjax.eval.images import image_grid, save_png
+    from latentjax.generate import (
+        load_generator,
+        parse_interval,
+        parse_labels,
+        read_shards,
+        spec_from_config,
+        write_sample_shards,
+    )
     from latentjax.parallel.mesh import make_mesh
 
     if args.num <= 0:
         raise LatentjaxError(f"--num must be positive, got {args.num}")
+    if args.out is None and args.shard_dir is None:
+        raise LatentjaxError("give --out FILE.npz, --shard-dir DIR, or both")
+    if args.out is not None and Path(args.out).suffix != ".npz":
+        raise LatentjaxError(f"--out must end in .npz, got {args.out}")
     workdir = Path(args.workdir)
     if not (workdir / "config.json").exists():
         raise LatentjaxError(f"no run at {workdir} (missing config.json)")
     config = from_json((workdir / "config.json").read_text())
+    if config.get("stage") != "dit":
+        raise LatentjaxError(
+            f"{workdir} holds a '{config.get('stage')}' run; sampling needs a stage-2 (dit) run"
+        )
+    # Checks the sampler, steps, eta and interval before anything is loaded or compiled.
+    spec = spec_from_config(
+        config,
+        sampler=args.sampler,
+        num_steps=args.steps,
+        eta=args.eta,
+        cfg_scale=args.cfg,
+        guidance_interval=parse_interval(args.guidance_interval),
+    )
+    labels = parse_labels(args.labels, args.num, config.model.num_classes)
     mesh = make_mesh(config.mesh.shape)
     generator = load_generator(workdir, mesh)
-    labels = parse_labels(args.labels, args.num, config.model.num_classes)
-    images = collect_samples(
-        generator, labels, config, args.seed, args.steps, args.cfg, args.batch_size
+    if args.out is not None and args.num * np.prod(generator.image_shape) > MAX_NPZ_BYTES:
+        raise LatentjaxError(
+            f"--out would hold {args.num} images in memory; use --shard-dir alone for this many"
+        )
+    shard_dir = Path(args.shard_dir) if args.shard_dir else Path(args.out).with_suffix(".shards")
+    write_sample_shards(
+        generator,
+        labels,
+        shard_dir,
+        args.seed,
+        spec,
+        args.batch_size or config.sample.batch_size,
+        progress=not args.no_progress,
+        meta={"workdir": str(workdir.resolve())},
     )
-    import jax
-
-    if jax.process_index() == 0:  # only process 0 writes files
-        grid = write_samples(args.out, images, labels)
-        print(f"latentjax: wrote {len(images)} images to {args.out} and {grid}")
+    if jax.process_index() != 0:  # only process 0 writes files
+        return
+    if args.out is not None:
+        images, got = read_shards(shard_dir)
+        grid = write_samples(args.out, images, got)
+        print(f"latentjax: wrote {len(images)} images to {args.out} and {grid} ({shard_dir})")
+    else:
+        images, _ = read_shards(shard_dir, limit=100)
+        scale = max(1, 128 // images.shape[1])
+        grid = save_png(shard_dir / "grid.png", image_grid(images, ncol=10), scale=scale)
+        print(f"latentjax: wrote {args.num} images to {shard_dir} and {grid}")
 
 
 def collect_samples(generator, labels, config, seed=0, steps=None, cfg=None, chunk=None):
-    """All samples for ``labels`` as one uint8 array, with a progress bar."""
+    """All samples for ``labels`` as one uint8 array (small N), with a progress bar; sampler
+    settings from ``config.sample``."""
     from tqdm.auto import tqdm
 
-    steps = steps or config.sample.num_steps
-    cfg = config.sample.cfg_scale if cfg is None else cfg
+    from latentjax.generate import spec_from_config
+
+    spec = spec_from_config(config, num_steps=steps, cfg_scale=cfg)
     chunk = chunk or config.sample.batch_size
-    if steps <= 0:
-        raise LatentjaxError(f"--steps must be positive, got {steps}")
     out = []
     with tqdm(total=len(labels), desc="sample", unit="img", dynamic_ncols=True) as bar:
-        for images in generator.sample(labels, seed, num_steps=steps, cfg_scale=cfg, chunk=chunk):
+        for images in generator.sample(labels, seed, spec, chunk):
             out.append(images)
             bar.update(len(images))
     return np.concatenate(out)

@@ -1,13 +1,24 @@
 """Images from a trained two-stage run: sample latents with the DiT (EMA weights), decode them.
 
-Noise, the sampling loop and the decoder run as one jitted program per chunk, with the batch
-split over every device of the mesh. Chunks are padded to a multiple of the data-parallel size
-and the padding is dropped on the host.
+Noise, the sampling loop and the decoder run as one jitted program per (sampler, guided) pair;
+the number of steps, eta, the guidance scale and interval are runtime arguments, so changing them
+does not recompile. The batch is split over every device of the mesh; chunks are padded to a
+multiple of the data-parallel size and the padding is dropped on the host.
+
+Image j's randomness comes from ``fold_in(key(seed), j)`` alone, so a sample depends on the seed
+and its index, not on the chunk size, the number of devices or processes, or on which chunks a
+resumed run skipped.
+
+:func:`write_sample_shards` streams chunks to ``shard-NNNNN.npz`` files plus ``index.json`` (only
+process 0 writes), never holding more than one chunk on the host, and resumes by skipping shards
+already written and valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +30,49 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from latentjax.config import from_json
+from latentjax.diffusion.samplers import check_sampler
 from latentjax.diffusion.samplers import sample as sample_latents
 from latentjax.errors import LatentjaxError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
 from latentjax.train.autoencoder import load_autoencoder
 from latentjax.train.dit import DiTStage, frozen_inputs, read_latent_stats
+
+INDEX_FILE = "index.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec:
+    """How to sample: everything but the labels and the seed."""
+
+    sampler: str = "ddim"
+    num_steps: int = 32
+    cfg_scale: float = 1.0
+    eta: float = 0.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self):
+        check_sampler(self.sampler, self.num_steps, self.eta)
+        lo, hi = self.guidance_interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise LatentjaxError(
+                f"guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo},{hi}"
+            )
+
+
+def spec_from_config(config, **overrides) -> SampleSpec:
+    """A :class:`SampleSpec` from ``config.sample`` (older runs lack some keys), then overrides
+    that are not None."""
+    s = config.sample
+    values = {
+        "sampler": s.get("sampler", "ddim"),
+        "num_steps": s.num_steps,
+        "cfg_scale": s.cfg_scale,
+        "eta": s.get("eta", 0.0),
+        "guidance_interval": tuple(s.get("guidance_interval", (0.0, 1.0))),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SampleSpec(**values)
 
 
 @dataclasses.dataclass
@@ -37,16 +85,26 @@ class Generator:
     def __post_init__(self):
         self._programs: dict[tuple, Any] = {}
 
-    def _program(self, num_steps: int, cfg_scale: float):
-        key = (num_steps, float(cfg_scale))
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c = self.stage.ae_stage.config
+        return (c.data.image_size, c.data.image_size, c.model.in_channels)
+
+    def program(self, sampler: str, guided: bool):
+        """The jitted ``run(params, frozen, labels, indices, key, num_steps, eta, cfg, interval)``
+        -> uint8 images, one per (sampler, guided)."""
+        key = (sampler, guided)
         if key not in self._programs:
             d = self.stage.config.diffusion
             ae = self.stage.ae_stage.ae
             batch = mesh_lib.batch_sharding(self.mesh)
+            shape = self.stage.latent_shape
 
-            def run(params, frozen, labels, rng):
-                noise = jax.random.normal(rng, (labels.shape[0], *self.stage.latent_shape))
+            def run(params, frozen, labels, indices, key, num_steps, eta, cfg_scale, interval):
+                keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)  # [B]
+                noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
                 noise = jax.lax.with_sharding_constraint(noise, batch)
+                step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
                 z = sample_latents(
                     self.stage.apply,
                     params,
@@ -55,8 +113,13 @@ class Generator:
                     path=d.path,
                     prediction=d.prediction,
                     num_steps=num_steps,
+                    sampler=sampler,
+                    keys=step_keys,
+                    eta=eta,
                     cfg_scale=cfg_scale,
                     null_label=self.stage.null_label,
+                    guided=guided,
+                    guidance_interval=(interval[0], interval[1]),
                 )
                 z = z / frozen["latent_scale"] + frozen["latent_shift"]
                 x = ae.apply(frozen["ae"], z, method=ae.decode)
@@ -66,21 +129,182 @@ class Generator:
             self._programs[key] = jax.jit(run, out_shardings=batch)
         return self._programs[key]
 
+    def sample_chunk(
+        self, labels: np.ndarray, start: int, seed: int, spec: SampleSpec, chunk: int
+    ) -> np.ndarray:
+        """uint8 images [n, H, W, C] for ``labels`` (int [n <= chunk]) at global indices
+        start, start + 1, ...; ``chunk`` must be a multiple of the data-parallel size."""
+        guided = self.stage.config.model.num_classes > 0 and spec.cfg_scale != 1.0
+        program = self.program(spec.sampler, guided)
+        sharding = mesh_lib.batch_sharding(self.mesh)
+        n = len(labels)
+        y = np.concatenate([np.asarray(labels, np.int32), np.zeros(chunk - n, np.int32)])
+        idx = np.arange(start, start + chunk, dtype=np.int32)
+        images = program(
+            self.ema_params,
+            self.frozen,
+            jax.device_put(y, sharding),
+            jax.device_put(idx, sharding),
+            jax.random.key(seed),
+            np.int32(spec.num_steps),
+            np.float32(spec.eta),
+            np.float32(spec.cfg_scale),
+            np.asarray(spec.guidance_interval, np.float32),
+        )
+        # Every process gets the whole chunk (on one process this is a plain device_get).
+        return np.asarray(multihost_utils.process_allgather(images, tiled=True))[:n]
+
+    def chunk_size(self, chunk: int) -> int:
+        dp = mesh_lib.data_parallel_size(self.mesh)
+        return max(dp, (chunk // dp) * dp)
+
     def sample(
-        self, labels: np.ndarray, seed: int, *, num_steps: int, cfg_scale: float, chunk: int
+        self, labels: np.ndarray, seed: int, spec: SampleSpec, chunk: int
     ) -> Iterator[np.ndarray]:
         """Yields uint8 images [n, H, W, C] chunk by chunk for ``labels`` (int [N])."""
-        program = self._program(num_steps, cfg_scale)
-        dp = mesh_lib.data_parallel_size(self.mesh)
-        chunk = max(dp, (chunk // dp) * dp)
-        rng = jax.random.key(seed)
-        for i, start in enumerate(range(0, len(labels), chunk)):
-            part = np.asarray(labels[start : start + chunk], np.int32)
-            padded = np.concatenate([part, np.zeros(chunk - len(part), np.int32)])
-            y = jax.device_put(padded, mesh_lib.batch_sharding(self.mesh))
-            images = program(self.ema_params, self.frozen, y, jax.random.fold_in(rng, i))
-            # Every process gets the whole chunk (on one process this is a plain device_get).
-            yield np.asarray(multihost_utils.process_allgather(images, tiled=True))[: len(part)]
+        chunk = self.chunk_size(chunk)
+        for start in range(0, len(labels), chunk):
+            yield self.sample_chunk(labels[start : start + chunk], start, seed, spec, chunk)
+
+
+def _shard_name(i: int) -> str:
+    return f"shard-{i:05d}.npz"
+
+
+def _valid_shard(path: Path, labels: np.ndarray, image_shape: tuple[int, ...]) -> bool:
+    """The shard exists, loads, and holds uint8 images of the right shape for ``labels``."""
+    try:
+        with np.load(path) as data:
+            images, got = data["images"], data["labels"]
+    except (OSError, KeyError, ValueError, EOFError):
+        return False
+    return (
+        images.dtype == np.uint8
+        and images.shape == (len(labels), *image_shape)
+        and np.array_equal(got, labels)
+    )
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def write_sample_shards(
+    generator: Generator,
+    labels: np.ndarray,
+    shard_dir: str | Path,
+    seed: int,
+    spec: SampleSpec,
+    chunk: int,
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Samples ``labels`` chunk by chunk into ``shard_dir`` (``shard-NNNNN.npz`` with ``images``
+    [n, H, W, C] uint8 and ``labels`` [n] int32, and ``index.json``); returns the index.
+
+    An existing index with the same settings is resumed: shards already written and valid are
+    skipped (a shard that fails to load or does not match is redone); different settings are an
+    error. The index is rewritten after every shard, so an interrupted run leaves a consistent
+    directory."""
+    from tqdm.auto import tqdm
+
+    shard_dir = Path(shard_dir)
+    chunk = generator.chunk_size(chunk)
+    labels = np.asarray(labels, np.int32)
+    settings = {
+        "num": len(labels),
+        "chunk": chunk,
+        "seed": seed,
+        **dataclasses.asdict(spec),
+        "guidance_interval": list(spec.guidance_interval),
+        "image_shape": list(generator.image_shape),
+        "labels_sha": _labels_digest(labels),
+        **(meta or {}),
+    }
+    index_path = shard_dir / INDEX_FILE
+    writer = jax.process_index() == 0
+    starts = list(range(0, len(labels), chunk))
+    done = np.zeros(len(starts), bool)
+    if writer:
+        if index_path.exists():
+            old = json.loads(index_path.read_text())
+            old_settings = {k: v for k, v in old.items() if k != "shards"}
+            if old_settings != settings:
+                changed = sorted(
+                    k for k in set(old_settings) | set(settings)
+                    if old_settings.get(k) != settings.get(k)
+                )  # fmt: skip
+                raise LatentjaxError(
+                    f"{shard_dir} holds samples made with other settings ({', '.join(changed)}); "
+                    "use another --shard-dir or delete it"
+                )
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        for i, start in enumerate(starts):
+            part = labels[start : start + chunk]
+            done[i] = _valid_shard(shard_dir / _shard_name(i), part, generator.image_shape)
+    # Every process must run the same chunks (each chunk is one global program).
+    done = np.asarray(multihost_utils.broadcast_one_to_all(done)).astype(bool)
+
+    shards = [
+        {"file": _shard_name(i), "start": s, "count": len(labels[s : s + chunk])}
+        for i, s in enumerate(starts)
+    ]
+
+    def write_index():
+        listed = [sh for sh, ok in zip(shards, done, strict=True) if ok]
+        text = json.dumps({**settings, "shards": listed}, indent=1)
+        _write_atomic(index_path, lambda f: f.write(text.encode()))
+
+    if writer:
+        write_index()
+    initial = int(sum(sh["count"] for sh, ok in zip(shards, done, strict=True) if ok))
+    with tqdm(
+        total=len(labels),
+        initial=initial,
+        desc="sample",
+        unit="img",
+        dynamic_ncols=True,
+        disable=not (progress and writer),
+    ) as bar:
+        for i, start in enumerate(starts):
+            if done[i]:
+                continue
+            part = labels[start : start + chunk]
+            images = generator.sample_chunk(part, start, seed, spec, chunk)
+            if writer:
+                _write_atomic(
+                    shard_dir / _shard_name(i),
+                    lambda f, images=images, part=part: np.savez(f, images=images, labels=part),
+                )
+                done[i] = True
+                write_index()
+            bar.update(len(part))
+    return {**settings, "shards": shards}
+
+
+def _labels_digest(labels: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(labels, np.int32).tobytes()).hexdigest()[:16]
+
+
+def read_shards(shard_dir: str | Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of the shards listed in ``index.json``, in order; at most ``limit``."""
+    shard_dir = Path(shard_dir)
+    index = json.loads((shard_dir / INDEX_FILE).read_text())
+    images, labels, total = [], [], 0
+    for sh in sorted(index["shards"], key=lambda s: s["start"]):
+        if limit is not None and total >= limit:
+            break
+        with np.load(shard_dir / sh["file"]) as data:
+            images.append(data["images"])
+            labels.append(data["labels"])
+        total += len(labels[-1])
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    return (images, labels) if limit is None else (images[:limit], labels[:limit])
 
 
 def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
@@ -120,3 +344,14 @@ def parse_labels(spec: str | None, num: int, num_classes: int) -> np.ndarray:
         if bad.size:
             raise LatentjaxError(f"label {int(bad[0])} out of range [0, {num_classes})")
     return np.resize(base, num).astype(np.int32)
+
+
+def parse_interval(spec: str | None) -> tuple[float, float] | None:
+    """ "0.2,0.8" -> (0.2, 0.8)."""
+    if spec is None:
+        return None
+    try:
+        lo, hi = (float(s) for s in spec.split(","))
+    except ValueError:
+        raise LatentjaxError(f"--guidance-interval must be LO,HI, got {spec!r}") from None
+    return lo, hi

@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.worker_count = 0
+    c.data.crop = "none"  # "none" | "center" | "random": a square crop before the resize
+    c.data.flip = False  # random horizontal flips
+    # A latent cache written by `latentjax encode` (its --out DIR, or DIR/NAME); "" encodes
+    # images on the fly. With data.flip, its flipped copy is used too.
+    c.data.latent_cache = ""
     c.data.latent_stats_batches = 8  # batches used to measure the latent shift/scale
 
     c.model = ml_collections.ConfigDict()
@@ -39,10 +44,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.path = "linear"  # rectified flow: x_t = (1 - t) x0 + t eps
     c.diffusion.prediction = "velocity"
     c.diffusion.t_sampling = "logit_normal"
+    # none | min_snr | snr | snr_plus_one | truncated_snr (latentjax/losses/diffusion.py)
+    c.diffusion.loss_weighting = "none"
+    c.diffusion.min_snr_gamma = 5.0
     c.diffusion.label_drop = 0.1  # classifier-free guidance training
 
     c.sample = ml_collections.ConfigDict()
+    # ddim | ddpm | dpmpp_2m | euler | heun | euler_maruyama (latentjax/diffusion/samplers.py)
+    c.sample.sampler = "euler"
     c.sample.num_steps = 32
+    c.sample.eta = 0.0  # DDIM only
+    c.sample.guidance_interval = (0.0, 1.0)  # guide for path times t in [lo, hi]
     c.sample.cfg_scale = 2.0
     c.sample.batch_size = 100
 
@@ -60,6 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 1000
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 2
+    c.train.keep_best = 0  # also keep this many best checkpoints by train.best_metric
+    c.train.best_metric = "loss"
+    c.train.best_mode = "min"
+    c.train.on_nonfinite = "stop"  # NaN/Inf loss or gradient: "stop" | "skip" the update
 
     c.mesh = mesh_config()
     return c

@@ -6,6 +6,15 @@ Paths (select by name):
   Lipman et al. 2022; SiT, Ma et al. 2024).
 - ``cosine``: alpha = cos(pi t / 2), sigma = sin(pi t / 2) — variance preserving, the continuous
   form of the cosine schedule (Nichol & Dhariwal 2021).
+- ``ddpm_linear``, ``ddpm_scaled_linear``, ``ddpm_cosine``: the discrete-time variance-preserving
+  schedules of DDPM (betas linear from 1e-4 to 0.02 over 1000 steps; Ho et al. 2020, sec. 4),
+  Stable Diffusion / LDM (sqrt(beta) linear from sqrt(0.00085) to sqrt(0.012); Rombach et al.
+  2022) and improved DDPM (alpha_bar(n) = f(n) / f(0), f(n) = cos((n / N + 0.008) / 1.008 pi / 2)^2,
+  betas clipped at 0.999; Nichol & Dhariwal 2021, eq. 17). alpha = sqrt(alpha_bar),
+  sigma = sqrt(1 - alpha_bar). Time t = n / N puts the DDPM step index n (after n noising steps)
+  at t, so the network's time input 1000 t is the familiar integer timestep; between grid points
+  log alpha_bar is interpolated linearly (it is a cumulative sum of log(1 - beta_n), so this is
+  the natural continuous extension), which lets every sampler run any number of steps on them.
 
 Prediction types (what the network outputs; all are linear in (x0, eps)):
 - ``eps``: the noise eps.
@@ -24,18 +33,41 @@ evaluated at, and :meth:`Path.clip` clips times into a closed interval.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-PATHS = ("linear", "cosine")
+CONTINUOUS_PATHS = ("linear", "cosine")
+DISCRETE_PATHS = ("ddpm_linear", "ddpm_scaled_linear", "ddpm_cosine")
+PATHS = CONTINUOUS_PATHS + DISCRETE_PATHS
+DISCRETE_STEPS = 1000
 PREDICTIONS = ("eps", "x0", "v", "velocity")
 
 # Distance kept from a singular endpoint: alpha(1 - 1e-3) ~ 1.6e-3 on cosine, 1e-3 on linear.
 ENDPOINT_MARGIN = 1e-3
 
 _HALF_PI = 0.5 * math.pi
+
+
+@functools.cache
+def discrete_log_alpha_bar(name: str, num_steps: int = DISCRETE_STEPS) -> np.ndarray:
+    """log alpha_bar at n = 0, 1, ..., N (float64 [N + 1]; 0 at n = 0: no noise yet)."""
+    n = num_steps
+    if name == "ddpm_linear":
+        betas = np.linspace(1e-4, 0.02, n, dtype=np.float64)
+    elif name == "ddpm_scaled_linear":
+        betas = np.linspace(0.00085**0.5, 0.012**0.5, n, dtype=np.float64) ** 2
+    elif name == "ddpm_cosine":
+        s = 0.008
+        f = np.cos((np.arange(n + 1) / n + s) / (1 + s) * _HALF_PI) ** 2
+        alpha_bar = f / f[0]
+        betas = np.clip(1.0 - alpha_bar[1:] / alpha_bar[:-1], 0.0, 0.999)
+    else:
+        raise ValueError(f"unknown discrete schedule {name!r}; known: {DISCRETE_PATHS}")
+    return np.concatenate([[0.0], np.cumsum(np.log1p(-betas))])
 
 
 def _check_prediction(prediction: str) -> None:
@@ -55,21 +87,47 @@ class Path:
 
     def alpha(self, t: jax.Array) -> jax.Array:
         t = jnp.asarray(t)
-        return 1.0 - t if self.name == "linear" else jnp.cos(_HALF_PI * t)
+        if self.name == "linear":
+            return 1.0 - t
+        if self.name == "cosine":
+            return jnp.cos(_HALF_PI * t)
+        return jnp.exp(0.5 * self._log_alpha_bar(t))
 
     def sigma(self, t: jax.Array) -> jax.Array:
         t = jnp.asarray(t)
-        return t if self.name == "linear" else jnp.sin(_HALF_PI * t)
+        if self.name == "linear":
+            return t
+        if self.name == "cosine":
+            return jnp.sin(_HALF_PI * t)
+        return jnp.sqrt(jnp.maximum(-jnp.expm1(self._log_alpha_bar(t)), 0.0))
 
     def d_alpha(self, t: jax.Array) -> jax.Array:
         """alpha'(t)."""
         t = jnp.asarray(t)
-        return -jnp.ones_like(t) if self.name == "linear" else -_HALF_PI * jnp.sin(_HALF_PI * t)
+        if self.name == "linear":
+            return -jnp.ones_like(t)
+        if self.name == "cosine":
+            return -_HALF_PI * jnp.sin(_HALF_PI * t)
+        return jax.jvp(self.alpha, (t,), (jnp.ones_like(t),))[1]  # elementwise, so jvp = diag
 
     def d_sigma(self, t: jax.Array) -> jax.Array:
-        """sigma'(t)."""
+        """sigma'(t) (infinite at t = 0 on the discrete schedules, where sigma ~ sqrt(t))."""
         t = jnp.asarray(t)
-        return jnp.ones_like(t) if self.name == "linear" else _HALF_PI * jnp.cos(_HALF_PI * t)
+        if self.name == "linear":
+            return jnp.ones_like(t)
+        if self.name == "cosine":
+            return _HALF_PI * jnp.cos(_HALF_PI * t)
+        return jax.jvp(self.sigma, (t,), (jnp.ones_like(t),))[1]
+
+    def _log_alpha_bar(self, t: jax.Array) -> jax.Array:
+        table = discrete_log_alpha_bar(self.name)
+        n = len(table) - 1
+        grid = jnp.arange(n + 1, dtype=t.dtype if jnp.issubdtype(t.dtype, jnp.floating) else None)
+        return jnp.interp(t * n, grid, jnp.asarray(table, grid.dtype))
+
+    def log_snr(self, t: jax.Array) -> jax.Array:
+        """lambda(t) = log(alpha^2 / sigma^2) (DPM-Solver's 2 lambda)."""
+        return 2.0 * (jnp.log(self.alpha(t)) - jnp.log(self.sigma(t)))
 
     def alpha_sigma(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.alpha(t), self.sigma(t)
@@ -90,8 +148,9 @@ class Path:
 def valid_t_range(prediction: str) -> tuple[float, float]:
     """Closed interval of times at which :func:`to_x0_eps` is finite for ``prediction``.
 
-    Both paths have alpha(1) = 0 and sigma(0) = 0, so ``eps`` excludes t = 1 and ``x0`` excludes
-    t = 0 (the sampler never needs eps_hat at t = 0, see ``samplers.py``)."""
+    The continuous paths have alpha(1) = 0 and every path has sigma(0) = 0, so ``eps`` excludes
+    t = 1 and ``x0`` excludes t = 0 (the samplers never need eps_hat at t = 0, see
+    ``samplers.py``)."""
     _check_prediction(prediction)
     if prediction == "eps":
         return 0.0, 1.0 - ENDPOINT_MARGIN
@@ -141,6 +200,7 @@ def to_x0_eps(
         norm = alpha**2 + sigma**2
         return (alpha * x_t - sigma * output) / norm, (sigma * x_t + alpha * output) / norm
     d_alpha, d_sigma = _bcast(path.d_alpha(t), x_t), _bcast(path.d_sigma(t), x_t)
-    # det = alpha sigma' - sigma alpha': 1 on linear, pi / 2 on cosine, so never zero.
+    # det = alpha sigma' - sigma alpha' = alpha^2 d(sigma / alpha)/dt: 1 on linear, pi / 2 on
+    # cosine, positive on the discrete schedules (sigma / alpha grows with t), so never zero.
     det = alpha * d_sigma - sigma * d_alpha
     return (d_sigma * x_t - sigma * output) / det, (alpha * output - d_alpha * x_t) / det

@@ -103,12 +103,22 @@ class DiTStage:
         z = posterior.sample(rng)
         return (z - frozen["latent_shift"]) * frozen["latent_scale"]
 
+    def latents(self, frozen, batch, rng: jax.Array) -> jax.Array:
+        """Normalised latents of ``batch``: from its images through the frozen encoder, or,
+        for a batch of the latent cache (``latentjax encode``), a fresh posterior sample
+        ``mean + std * eps`` of the cached moments, the same distribution as ``encode``."""
+        if "mean" not in batch:
+            return self.encode(frozen, batch["image"], rng)
+        eps = jax.random.normal(rng, batch["mean"].shape, batch["mean"].dtype)
+        z = batch["mean"] + batch["std"] * eps
+        return (z - frozen["latent_shift"]) * frozen["latent_scale"]
+
     def train_step(self, state, frozen, batch, rng):
         c = self.config
         step = state["step"]
         rng = jax.random.fold_in(rng, step)
         enc_rng, drop_rng, loss_rng = jax.random.split(rng, 3)
-        z = jax.lax.stop_gradient(self.encode(frozen, batch["image"], enc_rng))
+        z = jax.lax.stop_gradient(self.latents(frozen, batch, enc_rng))
         labels = batch["label"].astype(jnp.int32)
         if c.model.num_classes:
             drop = jax.random.bernoulli(drop_rng, c.diffusion.label_drop, labels.shape)
@@ -124,6 +134,8 @@ class DiTStage:
                 path=c.diffusion.path,
                 prediction=c.diffusion.prediction,
                 t_sampling=c.diffusion.t_sampling,
+                weighting=c.diffusion.get("loss_weighting", "none"),  # older runs lack it
+                min_snr_gamma=c.diffusion.get("min_snr_gamma", 5.0),
             )
 
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])

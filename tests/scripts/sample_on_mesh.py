@@ -1,0 +1,66 @@
+"""Samples with a tiny untrained (perturbed) two-stage model on a given mesh; prints the images.
+
+Used by tests/test_generate.py in a subprocess (the number of fake CPU devices is fixed when JAX
+starts) and imported by it for :func:`tiny_generator`.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+        python tests/scripts/sample_on_mesh.py '{"data": 4, "fsdp": 2, "tensor": 1}'
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+from latentjax.config import load_config
+from latentjax.generate import Generator, SampleSpec
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.train import autoencoder, dit
+
+AE_OVERRIDES = [
+    "model.ch=8",
+    "model.num_groups=4",
+    "model.ch_mult=(1, 2)",
+    "data.image_size=8",
+]
+DIT_OVERRIDES = [
+    "model.hidden_size=16",
+    "model.depth=1",
+    "model.num_heads=2",
+    "data.image_size=8",
+    "sample.batch_size=8",
+]
+
+
+def tiny_generator(mesh) -> Generator:
+    """A Generator over random weights (perturbed away from DiT's zero output at init)."""
+    ae_config = load_config("ae/digits.py", AE_OVERRIDES)
+    ae_stage = autoencoder.AutoencoderStage(ae_config)
+    ae_params = jax.jit(ae_stage.init_state)(jax.random.key(0))["params"]["ae"]
+    config = load_config("dit/digits.py", DIT_OVERRIDES)
+    stage = dit.DiTStage(config, ae_stage)
+    params = jax.jit(stage.init_state)(jax.random.key(1))["params"]
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    leaves = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+    params = jax.device_put(jax.tree.unflatten(tree, leaves), mesh_lib.replicated(mesh))
+    stats = {"shift": 0.1, "scale": 2.0}
+    frozen, _ = dit.frozen_inputs(jax.device_put(ae_params, mesh_lib.replicated(mesh)), stats, mesh)
+    return Generator(stage, params, frozen, mesh)
+
+
+def main(shape, chunk):
+    mesh = mesh_lib.make_mesh(shape)
+    gen = tiny_generator(mesh)
+    labels = np.arange(12, dtype=np.int32) % 10
+    out = {"devices": jax.device_count()}
+    # Stochastic, guided on part of the path: every source of randomness and both batch halves.
+    spec = SampleSpec("euler_maruyama", num_steps=3, cfg_scale=2.0, guidance_interval=(0.2, 1))
+    images = np.concatenate(list(gen.sample(labels, 7, spec, chunk)))
+    out["images"] = images.astype(int).ravel().tolist()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]), int(sys.argv[2]))

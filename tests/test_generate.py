@@ -1,0 +1,143 @@
+"""Batch sampling: one program for every step count, chunked shards that resume, the same
+samples on 1 and 8 devices, and one-line errors from ``latentjax sample``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentjax.cli import main
+from latentjax.config import load_config, to_json
+from latentjax.errors import LatentjaxError
+from latentjax.generate import SampleSpec, read_shards, write_sample_shards
+from latentjax.parallel import mesh as mesh_lib
+
+SCRIPTS = Path(__file__).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+from sample_on_mesh import tiny_generator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return tiny_generator(mesh_lib.make_mesh({"data": -1}))
+
+
+def test_steps_and_guidance_are_runtime_arguments(generator):
+    labels = np.arange(4, dtype=np.int32)
+    outs = []
+    for steps, cfg, interval in ((2, 2.0, (0.0, 1.0)), (3, 2.0, (0.0, 1.0)), (3, 4.0, (0.5, 1.0))):
+        spec = SampleSpec("heun", steps, cfg, 0.0, interval)
+        outs.append(generator.sample_chunk(labels, 0, 0, spec, 4))
+    assert generator.program("heun", True)._cache_size() == 1  # compiled once for all three
+    assert all(o.shape == (4, 8, 8, 1) and o.dtype == np.uint8 for o in outs)
+    assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[1], outs[2])
+
+
+def test_chunked_sampling_resumes_without_redoing_chunks(generator, tmp_path):
+    labels = np.arange(10, dtype=np.int32) % 10
+    spec = SampleSpec("euler_maruyama", 2, 2.0)
+    straight = tmp_path / "straight"
+    write_sample_shards(generator, labels, straight, 3, spec, chunk=4, progress=False)
+    want, want_labels = read_shards(straight)
+    assert want.shape == (10, 8, 8, 1) and want_labels.tolist() == labels.tolist()
+    index = json.loads((straight / "index.json").read_text())
+    assert [s["count"] for s in index["shards"]] == [4, 4, 2]
+
+    class Interrupted(Exception):
+        pass
+
+    # Interrupted after the first chunk.
+    calls, interrupt = [], [True]
+    real = generator.sample_chunk
+
+    def flaky(part, start, *args):
+        calls.append(start)
+        if interrupt[0] and len(calls) == 2:
+            raise Interrupted
+        return real(part, start, *args)
+
+    out = tmp_path / "resumed"
+    generator.sample_chunk = flaky
+    try:
+        with pytest.raises(Interrupted):
+            write_sample_shards(generator, labels, out, 3, spec, chunk=4, progress=False)
+        assert [s["start"] for s in json.loads((out / "index.json").read_text())["shards"]] == [0]
+        calls.clear()
+        interrupt[0] = False
+        write_sample_shards(generator, labels, out, 3, spec, chunk=4, progress=False)
+        assert calls == [4, 8]  # chunk 0 was not redone
+        # A damaged shard is detected and redone; the others are skipped.
+        (out / "shard-00001.npz").write_bytes(b"not a zip")
+        calls.clear()
+        write_sample_shards(generator, labels, out, 3, spec, chunk=4, progress=False)
+        assert calls == [4]
+    finally:
+        generator.sample_chunk = real
+    got, _ = read_shards(out)
+    np.testing.assert_array_equal(got, want)
+    # Other settings in the same directory are refused, not mixed in.
+    with pytest.raises(LatentjaxError, match="other settings .*seed"):
+        write_sample_shards(generator, labels, out, 4, spec, chunk=4, progress=False)
+
+
+@pytest.mark.multidevice
+def test_same_seed_same_samples_on_one_and_eight_devices():
+    def run(devices: int, shape: dict, chunk: int) -> dict:
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        env["PYTHONPATH"] = str(SCRIPTS.parents[1])
+        out = subprocess.run(
+            [sys.executable, str(SCRIPTS / "sample_on_mesh.py"), json.dumps(shape), str(chunk)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=SCRIPTS.parents[1],
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    one = run(1, {"data": -1}, 4)  # chunks of 4 on one device
+    eight = run(8, {"data": 4, "fsdp": 2, "tensor": 1}, 8)  # chunks of 8 over 8 devices
+    assert one["devices"] == 1 and eight["devices"] == 8
+    a, b = np.array(one["images"]), np.array(eight["images"])
+    # uint8 after rounding: float reductions in another order may move a value across .5.
+    assert np.abs(a - b).max() <= 1 and np.mean(a == b) > 0.99
+
+
+def _run_dir(tmp_path) -> Path:
+    config = load_config("dit/digits.py", [])
+    (tmp_path / "config.json").write_text(to_json(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sampler", "plms"], "unknown sampler 'plms'"),
+        (["--steps", "0"], "--steps must be a positive integer"),
+        (["--guidance-interval", "0.5"], "--guidance-interval must be LO,HI"),
+        (["--eta", "2"], "eta must be in [0, 1]"),
+    ],
+)
+def test_bad_sampler_arguments_are_one_line(tmp_path, capsys, extra, message):
+    workdir = _run_dir(tmp_path)
+    argv = ["sample", "--workdir", str(workdir), "--num", "4", "--out", str(tmp_path / "s.npz")]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("latentjax: error:") and message in err[0], err
+
+
+def test_sample_needs_an_output(tmp_path, capsys):
+    assert main(["sample", "--workdir", str(_run_dir(tmp_path)), "--num", "4"]) == 2
+    assert "give --out FILE.npz, --shard-dir DIR" in capsys.readouterr().err
+
+
+def test_spec_checks_its_interval():
+    with pytest.raises(LatentjaxError, match="guidance interval"):
+        SampleSpec("ddim", 4, 2.0, 0.0, (0.8, 0.2))
