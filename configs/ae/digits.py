@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.worker_count = 0  # Grain worker processes; 0 reads in the main process
+    c.data.crop = "none"  # "none" | "center" | "random": a square crop before the resize
+    c.data.flip = False  # random horizontal flips
 
     c.model = ml_collections.ConfigDict()
     c.model.ch = 16
@@ -59,6 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 250
     c.train.checkpoint_every = 250
     c.train.keep_checkpoints = 2
+    c.train.keep_best = 0  # also keep this many best checkpoints by train.best_metric
+    c.train.best_metric = "test_psnr"  # computed on eval steps
+    c.train.best_mode = "max"
+    c.train.on_nonfinite = "stop"  # NaN/Inf loss or gradient: "stop" | "skip" the update
 
     c.mesh = mesh_config()
     return c

@@ -4,7 +4,12 @@
 deterministic stream:
 
     source -> shard by process -> seeded shuffle (a new order every epoch) -> repeat
-           -> decode/resize/normalise -> batch of global_batch_size / process_count
+           -> crop/resize/flip/normalise -> batch of global_batch_size / process_count
+
+Random transforms (random crop, horizontal flip) draw from a generator that Grain derives from
+the transform seed and the element's position in the repeated stream (``MapDataset.random_map``),
+so an example's augmentation is fixed by (seed, epoch, index), whatever the worker count and
+across a resume.
 
 Each process reads only its own shard and yields its part of the global batch; the trainer
 assembles the global array (``jax.make_array_from_process_local_data``). The iterator's position
@@ -14,7 +19,9 @@ is a small state (``it.get_state()``) that Orbax saves with every checkpoint thr
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,23 +51,24 @@ def load_source(name: str, split: str, data_dir: str) -> Sequence[dict[str, Any]
     if name == digits.NAME:
         digits.prepare_digits(data_dir)
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        # download=False: otherwise tfds tries to build a missing dataset in its default
+        # (tfrecord) format, which needs TensorFlow. data_dir may be a bucket path (gs://...):
+        # tfds reads it through its own file layer.
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as e:
         # tfds' own message lists all ~1,000 registered datasets: keep ours to one line.
         raise DataError(
             f"unknown dataset {name!r}: no tfds builder of that name and none prepared in "
             f"data_dir {data_dir!r}"
         ) from e
-    if not builder.is_prepared():
-        raise DataError(
-            f"dataset {name!r} is not prepared in data_dir {data_dir!r} (looked in "
-            f"{builder.data_dir}); prepare it there with file_format='array_record'"
-        )
-    try:
-        # download=False: otherwise tfds tries to build a missing dataset in its default
-        # (tfrecord) format, which needs TensorFlow.
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except (ValueError, NotImplementedError) as e:  # unknown split, or a tfrecord-only dataset
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        builder = tfds.builder(name, data_dir=data_dir)
+        if not builder.is_prepared():
+            raise DataError(
+                f"dataset {name!r} is not prepared in data_dir {data_dir!r} (looked in "
+                f"{builder.data_dir}); prepare it there with file_format='array_record'"
+            ) from e
+        # An unknown split, or a dataset prepared only as tfrecord.
         first_line = str(e).strip().splitlines()[0][:200]
         raise DataError(
             f"dataset {name!r} split {split!r} in data_dir {data_dir!r}: {first_line}"
@@ -81,30 +89,64 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.stack(channels, axis=-1)  # [size, size, C]
 
 
+CROPS = ("none", "center", "random")
+
+
+def crop_box(
+    height: int, width: int, crop: str, rng: np.random.Generator | None, min_scale: float
+) -> tuple[int, int, int]:
+    """(top, left, side) of a square crop: the largest centred square for "center" (as ADM's
+    ``center_crop_arr``), a square of side ``min(H, W) * s``, ``s ~ U[min_scale, 1]``, at a
+    uniform position for "random", the whole image (side = -1) for "none"."""
+    if crop == "none":
+        return 0, 0, -1
+    short = min(height, width)
+    if crop == "center":
+        return (height - short) // 2, (width - short) // 2, short
+    side = max(1, int(round(short * rng.uniform(min_scale, 1.0))))
+    return int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1)), side
+
+
 @dataclasses.dataclass(frozen=True)
-class Preprocess(grain.transforms.Map):
-    """uint8 image [H, W, C] -> float32 [S, S, C] in [-1, 1] (S = ``image_size``, or unchanged
-    when None); label -> int32 scalar. Runs in Grain's workers, so it is plain numpy/Pillow."""
+class Preprocess(grain.transforms.RandomMap):
+    """uint8 image [H, W, C] -> float32 [S, S, C] in [-1, 1]: crop (``CROPS``), antialiased
+    resize to S = ``image_size`` (unchanged when None), horizontal flip with probability 1/2
+    when ``flip``; label -> int32 scalar. Runs in Grain's workers, so it is plain numpy/Pillow.
+    ``rng`` is Grain's per-element generator (see the module docstring)."""
 
     image_size: int | None = None
+    crop: str = "none"
+    flip: bool = False
+    min_scale: float = 0.5
 
-    def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
-        image = np.asarray(example["image"], np.float32)  # [H, W, C] on 0..255
+    def __post_init__(self):
+        if self.crop not in CROPS:
+            raise DataError(f"data.crop={self.crop!r}; use one of {CROPS}")
+
+    def random_map(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = np.asarray(example["image"])  # [H, W, C] uint8
+        top, left, side = crop_box(*image.shape[:2], self.crop, rng, self.min_scale)
+        if side > 0:
+            image = image[top : top + side, left : left + side]
+        image = image.astype(np.float32)  # on 0..255
         if self.image_size and image.shape[:2] != (self.image_size, self.image_size):
             image = resize(image, self.image_size)
-        out = {"image": image / 127.5 - 1.0}
+        if self.flip and rng.random() < 0.5:
+            image = image[:, ::-1]
+        out = {"image": np.ascontiguousarray(image / 127.5 - 1.0, np.float32)}
         if "label" in example:
             out["label"] = np.asarray(example["label"], np.int32)
         return out
 
 
-def _shuffle_seed(seed: int) -> int:
-    """A 32-bit shuffle seed hashed from ``seed``.
+def _shuffle_seed(seed: int, purpose: int = 0) -> int:
+    """A 32-bit seed hashed from ``seed`` (and ``purpose``: 0 shuffles, 1 augments).
 
     Grain 0.2.18 shuffles epoch e with seed ``seed + e``, so raw seeds s and s + 1 would give the
     same orders shifted by one epoch; hashing keeps runs with nearby seeds unrelated.
     """
-    return int(np.random.SeedSequence(seed).generate_state(1)[0])
+    entropy = seed if purpose == 0 else [seed, purpose]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def make_dataset(
@@ -112,12 +154,15 @@ def make_dataset(
     *,
     global_batch_size: int,
     image_size: int | None = None,
+    crop: str = "none",
+    flip: bool = False,
     seed: int = 0,
     shuffle: bool = True,
     repeat: bool = True,
     drop_remainder: bool = True,
     process_index: int | None = None,
     process_count: int | None = None,
+    transform: grain.transforms.Map | None = None,
 ) -> grain.MapDataset:
     """This process's dataset of batches ``{"image": f32 [b, S, S, C], "label": i32 [b]}``,
     ``b = global_batch_size // process_count``.
@@ -127,7 +172,8 @@ def make_dataset(
     ``repeat``, one process could make one more batch than another and wait forever in a
     collective. With ``repeat`` the stream is infinite and each epoch is shuffled anew (the last
     batch of an epoch is completed from the next one); without it, ``drop_remainder`` decides
-    whether a short last batch is kept.
+    whether a short last batch is kept. ``transform`` replaces the image preprocessing (e.g.
+    for cached latents); ``source`` may also be a ``grain.MapDataset``.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -139,7 +185,7 @@ def make_dataset(
             f"{process_count} processes"
         )
     local_batch = global_batch_size // process_count
-    ds = grain.MapDataset.source(source)
+    ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
     ds = ds[: len(ds) - len(ds) % process_count]
     ds = ds[process_index::process_count]
     if drop_remainder and len(ds) < local_batch:
@@ -153,7 +199,12 @@ def make_dataset(
         ds = ds.shuffle(seed=_shuffle_seed(seed))
     if repeat:
         ds = ds.repeat(None)
-    return ds.map(Preprocess(image_size)).batch(local_batch, drop_remainder=drop_remainder)
+    if transform is not None:
+        ds = ds.map(transform)
+    else:
+        # After repeat: the element index (hence the random draw) differs from epoch to epoch.
+        ds = ds.random_map(Preprocess(image_size, crop, flip), seed=_shuffle_seed(seed, 1))
+    return ds.batch(local_batch, drop_remainder=drop_remainder)
 
 
 def make_iterator(
@@ -172,3 +223,54 @@ def make_iterator(
     if worker_count > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
     return iter(ds)
+
+
+class DevicePrefetch:
+    """Global device batches ``size`` steps ahead of the train step: the host-to-device copy of
+    the next batches overlaps the (asynchronously dispatched) current step.
+
+    Checkpointable like the iterator it wraps: the state it reports is the wrapped iterator's
+    state *before* the oldest batch not yet handed out, so a resume neither skips nor repeats
+    the batches that sat in the buffer. Grain's checkpoint handler takes it as JSON bytes.
+    """
+
+    def __init__(self, iterator, mesh, size: int = 2):
+        from latentjax.parallel import mesh as mesh_lib
+
+        self._it, self._size = iterator, size
+        self._put = lambda local: mesh_lib.global_batch(local, mesh)
+        self._buffer: collections.deque = collections.deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        while len(self._buffer) < self._size + 1:
+            state = self._it.get_state()
+            try:
+                local = next(self._it)
+            except StopIteration:
+                break
+            self._buffer.append((state, self._put(local)))
+        if not self._buffer:
+            raise StopIteration
+        return self._buffer.popleft()[1]
+
+    def get_state(self) -> bytes:
+        state = self._buffer[0][0] if self._buffer else self._it.get_state()
+        return json.dumps(state).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self._buffer.clear()
+        self._it.set_state(json.loads(state))
+
+    def start_prefetch(self) -> None:
+        """Called by Grain's checkpoint handler after a restore."""
+        start = getattr(self._it, "start_prefetch", None)
+        if start is not None:
+            start()
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()

@@ -307,7 +307,9 @@ def run(
     pending = None  # (step, device metrics) whose finiteness is not checked yet
     try:
         for step in range(start + 1, num_steps + 1):
-            batch = mesh_lib.global_batch(next(data_iterator), mesh)
+            batch = next(data_iterator)
+            if not isinstance(next(iter(batch.values())), jax.Array):  # not yet on devices
+                batch = mesh_lib.global_batch(batch, mesh)
             step_fn = step_fns[task.step_for(step - 1)]
             state, metrics = step_fn(state, task.frozen, batch, step_rng)
             if pending is not None:  # the previous step, most likely finished by now

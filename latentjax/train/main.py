@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from latentjax.data import pipeline
+from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.errors import ConfigError
 from latentjax.parallel import mesh as mesh_lib
@@ -35,8 +35,33 @@ def train_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True
         source,
         global_batch_size=config.train.batch_size,
         image_size=config.data.image_size,
+        crop=config.data.get("crop", "none"),
+        flip=config.data.get("flip", False),
         seed=config.seed if seed is None else seed,
         repeat=repeat,
+    )
+    return pipeline.make_iterator(dataset, worker_count=config.data.worker_count)
+
+
+def cache_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True):
+    """Batches ``{"mean", "std", "label"}`` of the latent cache ``config.data.latent_cache``
+    (with its mirrored copy when ``data.flip``), checked to come from ``config.ae_workdir``."""
+    cache = config.data.latent_cache
+    info = latents.read_cache_info(cache)
+    ae_workdir = str(Path(config.ae_workdir).absolute())
+    if info["ae_workdir"] != ae_workdir or info["image_size"] != config.data.image_size:
+        raise ConfigError(
+            f"data.latent_cache={cache!r} was encoded by {info['ae_workdir']} at "
+            f"{info['image_size']} px, but this run uses {ae_workdir} at "
+            f"{config.data.image_size} px"
+        )
+    source = latents.load_cache(cache, config.data.train_split, config.data.get("flip", False))
+    dataset = pipeline.make_dataset(
+        source,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed if seed is None else seed,
+        repeat=repeat,
+        transform=latents.LatentRecord(),
     )
     return pipeline.make_iterator(dataset, worker_count=config.data.worker_count)
 
@@ -48,6 +73,7 @@ def split_arrays(config, split: str) -> dict[str, np.ndarray]:
         source,
         global_batch_size=len(source),
         image_size=config.data.image_size,
+        crop="center" if config.data.get("crop", "none") != "none" else "none",
         seed=0,
         shuffle=False,
         repeat=False,
@@ -79,16 +105,28 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> Any:
         loop.prepare_workdir(workdir, config)
         _, ae_stage, ae_params = autoencoder.load_autoencoder(ae_workdir, mesh)
         stage = dit.DiTStage(config, ae_stage)
+        cache = config.data.get("latent_cache", "")
         stats = dit.read_latent_stats(workdir)
         if stats is None:
-            batches = itertools.islice(
-                train_iterator(config, mesh, seed=config.seed + 1, repeat=False),
-                config.data.latent_stats_batches,
-            )
-            stats = dit.measure_latent_stats(ae_stage, ae_params, batches, mesh, config.seed)
+            if cache:
+                batches = itertools.islice(
+                    cache_iterator(config, mesh, seed=config.seed + 1, repeat=False),
+                    config.data.latent_stats_batches,
+                )
+                stats = latents.measure_stats(batches, config.seed)
+            else:
+                batches = itertools.islice(
+                    train_iterator(config, mesh, seed=config.seed + 1, repeat=False),
+                    config.data.latent_stats_batches,
+                )
+                stats = dit.measure_latent_stats(ae_stage, ae_params, batches, mesh, config.seed)
             dit.write_latent_stats(workdir, stats)
         task = dit.make_task(stage, ae_params, stats, mesh)
-    iterator = train_iterator(config, mesh)
+    if config.stage == "dit" and config.data.get("latent_cache", ""):
+        host_iterator = cache_iterator(config, mesh)
+    else:
+        host_iterator = train_iterator(config, mesh)
+    iterator = pipeline.DevicePrefetch(host_iterator, mesh)
     try:
         return loop.run(task, config, workdir, iterator, mesh, progress=progress)
     finally:

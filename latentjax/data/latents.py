@@ -1,0 +1,305 @@
+"""Latent caching: a dataset encoded once by a frozen stage-1 encoder, for stage 2 to read.
+
+``latentjax encode --workdir AE_RUN --out CACHE_DIR`` runs the encoder over a dataset (the run's
+own by default), its batches split over every device of the run's mesh, and writes an
+array_record tfds dataset ``latentjax_latents`` (or ``--name``) into the data_dir ``CACHE_DIR``:
+
+    {"mean": f32 [h, w, c], "std": f32 [h, w, c], "label": int64}
+
+the posterior's mean and standard deviation (std is 0 for deterministic bottlenecks), so stage
+2 still trains on samples ``z = mean + std * eps`` drawn afresh each step, exactly as when it
+encodes on the fly, at a fraction of the cost (LDM/DiT-style pipelines cache latents the same
+way). Images are centre-cropped when the run crops and resized to the run's ``image_size``.
+With ``--flip`` a second split, ``<split>_flip``, holds the latents of the mirrored images: the
+encoder is not equivariant to flips, so flip augmentation of stage 2 needs them encoded too.
+
+Several processes each encode their own shard; the latents are gathered and process 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
+
+from latentjax.data import pipeline
+from latentjax.data.digits import default_data_dir
+from latentjax.data.pipeline import DataError
+
+DEFAULT_NAME = "latentjax_latents"
+CACHE_INFO = "latentjax_cache.json"
+FLIP_SUFFIX = "_flip"
+
+
+def encoded_batches(
+    encode, source, *, batch_size: int, image_size: int, crop: str, flip: bool, mesh
+) -> Iterator[dict[str, np.ndarray]]:
+    """Host batches ``{"mean", "std", "label"}`` of the whole ``source`` (every process's shard,
+    gathered), encoded by ``encode(images) -> (mean, std)``; the last batch is padded to the
+    global batch for the devices and the padding dropped."""
+    from latentjax.parallel import mesh as mesh_lib
+
+    n = jax.process_count()
+    dp = mesh_lib.data_parallel_size(mesh)
+    if batch_size <= 0 or batch_size % dp or batch_size % n:
+        raise DataError(
+            f"--batch-size {batch_size} must be a positive multiple of the {dp} data-parallel "
+            f"devices and {n} processes"
+        )
+    if len(source) < n:
+        raise DataError(f"the dataset has {len(source)} examples, fewer than {n} processes")
+    local = batch_size // n
+    ds = pipeline.make_dataset(
+        source,
+        global_batch_size=batch_size,
+        image_size=image_size,
+        crop="center" if crop != "none" else "none",
+        shuffle=False,
+        repeat=False,
+        drop_remainder=False,
+    )
+    for batch in ds:
+        count = len(batch["label"])
+        images = batch["image"]
+        if flip:
+            images = images[:, :, ::-1]
+        if count < local:  # pad: every process runs the same program on full batches
+            pad = np.zeros((local - count, *images.shape[1:]), images.dtype)
+            images = np.concatenate([images, pad])
+        valid = np.zeros(local, bool)
+        valid[:count] = True
+        mean, std = encode(mesh_lib.global_batch({"image": images}, mesh)["image"])
+        gathered = multihost_utils.process_allgather(
+            {"mean": mean, "std": std}, tiled=True
+        )  # [batch_size, ...] in process order
+        keep = np.asarray(multihost_utils.process_allgather(valid, tiled=False)).reshape(-1)
+        labels = np.asarray(
+            multihost_utils.process_allgather(
+                np.concatenate([batch["label"], np.zeros(local - count, np.int32)]), tiled=False
+            )
+        ).reshape(-1)
+        yield {
+            "mean": np.asarray(gathered["mean"])[keep],
+            "std": np.asarray(gathered["std"])[keep],
+            "label": labels[keep].astype(np.int64),
+        }
+
+
+class LatentCacheBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Latents written by :func:`write_cache` (the dataset's name is given there)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Latents of a frozen stage-1 encoder."}
+
+    def __init__(self, *, latent_shape=(1, 1, 1), splits=None, **kwargs):
+        self._latent_shape, self._splits = tuple(latent_shape), splits or {}
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        shape = self._latent_shape
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=tfds.features.FeaturesDict(
+                {
+                    "mean": tfds.features.Tensor(shape=shape, dtype=np.float32),
+                    "std": tfds.features.Tensor(shape=shape, dtype=np.float32),
+                    "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {name: self._generate_examples(batches) for name, batches in self._splits.items()}
+
+    def _generate_examples(self, batches):
+        i = 0
+        for batch in batches():
+            for mean, std, label in zip(batch["mean"], batch["std"], batch["label"], strict=True):
+                yield i, {"mean": mean, "std": std, "label": int(label)}
+                i += 1
+
+
+def write_cache(
+    out: str, name: str, latent_shape: tuple[int, ...], splits: dict[str, Any], info: dict
+) -> None:
+    """Writes ``splits`` (name -> zero-argument function returning an iterator of batches) as
+    dataset ``name`` in data_dir ``out``. Every process must call it (the batches come from
+    collective programs); only process 0 writes files."""
+    if jax.process_index() != 0:
+        for batches in splits.values():
+            for _ in batches():
+                pass
+        return
+    cls = type(
+        name, (LatentCacheBuilder,), {"name": name, "__module__": __name__}, skip_registration=True
+    )
+    builder = cls(
+        latent_shape=latent_shape, splits=splits, data_dir=out, file_format="array_record"
+    )
+    if builder.is_prepared():
+        raise DataError(f"a latent cache {name!r} already exists in {builder.data_dir}")
+    builder.download_and_prepare()
+    (Path(builder.data_dir) / CACHE_INFO).write_text(json.dumps(info, indent=2))
+
+
+def encode_run(
+    workdir: str,
+    *,
+    out: str,
+    data: str | None = None,
+    split: str | None = None,
+    data_dir: str | None = None,
+    name: str | None = None,
+    flip: bool = False,
+    batch_size: int = 64,
+) -> str:
+    """``latentjax encode``: the latents of a dataset under a trained stage-1 run."""
+    from latentjax.parallel import mesh as mesh_lib
+    from latentjax.train.autoencoder import load_autoencoder
+
+    config_path = Path(workdir) / "config.json"
+    if not config_path.exists():
+        raise DataError(f"no stage-1 run at {workdir} (missing config.json)")
+    from latentjax.config import from_json
+
+    run_config = from_json(config_path.read_text())
+    mesh = mesh_lib.make_mesh(run_config.mesh.shape)
+    ae_config, stage, params = load_autoencoder(workdir, mesh)
+    data = data or ae_config.data.name
+    split = split or ae_config.data.train_split
+    data_dir = data_dir or ae_config.data.data_dir or default_data_dir()
+    name = name or DEFAULT_NAME
+    source = pipeline.load_source(data, split, data_dir)
+
+    @jax.jit
+    def encode(images):
+        posterior = stage.ae.apply(params, images, method=stage.ae.encode)
+        mean = posterior.mode()
+        std = posterior.std if hasattr(posterior, "logvar") else jnp.zeros_like(mean)
+        return mean, std
+
+    latent_shape = jax.eval_shape(encode, jnp.zeros((1, *stage.example_input().shape[1:])))[
+        0
+    ].shape[1:]
+    common = dict(
+        batch_size=batch_size,
+        image_size=ae_config.data.image_size,
+        crop=ae_config.data.get("crop", "none"),
+        mesh=mesh,
+    )
+
+    def batches(flipped: bool):
+        return lambda: encoded_batches(encode, source, flip=flipped, **common)
+
+    splits = {split: batches(False)}
+    if flip:
+        splits[split + FLIP_SUFFIX] = batches(True)
+    info = {
+        "ae_workdir": str(Path(workdir).absolute()),
+        "data": data,
+        "split": split,
+        "data_dir": data_dir,
+        "image_size": ae_config.data.image_size,
+        "flip": flip,
+        "latent_shape": list(latent_shape),
+    }
+    write_cache(out, name, tuple(latent_shape), splits, info)
+    if jax.process_index() == 0:
+        print(
+            f"latentjax: wrote {len(source)} latents {tuple(latent_shape)} of {data}:{split}"
+            f"{' (and flipped)' if flip else ''} as {name!r} in {out}"
+        )
+    return name
+
+
+# --- reading the cache (stage 2) ------------------------------------------------------------
+
+
+def cache_location(latent_cache: str) -> tuple[str, str]:
+    """``data.latent_cache`` -> (data_dir, name): either a data_dir holding the default dataset
+    name or ``DATA_DIR/NAME``."""
+    path = Path(latent_cache)
+    if (path / DEFAULT_NAME).is_dir():
+        return str(path), DEFAULT_NAME
+    if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+        return str(path.parent), path.name
+    raise DataError(
+        f"data.latent_cache={latent_cache!r}: no latent cache there; write one with "
+        "`latentjax encode --workdir AE_RUN --out DIR`"
+    )
+
+
+def read_cache_info(latent_cache: str) -> dict[str, Any]:
+    data_dir, name = cache_location(latent_cache)
+    versions = sorted(Path(data_dir, name).glob(f"*/{CACHE_INFO}"))
+    if not versions:
+        raise DataError(f"{Path(data_dir, name)} is not a latent cache (no {CACHE_INFO})")
+    return json.loads(versions[-1].read_text())
+
+
+def load_cache(latent_cache: str, split: str, flip: bool) -> Any:
+    """The cached split as a Grain source; with ``flip``, the split and its mirrored copy."""
+    data_dir, name = cache_location(latent_cache)
+    source = pipeline.load_source(name, split, data_dir)
+    if not flip:
+        return source
+    if not read_cache_info(latent_cache)["flip"]:
+        raise DataError(
+            f"data.flip is on but the latent cache {latent_cache} has no flipped copy; "
+            "encode with --flip"
+        )
+    mirrored = pipeline.load_source(name, split + FLIP_SUFFIX, data_dir)
+    return grain.MapDataset.concatenate(
+        [grain.MapDataset.source(source), grain.MapDataset.source(mirrored)]
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentRecord(grain.transforms.Map):
+    """A cache record -> float32 mean/std and an int32 label."""
+
+    def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {
+            "mean": np.asarray(example["mean"], np.float32),
+            "std": np.asarray(example["std"], np.float32),
+            "label": np.asarray(example["label"], np.int32),
+        }
+
+
+def measure_stats(batches, seed: int = 0) -> dict[str, Any]:
+    """The latent shift/scale statistics (as ``dit.measure_latent_stats``) from cached batches,
+    on samples ``mean + std * eps`` like the ones the trainer draws."""
+    rng = np.random.default_rng(seed)
+    sums, count = None, 0
+    for batch in batches:
+        mean, std = np.asarray(batch["mean"]), np.asarray(batch["std"])
+        z = mean + std * rng.standard_normal(mean.shape, np.float32)
+        axes = tuple(range(z.ndim - 1))
+        m = (z.mean(axes), np.square(z).mean(axes), mean.var(axes))
+        sums = m if sums is None else tuple(a + b for a, b in zip(sums, m, strict=True))
+        count += 1
+    if sums is None:
+        raise DataError("no batches to measure latent statistics on")
+    mean_c, sq_c, var_of_mean_c = (np.asarray(s, np.float64) / count for s in sums)
+    mean = float(mean_c.mean())
+    std = float(np.sqrt(sq_c.mean() - mean**2))
+    return {
+        "shift": mean,
+        "scale": 1.0 / std,
+        "std": std,
+        "channel_mean": mean_c.tolist(),
+        "channel_std": np.sqrt(np.maximum(sq_c - mean_c**2, 0.0)).tolist(),
+        "channel_var_of_posterior_mean": var_of_mean_c.tolist(),
+        "num_batches": count,
+    }

@@ -1,0 +1,200 @@
+"""``latentjax encode`` (latent cache read by stage 2) and ``latentjax export`` (inference
+checkpoint), on a tiny stage-1 run of the digits."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from latentjax.cli import main
+from latentjax.config import from_json
+from latentjax.data import latents, pipeline
+from latentjax.generate import load_generator
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.train import dit
+from latentjax.train.autoencoder import load_autoencoder
+
+TINY_AE = [
+    "--config.model.ch=8",
+    "--config.model.num_groups=4",
+    "--config.model.ch_mult=(1, 2)",
+    "--config.data.image_size=8",
+    "--config.loss.disc_ndf=8",
+    "--config.loss.disc_layers=1",
+    "--config.train.batch_size=8",
+    "--config.train.num_steps=2",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=2",
+    "--config.train.checkpoint_every=2",
+]
+TINY_DIT = [
+    "--config.model.hidden_size=16",
+    "--config.model.depth=1",
+    "--config.model.num_heads=2",
+    "--config.data.image_size=8",
+    "--config.data.latent_stats_batches=2",
+    "--config.train.batch_size=8",
+    "--config.train.num_steps=2",
+    "--config.train.log_every=1",
+    "--config.train.checkpoint_every=2",
+]
+
+
+def _train(kind: str, workdir: Path, *extra: str) -> int:
+    tiny = TINY_AE if kind == "ae" else TINY_DIT
+    args = ["train", "--config", f"configs/{kind}/digits.py", "--workdir", str(workdir)]
+    return main([*args, "--no-progress", *tiny, *extra])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digits_data_dir):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
+    root = tmp_path_factory.mktemp("runs")
+    assert _train("ae", root / "ae") == 0
+    args = ["encode", "--workdir", str(root / "ae"), "--split", "test", "--out"]
+    assert main([*args, str(root / "cache"), "--flip", "--batch-size", "64"]) == 0
+    yield root
+    mp.undo()
+
+
+def _data_dir() -> str:
+    return os.environ["LATENTJAX_DATA_DIR"]  # set by the runs fixture
+
+
+def _direct(root: Path, flip: bool):
+    """Posterior mean and std of the test split computed here, image by image."""
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    config, stage, params = load_autoencoder(root / "ae", mesh)
+    source = pipeline.load_source(config.data.name, "test", _data_dir())
+    ds = pipeline.make_dataset(
+        source,
+        global_batch_size=len(source),
+        image_size=8,
+        shuffle=False,
+        repeat=False,
+        process_index=0,
+        process_count=1,
+    )
+    images = next(iter(ds))["image"]
+    if flip:
+        images = images[:, :, ::-1]
+    posterior = stage.ae.apply(params, jnp.asarray(images), method=stage.ae.encode)
+    return np.asarray(posterior.mean), np.asarray(posterior.std), next(iter(ds))["label"]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_cache_holds_the_encoder_posterior(runs, flip):
+    mean, std, labels = _direct(runs, flip)
+    split = "test" + ("_flip" if flip else "")
+    source = pipeline.load_source(latents.DEFAULT_NAME, split, str(runs / "cache"))
+    assert len(source) == len(mean) == 296
+    cached = sorted((source[i] for i in range(len(source))), key=lambda e: e["mean"].sum())
+    order = np.argsort(mean.reshape(len(mean), -1).sum(1), kind="stable")
+    for e, j in zip(cached, order, strict=True):
+        np.testing.assert_allclose(e["mean"], mean[j], atol=1e-5)
+        np.testing.assert_allclose(e["std"], std[j], rtol=1e-4)
+        assert int(e["label"]) == int(labels[j])
+    assert np.all(std > 0)  # a KL bottleneck: the posterior is not a point
+
+
+def test_cached_step_draws_the_same_latents_as_encoding(runs):
+    """The trainer's z from a cached batch equals the frozen encoder's posterior sample for the
+    same key: the cache changes the cost, not the objective."""
+    mean, std, _ = _direct(runs, False)
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    config, ae_stage, params = load_autoencoder(runs / "ae", mesh)
+    images = jnp.asarray(
+        next(
+            iter(
+                pipeline.make_dataset(
+                    pipeline.load_source(config.data.name, "test", _data_dir()),
+                    global_batch_size=8,
+                    image_size=8,
+                    shuffle=False,
+                    repeat=False,
+                    process_index=0,
+                    process_count=1,
+                )
+            )
+        )["image"]
+    )
+    from latentjax.config import load_config
+
+    dit_config = load_config("dit/digits.py", [o.removeprefix("--config.") for o in TINY_DIT])
+    stage = dit.DiTStage(dit_config, ae_stage)
+    frozen, _ = dit.frozen_inputs(params, {"shift": 0.3, "scale": 2.0}, mesh)
+    rng = jax.random.key(5)
+    from_images = stage.latents(frozen, {"image": images}, rng)
+    cached = {"mean": jnp.asarray(mean[:8]), "std": jnp.asarray(std[:8])}
+    np.testing.assert_allclose(stage.latents(frozen, cached, rng), from_images, atol=1e-5)
+
+
+def test_stage2_trains_from_the_cache_with_flips(runs):
+    cache = str(runs / "cache")
+    common = [f"--config.ae_workdir={runs / 'ae'}", "--config.data.train_split=test"]
+    assert (
+        _train(
+            "dit",
+            runs / "dit",
+            *common,
+            f"--config.data.latent_cache={cache}",
+            "--config.data.flip=True",
+        )
+        == 0
+    )
+    stats = json.loads((runs / "dit" / "latent_stats.json").read_text())
+    assert stats["num_batches"] == 2 and stats["scale"] > 0
+    lines = (runs / "dit" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2]
+
+
+def test_cache_errors(runs, tmp_path, capsys):
+    other = [f"--config.ae_workdir={tmp_path / 'ae2'}"]
+    (tmp_path / "ae2").mkdir()
+    (tmp_path / "ae2" / "config.json").write_text((runs / "ae" / "config.json").read_text())
+    (tmp_path / "ae2" / "checkpoints").symlink_to(runs / "ae" / "checkpoints")
+    cache = f"--config.data.latent_cache={runs / 'cache'}"
+    assert _train("dit", tmp_path / "d1", *other, cache) == 2
+    assert "was encoded by" in capsys.readouterr().err
+    missing = f"--config.data.latent_cache={tmp_path / 'nope'}"
+    assert _train("dit", tmp_path / "d2", f"--config.ae_workdir={runs / 'ae'}", missing) == 2
+    assert "no latent cache there" in capsys.readouterr().err
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def test_export_is_read_by_load_autoencoder_and_load_generator(runs, tmp_path):
+    assert main(["export", "--workdir", str(runs / "ae"), "--out", str(tmp_path / "ae")]) == 0
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    _, _, from_run = load_autoencoder(runs / "ae", mesh)
+    _, _, from_export = load_autoencoder(tmp_path / "ae", mesh)
+    jax.tree.map(np.testing.assert_array_equal, from_export, from_run)
+    # Parameters alone: no optimiser state, no discriminator.
+    assert json.loads((tmp_path / "ae" / "export.json").read_text())["keys"] == ["params.ae"]
+
+    if not (runs / "dit" / "checkpoints").exists():
+        test_stage2_trains_from_the_cache_with_flips(runs)
+    out = tmp_path / "dit"
+    assert main(["export", "--workdir", str(runs / "dit"), "--out", str(out)]) == 0
+    run_gen, export_gen = load_generator(runs / "dit", mesh), load_generator(out, mesh)
+    jax.tree.map(np.testing.assert_array_equal, export_gen.ema_params, run_gen.ema_params)
+    assert from_json((out / "config.json").read_text()).stage == "dit"
+    # The same frozen stage 1 and latent normalisation: the same sampler inputs.
+    jax.tree.map(np.testing.assert_array_equal, export_gen.frozen, run_gen.frozen)
+
+
+def test_export_errors(runs, tmp_path, capsys):
+    assert main(["export", "--workdir", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "no run at" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["export", "--workdir", str(runs / "ae"), "--out", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err
