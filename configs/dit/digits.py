@@ -44,10 +44,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.path = "linear"  # rectified flow: x_t = (1 - t) x0 + t eps
     c.diffusion.prediction = "velocity"
     c.diffusion.t_sampling = "logit_normal"
+    # none | min_snr | snr | snr_plus_one | truncated_snr (latentjax/losses/diffusion.py)
+    c.diffusion.loss_weighting = "none"
+    c.diffusion.min_snr_gamma = 5.0
     c.diffusion.label_drop = 0.1  # classifier-free guidance training
 
     c.sample = ml_collections.ConfigDict()
+    # ddim | ddpm | dpmpp_2m | euler | heun | euler_maruyama (latentjax/diffusion/samplers.py)
+    c.sample.sampler = "euler"
     c.sample.num_steps = 32
+    c.sample.eta = 0.0  # DDIM only
+    c.sample.guidance_interval = (0.0, 1.0)  # guide for path times t in [lo, hi]
     c.sample.cfg_scale = 2.0
     c.sample.batch_size = 100
 

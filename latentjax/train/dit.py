@@ -134,6 +134,8 @@ class DiTStage:
                 path=c.diffusion.path,
                 prediction=c.diffusion.prediction,
                 t_sampling=c.diffusion.t_sampling,
+                weighting=c.diffusion.get("loss_weighting", "none"),  # older runs lack it
+                min_snr_gamma=c.diffusion.get("min_snr_gamma", 5.0),
             )
 
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
