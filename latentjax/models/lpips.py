@@ -89,13 +89,20 @@ def variables_from_torch(vgg: dict[str, np.ndarray], heads: dict[str, np.ndarray
     return {"params": params}
 
 
-def load_lpips(vgg_weights: str | Path, head_weights: str | Path):
-    """-> a jitted ``lpips(x0, x1)`` ([B, H, W, 3] in [-1, 1] -> [B])."""
-    from latentjax.convert.common import read_torch_state_dict
+def load_lpips(weights: str | Path, head_weights: str | Path | None = None):
+    """-> a jitted ``lpips(x0, x1)`` ([B, H, W, 3] in [-1, 1] -> [B]). ``weights`` is a
+    torchvision VGG16 state dict (then ``head_weights`` is the lpips head file) or a directory
+    written by ``latentjax convert lpips`` (heads included)."""
+    from latentjax.convert.common import ConvertError, load_converted, read_torch_state_dict
 
-    variables = variables_from_torch(
-        read_torch_state_dict(vgg_weights), read_torch_state_dict(head_weights)
-    )
+    if head_weights is None:
+        desc, variables = load_converted(weights)
+        if desc.get("kind") != "lpips":
+            raise ConvertError(f"{weights} holds a converted {desc.get('kind')}, not LPIPS")
+    else:
+        variables = variables_from_torch(
+            read_torch_state_dict(weights), read_torch_state_dict(head_weights)
+        )
     apply = jax.jit(LPIPS().apply)
     return lambda x0, x1: apply(
         variables, jnp.asarray(x0, jnp.float32), jnp.asarray(x1, jnp.float32)
