@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "latentjax.train.cli",
     "latentjax.convert.cli",
     "latentjax.eval.fid",
+    "latentjax.eval.cli",
 )
 
 

@@ -1,0 +1,270 @@
+"""``latentjax eval --workdir DIR``: the report card of a trained stage-1 run.
+
+Runs the autoencoder over a held-out split and writes ``DIR/eval/``:
+
+- ``report.json``: reconstruction quality (PSNR, SSIM, MS-SSIM where the images are large
+  enough, LPIPS and rFID when their networks are supplied) and the latent report
+  (``latentjax/eval/latent_report.py``): per-channel mean/std, the shift and scale to unit
+  variance, KL per channel (KL bottleneck), active units, the tensor size reduction, PCA;
+- ``reconstructions.png``: rows of originals, reconstructions and the latents' first three
+  principal components as RGB (enlarged to the image size);
+- ``interpolation_linear.png`` (and ``interpolation_slerp.png`` for the Gaussian bottleneck):
+  decoded latents on the path between the encodings of two held-out images, per pair a row.
+
+Only the autoencoder's ``encode``/``decode`` and the posterior's ``mode()`` are used, so every
+bottleneck works; the KL-only numbers (KL per channel, slerp) appear when the posterior has a
+``logvar``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentjax.errors import LatentjaxError
+
+ImageMetric = Callable[[Any, Any], Any]  # (x [B,H,W,C], y [B,H,W,C]) in [-1, 1] -> [B]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="report card of a stage-1 run -> DIR/eval/")
+    p.add_argument("--workdir", required=True, help="a stage-1 (ae) run directory")
+    p.add_argument("--split", default=None, help="split to evaluate (default: data.eval_split)")
+    p.add_argument("--max-images", type=int, default=1024, help="evaluate at most this many")
+    p.add_argument("--batch-size", type=int, default=128, help="images per jitted call")
+    p.add_argument("--num-show", type=int, default=8, help="images in the PNGs")
+    p.add_argument(
+        "--lpips",
+        nargs=2,
+        default=None,
+        metavar=("VGG", "HEADS"),
+        help="LPIPS from torchvision's VGG16 and lpips' vgg.pth head weights",
+    )
+    p.add_argument(
+        "--inception", default=None, metavar="WEIGHTS", help="pytorch-fid weights: adds rFID"
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import jax
+
+    lpips_fn = load_lpips(*args.lpips) if args.lpips else None
+    feature_fn = load_inception_features(args.inception) if args.inception else None
+    report = evaluate_run(
+        args.workdir,
+        split=args.split,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        num_show=args.num_show,
+        lpips_fn=lpips_fn,
+        feature_fn=feature_fn,
+    )
+    if jax.process_index() == 0:
+        ssim = "n/a" if report["ssim"] is None else f"{report['ssim']:.4f}"
+        print(
+            f"latentjax: PSNR {report['psnr']:.2f} dB, SSIM {ssim}, active units "
+            f"{report['active_units']['count']}/{report['active_units']['total']}, size "
+            f"reduction {report['size_reduction']:g} -> {Path(args.workdir) / 'eval'}"
+        )
+
+
+def _rgb(x):
+    """[B, H, W, 1 or 3] -> [B, H, W, 3] (grey repeated), for networks trained on RGB."""
+    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+def load_lpips(vgg_weights: str, head_weights: str) -> ImageMetric:
+    """LPIPS (``latentjax.models.lpips``) as ``fn(x, y) -> [B]`` on [-1, 1] images."""
+    for path in (vgg_weights, head_weights):
+        if not Path(path).is_file():
+            raise LatentjaxError(f"--lpips: no such file {path}")
+    from latentjax.models.lpips import load_lpips as load
+
+    lpips = load(vgg_weights, head_weights)
+    return lambda x, y: lpips(_rgb(np.asarray(x)), _rgb(np.asarray(y)))
+
+
+def load_inception_features(weights: str) -> Callable[[Any], Any]:
+    """The FID Inception pool features (``latentjax.eval.fid``) of [-1, 1] images."""
+    if not Path(weights).is_file():
+        raise LatentjaxError(f"--inception: no such file {weights}")
+    from latentjax.eval.fid import load_inception
+
+    features = load_inception(weights)
+    return lambda x: features((_rgb(np.asarray(x)) + 1.0) / 2.0)
+
+
+def _batched(fn, x: np.ndarray, batch_size: int) -> list:
+    """fn over fixed-size batches (the last one padded by repetition, so one compile), results
+    cut back to ``len(x)`` and concatenated per output leaf."""
+    import jax
+
+    outs = []
+    for i in range(0, len(x), batch_size):
+        chunk = x[i : i + batch_size]
+        n = len(chunk)
+        if n < batch_size and len(x) > batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
+        outs.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n], fn(chunk)))
+    return jax.tree.map(lambda *a: np.concatenate(a), *outs)
+
+
+def ms_ssim_scales(size: int, win_size: int = 11, most: int = 5) -> int:
+    """How many MS-SSIM scales fit an image side: the coarsest must still hold the window."""
+    return max(0, min(most, int(math.floor(math.log2(size / win_size))) + 1)) if size >= 11 else 0
+
+
+def evaluate_run(
+    workdir: str | Path,
+    *,
+    split: str | None = None,
+    max_images: int = 1024,
+    batch_size: int = 128,
+    num_show: int = 8,
+    lpips_fn: ImageMetric | None = None,
+    feature_fn: Callable[[Any], Any] | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """The report of the stage-1 run in ``workdir`` (see the module docstring); written to
+    ``workdir/eval`` when ``write``. ``lpips_fn(x, y) -> [B]`` adds LPIPS; ``feature_fn(x) ->
+    [B, D]`` (e.g. Inception pool features) adds rFID."""
+    import jax
+    import jax.numpy as jnp
+
+    from latentjax.eval import latent_report as lr
+    from latentjax.eval import metrics
+    from latentjax.parallel.mesh import make_mesh
+    from latentjax.train.autoencoder import load_autoencoder
+    from latentjax.train.main import split_arrays
+
+    if max_images <= 0 or batch_size <= 0 or num_show < 2:
+        raise LatentjaxError("--max-images and --batch-size must be positive, --num-show >= 2")
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise LatentjaxError(f"no run at {workdir} (no such directory)")
+    config_file = workdir / "config.json"
+    if config_file.exists():
+        from latentjax.config import from_json
+
+        config = from_json(config_file.read_text())
+        mesh = make_mesh(config.mesh.shape)
+    else:
+        mesh = None  # load_autoencoder reports the missing config in one line
+    config, stage, params = load_autoencoder(workdir, mesh)
+    split = split or config.data.eval_split
+    x = np.asarray(split_arrays(config, split)["image"][:max_images], np.float32)
+    ae = stage.ae
+
+    @jax.jit
+    def encode_decode(batch):
+        posterior = ae.apply(params, batch, method=ae.encode)
+        z = posterior.mode()
+        x_hat = jnp.clip(ae.apply(params, z, method=ae.decode), -1.0, 1.0)
+        out = {"z": z, "x_hat": x_hat, "psnr": metrics.psnr(batch, x_hat)}
+        if min(batch.shape[1:3]) >= 11:
+            out["ssim"] = metrics.ssim(batch, x_hat)
+        scales = ms_ssim_scales(min(batch.shape[1:3]))
+        if scales >= 2:
+            out["ms_ssim"] = metrics.ms_ssim(batch, x_hat, weights=metrics.MS_SSIM_WEIGHTS[:scales])
+        if hasattr(posterior, "logvar"):
+            out["logvar"] = posterior.logvar
+        return out
+
+    res = _batched(encode_decode, x, batch_size)
+    z = res["z"]
+    report: dict[str, Any] = {
+        "workdir": str(workdir),
+        "split": split,
+        "num_images": len(x),
+        "bottleneck": getattr(ae, "bottleneck", "kl"),
+        "image_shape": list(x.shape[1:]),
+        "latent_shape": list(z.shape[1:]),
+        "size_reduction": lr.size_reduction(x.shape[1:], z.shape[1:]),
+        "psnr": float(res["psnr"].mean()),
+        "ssim": float(res["ssim"].mean()) if "ssim" in res else None,
+        "ms_ssim": float(res["ms_ssim"].mean()) if "ms_ssim" in res else None,
+        "ms_ssim_scales": ms_ssim_scales(min(x.shape[1:3])),
+    }
+    report["lpips"] = None
+    if lpips_fn is not None:
+        values = [
+            np.asarray(lpips_fn(x[i : i + batch_size], res["x_hat"][i : i + batch_size]))
+            for i in range(0, len(x), batch_size)
+        ]
+        report["lpips"] = float(np.mean(np.concatenate(values)))
+    report["rfid"] = metrics.rfid(x, res["x_hat"], feature_fn) if feature_fn else None
+
+    stats = lr.channel_stats(z)
+    units = lr.active_units(z)
+    pca = lr.principal_components(z, 3)
+    report["latent"] = {
+        "channel_mean": stats["mean"].tolist(),
+        "channel_std": stats["std"].tolist(),
+        **lr.scale_factor(z),
+        "kl_per_channel": (
+            lr.gaussian_kl_per_channel(z, res["logvar"]).tolist() if "logvar" in res else None
+        ),
+        "pca_explained_variance_ratio": pca["ratio"].tolist(),
+    }
+    report["active_units"] = {
+        "threshold": lr.ACTIVE_UNIT_THRESHOLD,
+        "count": units["count"],
+        "total": units["total"],
+        "per_channel": units["per_channel"].tolist(),
+        "channel_variance": units["channel_variance"].tolist(),
+    }
+    if "logvar" in res:
+        report["latent"]["kl_per_image"] = float(
+            np.sum(report["latent"]["kl_per_channel"]) * z.shape[1] * z.shape[2]
+        )
+    if write and jax.process_index() == 0:
+        _write(workdir / "eval", report, x, res, pca, stage, params, num_show)
+    return report
+
+
+def _write(out: Path, report, x, res, pca, stage, params, num_show) -> None:
+    import jax
+
+    from latentjax.eval import latent_report as lr
+    from latentjax.eval.images import image_grid, save_png, to_uint8
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    n = min(num_show, len(x))
+    size = x.shape[1]
+
+    def rgb(images):  # [-1, 1] -> uint8 RGB
+        images = to_uint8(images)
+        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
+
+    pictures = lr.pca_rgb(res["z"][:n], pca)  # [n, h, w, 3] in [0, 1]
+    factor = size // pictures.shape[1]
+    pictures = np.repeat(np.repeat(pictures, factor, axis=1), factor, axis=2)
+    pictures = np.round(pictures * 255).astype(np.uint8)
+    rows = np.concatenate([rgb(x[:n]), rgb(res["x_hat"][:n]), pictures])
+    scale = max(1, 96 // size)
+    save_png(out / "reconstructions.png", image_grid(rows, ncol=n), scale=scale)
+
+    ae = stage.ae
+    decode = jax.jit(lambda z: ae.apply(params, z, method=ae.decode))
+    ts = np.linspace(0.0, 1.0, 9)
+    pairs = [(i, len(x) - 1 - i) for i in range(min(3, len(x) // 2))]
+    kinds = ["linear"] + (["slerp"] if "logvar" in res else [])
+    shift, scale_f = report["latent"]["shift"], report["latent"]["scale"]
+    for kind in kinds:
+        strips = []
+        for i, j in pairs:
+            # Slerp where the latents are standardised (shift and scale to unit variance), the
+            # space in which a Gaussian latent is near a sphere; then mapped back.
+            a, b = ((res["z"][k] - shift) * scale_f for k in (i, j))
+            path = lr.interpolate(a, b, ts, kind) / scale_f + shift
+            strips.append(np.clip(np.asarray(decode(path.astype(np.float32))), -1, 1))
+        grid = image_grid(rgb(np.concatenate(strips)), ncol=len(ts))
+        save_png(out / f"interpolation_{kind}.png", grid, scale=scale)

@@ -1,0 +1,98 @@
+"""``latentjax eval`` end to end on a tiny stage-1 run, and its one-line errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentjax.cli import main
+from latentjax.config import load_config, to_json
+
+# test_cli.py's tiny run (same programs, so the persistent compile cache serves both): 8 px
+# digits, f = 2, 4 latent channels.
+TINY_AE = [
+    "--config.model.ch=8",
+    "--config.model.num_groups=4",
+    "--config.model.ch_mult=(1, 2)",
+    "--config.data.image_size=8",
+    "--config.loss.disc_ndf=8",
+    "--config.loss.disc_layers=1",
+    "--config.loss.disc_start=2",
+    "--config.train.batch_size=8",
+    "--config.train.num_steps=2",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=2",
+    "--config.train.checkpoint_every=2",
+]
+
+
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory, digits_data_dir) -> Path:
+    workdir = tmp_path_factory.mktemp("runs") / "ae"
+    argv = ["train", "--config", "configs/ae/digits.py", "--workdir", str(workdir)]
+    assert (
+        main([*argv, "--no-progress", f"--config.data.data_dir={digits_data_dir}", *TINY_AE]) == 0
+    )
+    return workdir
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("latentjax: error: "), err
+    return err[0]
+
+
+def test_eval_writes_report_and_pictures(ae_run):
+    assert main(["eval", "--workdir", str(ae_run), "--max-images", "40", "--num-show", "4"]) == 0
+    out = ae_run / "eval"
+    report = json.loads((out / "report.json").read_text())
+    # 8 x 8 x 1 digits, f = 2, 4 latent channels: 4 x 4 x 4, no reduction.
+    assert report["image_shape"] == [8, 8, 1] and report["latent_shape"] == [4, 4, 4]
+    assert report["size_reduction"] == 1.0 and report["num_images"] == 40
+    assert np.isfinite(report["psnr"]) and report["psnr"] > 0
+    assert report["ssim"] is None and report["ms_ssim"] is None  # 8 px < the 11 px window
+    assert report["lpips"] is None and report["rfid"] is None
+    latent = report["latent"]
+    assert len(latent["channel_mean"]) == len(latent["kl_per_channel"]) == 4
+    assert min(latent["kl_per_channel"]) >= 0
+    np.testing.assert_allclose(
+        latent["kl_per_image"], np.sum(latent["kl_per_channel"]) * 16, rtol=1e-6
+    )
+    # The scale brings the pooled latents to unit variance: pooled var = E[var_c + mean_c^2]
+    # - shift^2 over channels (all channels have 16 positions).
+    mean, std = np.array(latent["channel_mean"]), np.array(latent["channel_std"])
+    pooled = np.mean(std**2 + mean**2) - np.mean(mean) ** 2
+    np.testing.assert_allclose(latent["scale"], 1 / np.sqrt(pooled), rtol=1e-4)
+    units = report["active_units"]
+    assert units["total"] == 64 and 0 <= units["count"] <= 64
+    assert sum(units["per_channel"]) == units["count"]
+    for name, rows in (
+        ("reconstructions", 3),
+        ("interpolation_linear", 2),
+        ("interpolation_slerp", 2),
+    ):
+        image = np.asarray(Image.open(out / f"{name}.png"))
+        assert image.ndim == 3 and image.shape[-1] == 3
+        assert image.shape[0] > rows * 8, name  # rows of (enlarged) 8 px images
+        assert image.std() > 0, name
+
+
+def test_missing_and_stage2_workdirs_are_one_line(tmp_path, capsys):
+    assert main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
+    assert "no run at" in _error_line(capsys)
+    (tmp_path / "dit").mkdir()
+    (tmp_path / "dit" / "config.json").write_text(to_json(load_config("dit/digits.py")))
+    assert main(["eval", "--workdir", str(tmp_path / "dit")]) == 2
+    assert "holds a 'dit' run, not an autoencoder" in _error_line(capsys)
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "--workdir", str(tmp_path / "empty")]) == 2
+    assert "missing config.json" in _error_line(capsys)
+
+
+def test_bad_options_are_one_line(ae_run, tmp_path, capsys):
+    assert main(["eval", "--workdir", str(ae_run), "--max-images", "0"]) == 2
+    assert "--max-images" in _error_line(capsys)
+    assert main(["eval", "--workdir", str(ae_run), "--inception", str(tmp_path / "x.pth")]) == 2
+    assert "--inception: no such file" in _error_line(capsys)
