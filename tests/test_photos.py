@@ -58,3 +58,14 @@ def test_dataset_round_trip(photos_data_dir):
     )
     assert batch["image"].shape == (8, 32, 32, 3)
     assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+
+
+@pytest.mark.parametrize("name, factor", [("photos_f4", 4), ("photos_f8", 8)])
+def test_photo_configs_build(name, factor):
+    from latentjax.config import load_config
+    from latentjax.train.autoencoder import build_autoencoder
+
+    config = load_config(f"ae/{name}.py")
+    assert config.data.name == photos.NAME and config.model.in_channels == 3
+    ae = build_autoencoder(config.model)
+    assert ae.downsample_factor == factor and ae.latent_channels == 4
