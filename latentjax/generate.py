@@ -318,6 +318,11 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
         raise WorkdirError(
             f"{workdir} holds a '{config.stage}' run; sampling needs a stage-2 (dit) run"
         )
+    if not config.get("ae_workdir"):
+        raise WorkdirError(
+            f"{workdir} names no autoencoder to decode with (ae_workdir is empty); for a "
+            "converted DiT, convert it again with --ae AE_DIR (from `latentjax convert ae`)"
+        )
     _, ae_stage, ae_params = load_autoencoder(config.ae_workdir, mesh)
     stage = DiTStage(config, ae_stage)
     stats = read_latent_stats(workdir)

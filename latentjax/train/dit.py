@@ -42,6 +42,9 @@ def build_dit(model_config, latent_size: int, latent_channels: int) -> DiT:
         mlp_ratio=m.mlp_ratio,
         num_classes=m.num_classes,
         learn_sigma=m.learn_sigma,
+        # Only converted DiTs set these (latentjax/convert/workdir.py); the defaults are DiT's.
+        timestep_freq_shift=m.get("timestep_freq_shift", 0.0),
+        mlp_norm_eps=m.get("mlp_norm_eps", 1e-6),
     )
 
 
