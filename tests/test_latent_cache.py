@@ -3,6 +3,7 @@ checkpoint), on a tiny stage-1 run of the digits."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -68,8 +69,10 @@ def _data_dir() -> str:
     return os.environ["LATENTJAX_DATA_DIR"]  # set by the runs fixture
 
 
+@functools.cache
 def _direct(root: Path, flip: bool):
-    """Posterior mean and std of the test split computed here, image by image."""
+    """The test split's images and their posterior mean and std computed here in one batch;
+    also the stage-1 stage and parameters. Cached: several tests compare against it."""
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     config, stage, params = load_autoencoder(root / "ae", mesh)
     source = pipeline.load_source(config.data.name, "test", _data_dir())
@@ -82,16 +85,16 @@ def _direct(root: Path, flip: bool):
         process_index=0,
         process_count=1,
     )
-    images = next(iter(ds))["image"]
-    if flip:
-        images = images[:, :, ::-1]
+    batch = next(iter(ds))
+    images = batch["image"][:, :, ::-1] if flip else batch["image"]
     posterior = stage.ae.apply(params, jnp.asarray(images), method=stage.ae.encode)
-    return np.asarray(posterior.mean), np.asarray(posterior.std), next(iter(ds))["label"]
+    mean, std = np.asarray(posterior.mean), np.asarray(posterior.std)
+    return images, mean, std, batch["label"], (stage, params, mesh)
 
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_cache_holds_the_encoder_posterior(runs, flip):
-    mean, std, labels = _direct(runs, flip)
+    _, mean, std, labels, _ = _direct(runs, flip)
     split = "test" + ("_flip" if flip else "")
     source = pipeline.load_source(latents.DEFAULT_NAME, split, str(runs / "cache"))
     assert len(source) == len(mean) == 296
@@ -107,24 +110,8 @@ def test_cache_holds_the_encoder_posterior(runs, flip):
 def test_cached_step_draws_the_same_latents_as_encoding(runs):
     """The trainer's z from a cached batch equals the frozen encoder's posterior sample for the
     same key: the cache changes the cost, not the objective."""
-    mean, std, _ = _direct(runs, False)
-    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    config, ae_stage, params = load_autoencoder(runs / "ae", mesh)
-    images = jnp.asarray(
-        next(
-            iter(
-                pipeline.make_dataset(
-                    pipeline.load_source(config.data.name, "test", _data_dir()),
-                    global_batch_size=8,
-                    image_size=8,
-                    shuffle=False,
-                    repeat=False,
-                    process_index=0,
-                    process_count=1,
-                )
-            )
-        )["image"]
-    )
+    images, mean, std, _, (ae_stage, params, mesh) = _direct(runs, False)
+    images = jnp.asarray(images[:8])
     from latentjax.config import load_config
 
     dit_config = load_config("dit/digits.py", [o.removeprefix("--config.") for o in TINY_DIT])

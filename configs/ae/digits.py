@@ -35,16 +35,31 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.attn_resolutions = ()  # mid-block attention is always on
     c.model.num_groups = 8
     c.model.embed_dim = 4  # 1x1 quant convs around the bottleneck, as in Stable Diffusion
+    c.model.bottleneck = "kl"  # "kl" | "ae" | "vq" | "fsq"
+    c.model.codebook_size = 256  # vq
+    c.model.vq_estimator = "ste"  # vq: "ste" | "rotation"
+    c.model.fsq_levels = ()  # fsq: one level count per latent channel
 
     c.loss = ml_collections.ConfigDict()
     c.loss.reconstruction = "l1"
     c.loss.kl_weight = 1e-6
     c.loss.kl_warmup_steps = 200
+    c.loss.kl_free_bits = 0.0  # nats per latent element and channel; 0 = off
+    c.loss.codebook_weight = 1.0  # vq
+    c.loss.commitment_weight = 0.25  # vq: beta
+    c.loss.vq_restart_threshold = 1.0  # vq: restart codes used < this often per step; 0 = off
+    c.loss.vq_usage_decay = 0.99  # vq: decay of the per-code usage average
+    c.loss.perceptual = "none"  # "none" | "haar" | "fft" | "lpips"
+    c.loss.perceptual_weight = 1.0
+    c.loss.gan_loss = "hinge"  # "hinge" | "non_saturating"
     c.loss.disc_start = 850  # PatchGAN switches on here
     c.loss.disc_weight = 0.1  # times the adaptive weight
     c.loss.disc_ndf = 32
     c.loss.disc_layers = 2
-    c.loss.disc_norm = "group"
+    c.loss.disc_norm = "group"  # "group" | "batch" | "none"
+    c.loss.r1_weight = 0.0  # gamma of R1 (Mescheder et al. 2018); 0 = off
+    c.loss.lecam_weight = 0.0  # LeCam (Tseng et al. 2021); 0 = off
+    c.loss.lecam_decay = 0.99
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-3

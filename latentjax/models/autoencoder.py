@@ -16,6 +16,7 @@ PyTorch key becomes a linen path by joining each ``ModuleList`` index to the nam
 | ``decoder.up.{i}.upsample.conv``                | ``decoder/up_{i}/upsample/conv``  |
 | ``{en,de}coder.norm_out``, ``.conv_out``        | same names                        |
 | ``quant_conv``, ``post_quant_conv``             | same names                        |
+| ``quantize.embedding`` (taming VQGAN)           | ``quantize/embedding``            |
 
 Inside a ``ResnetBlock``: ``norm1, conv1, norm2, conv2, nin_shortcut``; inside an ``AttnBlock``:
 ``norm, q, k, v, proj_out`` (1x1 convs, as the reference). Decoder levels keep the reference's
@@ -36,7 +37,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from latentjax.models.bottleneck import DiagonalGaussian
+from latentjax.models.bottleneck import (
+    FSQ,
+    Deterministic,
+    DiagonalGaussian,
+    VectorQuantizer,
+    moment_channels,
+)
 from latentjax.models.layers import conv, group_norm
 
 
@@ -192,11 +199,17 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(nn.Module):
-    """Encoder -> diagonal Gaussian -> decoder (Rombach et al. 2022, the "KL-reg" autoencoder).
+    """Encoder -> bottleneck -> decoder (Rombach et al. 2022). The default bottleneck is their
+    "KL-reg" diagonal Gaussian; ``bottleneck`` picks another around the same networks (see
+    ``latentjax/models/bottleneck.py``): "ae" (no regulariser), "vq" (a learnt codebook of
+    ``codebook_size`` vectors, taming's VQGAN layout: the codebook is ``quantize/embedding``) or
+    "fsq" (``fsq_levels`` per latent channel, no parameters).
 
     ``embed_dim`` adds Stable Diffusion's 1x1 ``quant_conv``/``post_quant_conv`` and makes the
     latent ``embed_dim`` channels wide; without it the latent has ``z_channels``. Use
     ``model.apply(params, x, method=model.encode)`` / ``method=model.decode`` for either half.
+    ``decode`` snaps a VQ/FSQ latent to its codebook first (as latent-diffusion's
+    ``VQModelInterface.decode``), so a stage-2 model's continuous output decodes to codes.
     """
 
     ch: int
@@ -207,14 +220,19 @@ class AutoencoderKL(nn.Module):
     attn_resolutions: Sequence[int] = ()
     num_groups: int = 32
     embed_dim: int | None = None
+    bottleneck: str = "kl"  # "kl" | "ae" | "vq" | "fsq"
+    codebook_size: int = 512  # vq only
+    vq_estimator: str = "ste"  # vq only: "ste" | "rotation"
+    fsq_levels: Sequence[int] = ()  # fsq only: one level count per latent channel
 
     def setup(self):
+        kl = self.bottleneck == "kl"
         self.encoder = Encoder(
             ch=self.ch,
             ch_mult=tuple(self.ch_mult),
             num_res_blocks=self.num_res_blocks,
             z_channels=self.z_channels,
-            double_z=True,
+            double_z=kl,
             attn_resolutions=tuple(self.attn_resolutions),
             num_groups=self.num_groups,
         )
@@ -227,8 +245,21 @@ class AutoencoderKL(nn.Module):
             num_groups=self.num_groups,
         )
         if self.embed_dim is not None:
-            self.quant_conv = conv(2 * self.embed_dim, 1)
+            self.quant_conv = conv(moment_channels(self.bottleneck, self.embed_dim), 1)
             self.post_quant_conv = conv(self.z_channels, 1)
+        if self.bottleneck == "vq":
+            self.quantize = VectorQuantizer(
+                self.codebook_size, self.latent_channels, estimator=self.vq_estimator
+            )
+        elif self.bottleneck == "fsq":
+            if len(self.fsq_levels) != self.latent_channels:
+                raise ValueError(
+                    f"fsq_levels {tuple(self.fsq_levels)} has {len(self.fsq_levels)} entries but "
+                    f"the latent has {self.latent_channels} channels"
+                )
+            self.quantize = FSQ(tuple(self.fsq_levels))
+        else:
+            moment_channels(self.bottleneck, 1)  # raises on an unknown name
 
     @property
     def downsample_factor(self) -> int:
@@ -239,20 +270,36 @@ class AutoencoderKL(nn.Module):
     def latent_channels(self) -> int:
         return self.z_channels if self.embed_dim is None else self.embed_dim
 
-    def encode(self, x: jax.Array) -> DiagonalGaussian:  # x: [B, H, W, C], in [-1, 1]
-        moments = self.encoder(x)  # [B, H/f, W/f, 2 z_channels]
+    def encode(self, x: jax.Array) -> DiagonalGaussian | Deterministic:  # x: [B, H, W, C]
+        """x in [-1, 1] -> the posterior (see the bottleneck module for its interface)."""
+        moments = self.encoder(x)  # [B, H/f, W/f, (2) z_channels]
         if self.embed_dim is not None:
-            moments = self.quant_conv(moments)  # [B, H/f, W/f, 2 embed_dim]
-        return DiagonalGaussian.from_moments(moments)
+            moments = self.quant_conv(moments)  # [B, H/f, W/f, (2) embed_dim]
+        if self.bottleneck == "kl":
+            return DiagonalGaussian.from_moments(moments)
+        if self.bottleneck == "ae":
+            no_code = jnp.full(moments.shape[:-1], -1, jnp.int32)
+            return Deterministic(mean=moments, indices=no_code, losses={})
+        return self.quantize(moments)
 
     def decode(self, z: jax.Array) -> jax.Array:  # [B, h, w, latent_channels] -> [B, H, W, C]
+        if self.bottleneck in ("vq", "fsq"):
+            z = self.quantize.snap(z)
+        return self._decode(z)
+
+    def _decode(self, z: jax.Array) -> jax.Array:
         if self.embed_dim is not None:
             z = self.post_quant_conv(z)
         return self.decoder(z)
 
-    def __call__(self, x: jax.Array, sample: bool = True) -> tuple[jax.Array, DiagonalGaussian]:
-        """Reconstruct ``x`` through a posterior sample (needs the "sample" rng) or, with
-        ``sample=False``, through the posterior mean. -> (x_hat [B, H, W, C], posterior)."""
+    def __call__(
+        self, x: jax.Array, sample: bool = True
+    ) -> tuple[jax.Array, DiagonalGaussian | Deterministic]:
+        """Reconstruct ``x`` through a posterior sample (KL: needs the "sample" rng) or, with
+        ``sample=False``, through the posterior mode. -> (x_hat [B, H, W, C], posterior)."""
         posterior = self.encode(x)
-        z = posterior.sample(self.make_rng("sample")) if sample else posterior.mode()
-        return self.decode(z), posterior
+        if sample and self.bottleneck == "kl":
+            z = posterior.sample(self.make_rng("sample"))
+        else:
+            z = posterior.mode()  # VQ/FSQ: already quantised, with the encoder's gradient
+        return self._decode(z), posterior

@@ -1,18 +1,46 @@
 """PatchGAN discriminator (pix2pix, Isola et al. 2017; as used by taming/latent-diffusion).
 
-It scores overlapping patches rather than the whole image: the output is a map of logits. Batch
-norm (the reference's default) is replaced by GroupNorm or nothing, because batch statistics
-would couple the examples of a sharded batch and add mutable state to a functional step.
+It scores overlapping patches rather than the whole image: the output is a map of logits.
+
+Norms: "group" (the default here), "none", or "batch" -- the reference's BatchNorm. The
+discriminator is only ever run in training, where BatchNorm normalises by the statistics of the
+batch it is given; its running averages would only serve an evaluation mode that is never used.
+So "batch" is implemented as exactly that training-mode normalisation with a learnt scale and
+shift and *no* running statistics: no mutable collection, nothing extra in the jitted step's
+state. Under jit on a sharded batch the mean/variance are global reductions (the compiler
+inserts the all-reduce), i.e. synchronised BatchNorm. Like the reference, real and fake images
+are scored in separate calls, so each is normalised by its own statistics. It couples the
+examples of a batch, so an R1 penalty taken through it is not per-example.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from latentjax.models.layers import conv, group_norm
+from latentjax.parallel.axes import NORM
 
-NORMS = ("group", "none")
+NORMS = ("group", "batch", "none")
+
+
+class BatchStatNorm(nn.Module):
+    """Training-mode BatchNorm (Ioffe & Szegedy 2015, Alg. 1): normalise each channel by the
+    mean and biased variance over batch and positions, then scale and shift. No running
+    averages (see the module docstring)."""
+
+    eps: float = 1e-5  # torch BatchNorm2d's default
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C]
+        c = x.shape[-1]
+        named = lambda init: nn.with_logical_partitioning(init, (NORM,))  # noqa: E731
+        scale = self.param("scale", named(nn.initializers.ones), (c,))
+        bias = self.param("bias", named(nn.initializers.zeros), (c,))
+        mean = jnp.mean(x, axis=(0, 1, 2))
+        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
 
 
 class PatchDiscriminator(nn.Module):
@@ -27,7 +55,7 @@ class PatchDiscriminator(nn.Module):
 
     ndf: int = 64
     n_layers: int = 3
-    norm: str = "group"  # "group" | "none"
+    norm: str = "group"  # "group" | "batch" | "none"
     num_groups: int = 32  # capped at the width of each layer
 
     @nn.compact
@@ -40,7 +68,7 @@ class PatchDiscriminator(nn.Module):
         pad = ((1, 1), (1, 1))
         h = conv(self.ndf, 4, stride=2, padding=pad, kernel_init=init, name="conv_0")(x)
         h = nn.leaky_relu(h, 0.2)
-        normed = self.norm == "group"
+        normed = self.norm != "none"
         for i in range(1, self.n_layers + 1):
             width = self.ndf * min(2**i, 8)
             stride = 2 if i < self.n_layers else 1
@@ -54,7 +82,9 @@ class PatchDiscriminator(nn.Module):
                 use_bias=not normed,
                 name=f"conv_{i}",
             )(h)
-            if normed:
+            if self.norm == "group":
                 h = group_norm(width, self.num_groups, name=f"norm_{i}")(h)
+            elif self.norm == "batch":
+                h = BatchStatNorm(name=f"norm_{i}")(h)
             h = nn.leaky_relu(h, 0.2)
         return conv(1, 4, padding=pad, kernel_init=init, name="conv_out")(h)

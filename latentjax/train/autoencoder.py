@@ -1,14 +1,17 @@
-"""Stage 1: the KL autoencoder with a PatchGAN; generator and discriminator in one jitted step.
+"""Stage 1: the autoencoder (KL, AE, VQ or FSQ bottleneck) with a PatchGAN; generator and
+discriminator in one jitted step.
 
 The autoencoder and the discriminator live in one state pytree with two optax transforms (as in
 vdm's train state). Training has two phases, each its own compiled step: before ``disc_start``
-the step computes only the reconstruction + KL loss; from then on it adds the adversarial term
-with latent-diffusion's adaptive weight and updates the discriminator in the same step.
+the step computes only the reconstruction + regulariser loss; from then on it adds the
+adversarial term with latent-diffusion's adaptive weight and updates the discriminator in the
+same step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +21,39 @@ import numpy as np
 import optax
 
 from latentjax.config import from_json
-from latentjax.errors import WorkdirError
+from latentjax.errors import ConfigError, WorkdirError
 from latentjax.losses import autoencoder as losses
+from latentjax.losses import perceptual
 from latentjax.models.autoencoder import AutoencoderKL
-from latentjax.models.discriminator import PatchDiscriminator
+from latentjax.models.bottleneck import BOTTLENECKS, restart_dead_codes
+from latentjax.models.discriminator import NORMS, PatchDiscriminator
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
 
 
+def _get(node, key: str, default):
+    """A config value with a default, so runs saved before an option existed still load."""
+    return node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+
+
 def build_autoencoder(model_config) -> AutoencoderKL:
     m = model_config
+    bottleneck = _get(m, "bottleneck", "kl")
+    if bottleneck not in BOTTLENECKS:
+        raise ConfigError(f"model.bottleneck={bottleneck!r}; use one of {BOTTLENECKS}")
+    latent_channels = m.embed_dim or m.z_channels
+    levels = tuple(_get(m, "fsq_levels", ()))
+    if bottleneck == "fsq" and (len(levels) != latent_channels or min(levels, default=0) < 2):
+        raise ConfigError(
+            f"model.fsq_levels={levels}: FSQ needs one level count >= 2 per latent channel "
+            f"({latent_channels})"
+        )
+    estimator = _get(m, "vq_estimator", "ste")
+    if bottleneck == "vq" and (estimator not in ("ste", "rotation") or m.codebook_size < 2):
+        raise ConfigError(
+            f"VQ needs model.codebook_size >= 2 (got {m.codebook_size}) and "
+            f"model.vq_estimator in ('ste', 'rotation') (got {estimator!r})"
+        )
     return AutoencoderKL(
         ch=m.ch,
         ch_mult=tuple(m.ch_mult),
@@ -37,13 +63,34 @@ def build_autoencoder(model_config) -> AutoencoderKL:
         attn_resolutions=tuple(m.attn_resolutions),
         num_groups=m.num_groups,
         embed_dim=m.embed_dim or None,
+        bottleneck=bottleneck,
+        codebook_size=_get(m, "codebook_size", 512),
+        vq_estimator=estimator,
+        fsq_levels=levels,
     )
 
 
 def build_discriminator(loss_config) -> PatchDiscriminator:
-    return PatchDiscriminator(
-        ndf=loss_config.disc_ndf, n_layers=loss_config.disc_layers, norm=loss_config.disc_norm
-    )
+    lc = loss_config
+    if lc.disc_norm not in NORMS:
+        raise ConfigError(f"loss.disc_norm={lc.disc_norm!r}; use one of {NORMS}")
+    if lc.disc_layers < 1:
+        raise ConfigError(f"loss.disc_layers={lc.disc_layers}; use 1 or more")
+    return PatchDiscriminator(ndf=lc.disc_ndf, n_layers=lc.disc_layers, norm=lc.disc_norm)
+
+
+def _check_loss_config(lc) -> None:
+    if lc.reconstruction not in ("l1", "l2"):
+        raise ConfigError(f"loss.reconstruction={lc.reconstruction!r}; use 'l1' or 'l2'")
+    gan = _get(lc, "gan_loss", "hinge")
+    if gan not in losses.GAN_LOSSES:
+        raise ConfigError(f"loss.gan_loss={gan!r}; use one of {losses.GAN_LOSSES}")
+    kind = _get(lc, "perceptual", "none")
+    if kind not in perceptual.PERCEPTUAL_LOSSES:
+        raise ConfigError(f"loss.perceptual={kind!r}; use one of {perceptual.PERCEPTUAL_LOSSES}")
+    for key in ("kl_free_bits", "r1_weight", "lecam_weight", "perceptual_weight"):
+        if _get(lc, key, 0.0) < 0:
+            raise ConfigError(f"loss.{key}={_get(lc, key, 0.0)} must be >= 0")
 
 
 def _optimizer(lr: float, config) -> optax.GradientTransformation:
@@ -62,13 +109,36 @@ def _last_layer(tree: Any) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class AutoencoderStage:
+    """``features``: the feature network for ``loss.perceptual="lpips"`` (images -> list of
+    activations; see ``latentjax/losses/perceptual.py``), None otherwise."""
+
     config: Any
+    features: Callable[[jax.Array], Sequence[jax.Array]] | None = None
 
     def __post_init__(self):
+        lc = self.config.loss
+        _check_loss_config(lc)
+        if _get(lc, "perceptual", "none") == "lpips" and self.features is None:
+            raise ConfigError(
+                "loss.perceptual='lpips' needs LPIPS feature weights, which are not loaded "
+                "here; use 'haar' or 'fft' (no weights) or 'none'"
+            )
         object.__setattr__(self, "ae", build_autoencoder(self.config.model))
-        object.__setattr__(self, "disc", build_discriminator(self.config.loss))
+        object.__setattr__(self, "disc", build_discriminator(lc))
         object.__setattr__(self, "tx", _optimizer(self.config.optim.lr, self.config))
         object.__setattr__(self, "disc_tx", _optimizer(self.config.optim.disc_lr, self.config))
+
+    @property
+    def bottleneck(self) -> str:
+        return self.ae.bottleneck
+
+    @property
+    def uses_restart(self) -> bool:
+        return self.bottleneck == "vq" and _get(self.config.loss, "vq_restart_threshold", 0.0) > 0
+
+    @property
+    def uses_lecam(self) -> bool:
+        return _get(self.config.loss, "lecam_weight", 0.0) > 0
 
     def example_input(self) -> jax.Array:
         s, c = self.config.data.image_size, self.config.model.in_channels
@@ -79,55 +149,107 @@ class AutoencoderStage:
         x = self.example_input()
         ae_params = self.ae.init({"params": ae_rng, "sample": sample_rng}, x)
         disc_params = self.disc.init(disc_rng, x)
-        return {
+        state = {
             "step": jnp.zeros((), jnp.int32),
             "params": {"ae": ae_params, "disc": disc_params},
             "opt_state": {"ae": self.tx.init(ae_params), "disc": self.disc_tx.init(disc_params)},
         }
+        if self.uses_restart:
+            # Moving average of each code's assignments per step; 0 makes the first step fill
+            # the codebook with encoder outputs (see restart_dead_codes).
+            state["vq_usage"] = jnp.zeros((self.ae.codebook_size,), jnp.float32)
+        if self.uses_lecam:
+            # Moving averages of the discriminator's mean logit on real and on fake images.
+            state["lecam"] = {k: jnp.zeros((), jnp.float32) for k in ("real", "fake")}
+        return state
+
+    def regulariser(self, posterior, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The bottleneck's weighted regularisation loss (batch mean) and its metrics."""
+        lc = self.config.loss
+        terms = {k: jnp.mean(v) for k, v in posterior.terms().items()}
+        metrics = {**terms, **posterior.stats()}
+        if self.bottleneck == "kl":
+            kl_scale = lc.kl_weight * losses.linear_warmup(step, lc.kl_warmup_steps)
+            free_bits = _get(lc, "kl_free_bits", 0.0)
+            kl = terms["kl"]
+            if free_bits > 0:
+                kl = losses.free_bits_kl(posterior.kl_elements(), free_bits)
+            return kl_scale * kl, {**metrics, "kl_scale": kl_scale}
+        if self.bottleneck == "vq":
+            # VQ-VAE's eq. 3 codebook + beta * commitment, weighted as taming's codebook_weight.
+            beta = _get(lc, "commitment_weight", 0.25)
+            reg = terms["codebook"] + beta * terms["commitment"]
+            return _get(lc, "codebook_weight", 1.0) * reg, metrics
+        return jnp.zeros((), jnp.float32), metrics
 
     def _losses(self, state, batch, rng):
-        """Closures over one batch: the NLL (reconstruction + warmed-up KL) and the generator's
-        adversarial loss, both as functions of the autoencoder parameters."""
+        """Closures over one batch: the NLL (reconstruction + perceptual + the bottleneck's
+        regulariser) and the generator's adversarial loss, both as functions of the
+        autoencoder parameters."""
         lc = self.config.loss
         x = batch["image"]  # [B, H, W, C] in [-1, 1]
-        kl_scale = lc.kl_weight * losses.linear_warmup(state["step"], lc.kl_warmup_steps)
+        kind = _get(lc, "perceptual", "none")
 
         def nll_loss(p):
             x_hat, posterior = self.ae.apply(p, x, sample=True, rngs={"sample": rng})
             rec = jnp.mean(losses.reconstruction_loss(x, x_hat, lc.reconstruction))
-            kl = jnp.mean(posterior.kl())
-            return rec + kl_scale * kl, {"x_hat": x_hat, "rec": rec, "kl": kl}
+            aux = {"x_hat": x_hat, "rec": rec}
+            if kind != "none":
+                term = jnp.mean(perceptual.perceptual_loss(kind, x, x_hat, self.features))
+                rec = rec + _get(lc, "perceptual_weight", 1.0) * term
+                aux["perceptual"] = term
+            reg, reg_metrics = self.regulariser(posterior, state["step"])
+            if self.uses_restart:
+                aux["vq"] = {"indices": posterior.indices, "inputs": posterior.pre_quant}
+            return rec + reg, {**aux, **reg_metrics}
 
         def generator_losses(p):
             nll, aux = nll_loss(p)
             logits = self.disc.apply(state["params"]["disc"], aux["x_hat"])
-            return (nll, losses.hinge_g_loss(logits)), aux
+            return (nll, losses.g_loss(_get(lc, "gan_loss", "hinge"), logits)), aux
 
-        return nll_loss, generator_losses, kl_scale
+        return nll_loss, generator_losses
 
     def reconstruction_step(self, state, frozen, batch, rng):
-        """Before ``disc_start``: reconstruction + KL only; the discriminator is untouched."""
+        """Before ``disc_start``: reconstruction + regulariser only; the discriminator is
+        untouched."""
         del frozen
         rng = jax.random.fold_in(rng, state["step"])
-        nll_loss, _, kl_scale = self._losses(state, batch, rng)
+        nll_loss, _ = self._losses(state, batch, rng)
         (nll, aux), grads = jax.value_and_grad(nll_loss, has_aux=True)(state["params"]["ae"])
         zero = jnp.zeros((), jnp.float32)
         metrics = {"nll": nll, "g_adv": zero, "d_loss": zero, "adaptive_weight": zero}
+        metrics.update(self._zero_disc_extras())
         return self._apply(
             state,
             grads,
             state["params"]["disc"],
             state["opt_state"]["disc"],
-            {**metrics, **_scalars(aux), "kl_scale": kl_scale},
+            {**metrics, **_scalars(aux)},
+            aux=aux,
+            rng=rng,
         )
+
+    def _zero_disc_extras(self) -> dict[str, jax.Array]:
+        """The regulariser metrics of the adversarial phase, zero before it (same keys in both
+        phases keeps metrics.jsonl rectangular)."""
+        zero = jnp.zeros((), jnp.float32)
+        lc = self.config.loss
+        out = {}
+        if _get(lc, "r1_weight", 0.0) > 0:
+            out["r1"] = zero
+        if self.uses_lecam:
+            out["lecam"] = zero
+        return out
 
     def adversarial_step(self, state, frozen, batch, rng):
         """From ``disc_start``: adds the PatchGAN term with the adaptive weight and updates the
-        discriminator (hinge loss) on the same batch."""
+        discriminator (hinge or non-saturating loss, optional R1/LeCam) on the same batch with
+        its own optimiser."""
         del frozen
         lc = self.config.loss
         rng = jax.random.fold_in(rng, state["step"])
-        _, generator_losses, kl_scale = self._losses(state, batch, rng)
+        _, generator_losses = self._losses(state, batch, rng)
         ae_params, disc_params = state["params"]["ae"], state["params"]["disc"]
         # One forward pass, two backward passes: the adaptive weight compares the gradients of
         # the NLL and of the adversarial loss at the decoder's last layer (Esser et al. 2021,
@@ -139,28 +261,78 @@ class AutoencoderStage:
         grads = jax.tree.map(lambda a, b: a + weight * b, g_nll, g_adv)
 
         x, fake = batch["image"], jax.lax.stop_gradient(aux["x_hat"])
+        gan = _get(lc, "gan_loss", "hinge")
+        r1_weight = _get(lc, "r1_weight", 0.0)
+        lecam_weight = _get(lc, "lecam_weight", 0.0)
+        ema = state.get("lecam")
 
         def disc_loss(dp):
-            return losses.hinge_d_loss(self.disc.apply(dp, x), self.disc.apply(dp, fake))
+            logits_real, logits_fake = self.disc.apply(dp, x), self.disc.apply(dp, fake)
+            loss = losses.d_loss(gan, logits_real, logits_fake)
+            extras = {}
+            if r1_weight > 0:
+                # gamma / 2 * E ||grad_x D(x)||^2 (Mescheder et al. 2018, eq. 9).
+                extras["r1"] = losses.r1_penalty(lambda im: self.disc.apply(dp, im), x)
+                loss = loss + 0.5 * r1_weight * extras["r1"]
+            if ema is not None:
+                extras["lecam"] = losses.lecam_penalty(
+                    logits_real, logits_fake, ema["real"], ema["fake"]
+                )
+                loss = loss + lecam_weight * extras["lecam"]
+            means = {"real": jnp.mean(logits_real), "fake": jnp.mean(logits_fake)}
+            return loss, (extras, means)
 
-        d_loss, d_grads = jax.value_and_grad(disc_loss)(disc_params)
+        (d_loss, (extras, means)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
+            disc_params
+        )
         updates, disc_opt = self.disc_tx.update(d_grads, state["opt_state"]["disc"], disc_params)
         disc = optax.apply_updates(disc_params, updates)
         metrics = {"nll": nll, "g_adv": adv, "d_loss": d_loss, "adaptive_weight": weight}
+        extra_state = {}
+        if ema is not None:
+            decay = _get(lc, "lecam_decay", 0.99)
+            extra_state["lecam"] = {
+                k: decay * ema[k] + (1.0 - decay) * jax.lax.stop_gradient(means[k]) for k in ema
+            }
         return self._apply(
-            state, grads, disc, disc_opt, {**metrics, **_scalars(aux), "kl_scale": kl_scale}
+            state,
+            grads,
+            disc,
+            disc_opt,
+            {**metrics, **extras, **_scalars(aux)},
+            extra_state,
+            aux=aux,
+            rng=rng,
         )
 
-    def _apply(self, state, grads, disc, disc_opt, metrics):
+    def _apply(self, state, grads, disc, disc_opt, metrics, extra_state=None, aux=None, rng=None):
         ae_params = state["params"]["ae"]
         updates, opt = self.tx.update(grads, state["opt_state"]["ae"], ae_params)
         ae = optax.apply_updates(ae_params, updates)
+        extra_state = dict(extra_state or {})
+        if self.uses_restart:
+            lc = self.config.loss
+            codebook, usage, restarted = restart_dead_codes(
+                ae["params"]["quantize"]["embedding"],
+                state["vq_usage"],
+                aux["vq"]["indices"],
+                aux["vq"]["inputs"],
+                jax.random.fold_in(rng, 1),  # the step's key, not used for anything else
+                decay=_get(lc, "vq_usage_decay", 0.99),
+                threshold=lc.vq_restart_threshold,
+            )
+            quantize = {**ae["params"]["quantize"], "embedding": codebook}
+            ae = {**ae, "params": {**ae["params"], "quantize": quantize}}
+            extra_state["vq_usage"] = usage
+            metrics = {**metrics, "restarted_codes": jnp.sum(restarted).astype(jnp.float32)}
         metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
         metrics["param_norm"] = optax.tree.norm(ae)
         new_state = {
+            **state,
             "step": state["step"] + 1,
             "params": {"ae": ae, "disc": disc},
             "opt_state": {"ae": opt, "disc": disc_opt},
+            **extra_state,
         }
         return new_state, metrics
 
@@ -168,13 +340,23 @@ class AutoencoderStage:
         return "adversarial" if step >= self.config.loss.disc_start else "reconstruction"
 
     def reconstruct(self, ae_params, images: jax.Array) -> jax.Array:
-        """Deterministic reconstruction through the posterior mean."""
+        """Deterministic reconstruction through the posterior mode (quantised for VQ/FSQ)."""
         x_hat, _ = self.ae.apply(ae_params, images, sample=False)
         return jnp.clip(x_hat, -1.0, 1.0)
 
+    def reconstruct_with_stats(self, ae_params, images: jax.Array):
+        """-> (clipped reconstruction, the bottleneck's scalar stats on ``images``)."""
+        x_hat, posterior = self.ae.apply(ae_params, images, sample=False)
+        return jnp.clip(x_hat, -1.0, 1.0), posterior.stats()
+
+    def encode_latents(self, ae_params, images: jax.Array) -> jax.Array:
+        """The deterministic latent a stage-2 model should learn: the posterior mean for KL, z
+        for AE, the quantised z for VQ/FSQ. [B, H, W, C] -> [B, h, w, latent channels]"""
+        return self.ae.apply(ae_params, images, method=self.ae.encode).mode()
+
 
 def _scalars(aux: dict[str, Any]) -> dict[str, jax.Array]:
-    return {k: v for k, v in aux.items() if jnp.ndim(v) == 0}
+    return {k: v for k, v in aux.items() if isinstance(v, jax.Array) and v.ndim == 0}
 
 
 def psnr(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -187,14 +369,16 @@ def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
     stage = AutoencoderStage(config)
     evaluate = None
     if eval_images is not None:
-        recon = jax.jit(stage.reconstruct)
-
         # Replicated over the mesh, so the same program runs on every process of a pod.
         x = jax.device_put(np.asarray(eval_images), mesh_lib.replicated(mesh))
 
+        recon = jax.jit(stage.reconstruct_with_stats)
+
         def evaluate(state, step):
             del step
-            return {"test_psnr": float(jnp.mean(psnr(x, recon(state["params"]["ae"], x))))}
+            x_hat, stats = recon(state["params"]["ae"], x)
+            out = {"test_psnr": float(jnp.mean(psnr(x, x_hat)))}
+            return {**out, **{f"test_{k}": float(v) for k, v in stats.items()}}
 
     return loop.Task(
         name="ae",
