@@ -1,5 +1,7 @@
-"""The same train steps on 1 device, on 8 fake CPU devices, and in 2 processes (jax.distributed
-on localhost, each feeding half of every batch) give the same losses."""
+"""The same 5 train steps of both stages on 1 device, on 8 fake CPU devices (data x fsdp and
+data x tensor meshes), and in 2 processes (jax.distributed on localhost, each feeding half of
+every batch) give the same losses to 1e-5; FSDP shards parameters and optimiser state, tensor
+parallelism splits the DiT's attention and MLP weights."""
 
 import json
 import os
@@ -31,6 +33,7 @@ def _run(shape: dict, devices: int) -> dict:
 
 def _compare(single: dict, other: dict) -> None:
     for stage in ("ae", "dit"):
+        assert len(single[stage]) == len(other[stage]) == 5
         for one, many in zip(single[stage], other[stage], strict=True):
             for key in one:
                 tol = 1e-5 * max(1.0, abs(one[key]))
@@ -43,13 +46,39 @@ def single():
 
 
 @pytest.mark.multidevice
-@pytest.mark.parametrize("shape", [{"data": 4, "fsdp": 2, "tensor": 1}])
-def test_eight_devices_match_one(single, shape):
-    multi = _run(shape, 8)
+def test_eight_devices_data_x_fsdp_match_one(single):
+    multi = _run({"data": 4, "fsdp": 2, "tensor": 1}, 8)
     assert multi["devices"] == 8 and single["devices"] == 1
     _compare(single, multi)
-    # The GAN branch ran in the second autoencoder step.
+    # The GAN branch ran from the second autoencoder step on.
     assert single["ae"][1]["d_loss"] > 0 and single["ae"][0]["d_loss"] == 0
+    # FSDP: parameters *and* optimiser state are split over fsdp=2, before and after the steps
+    # (the rules table gives every parameter an fsdp-sharded dimension).
+    for stage in ("ae", "dit"):
+        r = multi[f"{stage}_sharding"]
+        for key in ("params", "opt_state"):
+            assert r[f"{key}_global"] == single[f"{stage}_sharding"][f"{key}_global"]
+            # Replicated: Adam's step counts and the few layers whose channels fsdp does not
+            # divide (the 1-channel output convs of the decoder and the PatchGAN).
+            half = r[f"{key}_global"] / 2
+            assert half <= r[f"{key}_per_device"] <= 1.03 * half, (stage, key, r)
+        assert r["state_after_per_device"] == r["params_per_device"] + r["opt_state_per_device"]
+    r = multi["dit_sharding"]
+    assert r["qkv_shard"] == [16, 96] and r["qkv_adam_mu_shard"] == [16, 96]  # [32, 96] / fsdp
+
+
+@pytest.mark.multidevice
+def test_eight_devices_data_x_tensor_match_one(single):
+    multi = _run({"data": 2, "fsdp": 1, "tensor": 4}, 8)
+    _compare(single, multi)
+    r = multi["dit_sharding"]
+    # Tensor parallelism: qkv [32, 3*32] is split over its heads, the MLP's fc1 [32, 128] over
+    # its hidden width, and so is Adam's state for them.
+    assert r["qkv_shard"] == [32, 24] and r["qkv_adam_mu_shard"] == [32, 24]
+    assert r["fc1_shard"] == [32, 32]
+    # Activation constraints (q, k, v, attention output, MLP hidden, residual stream).
+    assert r["sharding_constraints"] >= 6
+    assert single["dit_sharding"]["params_global"] == r["params_global"]
 
 
 @pytest.mark.multidevice
@@ -99,3 +128,4 @@ def test_two_processes_match_one(single):
     for r in results:
         assert r["processes"] == 2 and r["devices"] == 2
         _compare(single, r)
+    assert results[0]["dit"] == results[1]["dit"]

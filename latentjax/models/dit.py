@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentjax.models.layers import conv, dense
-from latentjax.parallel.axes import EMBED, HEADS, MLP, VOCAB
+from latentjax.parallel.axes import BATCH, EMBED, HEADS, MLP, VOCAB
 
 XAVIER = nn.initializers.xavier_uniform()
 # DiT initialises the patch-embedding conv as a Dense on its flattened kernel [p*p*C_in, D]:
@@ -148,7 +148,11 @@ class Attention(nn.Module):
         # [q | k | v] along features, each head-major, as timm's fused qkv in DiT.
         qkv = dense(3 * d, (EMBED, HEADS), kernel_init=XAVIER, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(b, length, 3 * self.num_heads, head_dim), 3, axis=2)
+        # Tensor parallelism (Megatron-style): each `tensor` shard attends with its own heads.
+        # Active only under a mesh and rules table (latentjax.parallel.mesh.activation_rules).
+        q, k, v = (nn.with_logical_constraint(a, (BATCH, None, HEADS, None)) for a in (q, k, v))
         out = jax.nn.dot_product_attention(q, k, v)  # [B, L, heads, head_dim]
+        out = nn.with_logical_constraint(out, (BATCH, None, HEADS, None))
         return dense(d, (HEADS, EMBED), kernel_init=XAVIER, name="proj")(out.reshape(b, length, d))
 
 
@@ -171,6 +175,7 @@ class DiTBlock(nn.Module):
         hidden = int(self.hidden_size * self.mlp_ratio)
         h = modulate(_layer_norm(self.mlp_norm_eps)(x), shift_m, scale_m)
         h = dense(hidden, (EMBED, MLP), kernel_init=XAVIER, name="fc1")(h)
+        h = nn.with_logical_constraint(h, (BATCH, None, MLP))  # MLP width split over `tensor`
         h = dense(self.hidden_size, (MLP, EMBED), kernel_init=XAVIER, name="fc2")(
             nn.gelu(h, approximate=True)
         )
@@ -233,6 +238,8 @@ class DiT(nn.Module):
             name="x_embedder",
         )(x).reshape(b, (h // p) * (w // p), self.hidden_size)
         tokens = tokens + sincos_2d(self.hidden_size, h // p)[None]
+        # The residual stream: batch over the data axes, width whole on every `tensor` shard.
+        tokens = nn.with_logical_constraint(tokens, (BATCH, None, None))
         c = TimestepEmbedder(
             self.hidden_size, freq_shift=self.timestep_freq_shift, name="t_embedder"
         )(t)

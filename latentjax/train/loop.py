@@ -311,7 +311,10 @@ def run(
             if not isinstance(next(iter(batch.values())), jax.Array):  # not yet on devices
                 batch = mesh_lib.global_batch(batch, mesh)
             step_fn = step_fns[task.step_for(step - 1)]
-            state, metrics = step_fn(state, task.frozen, batch, step_rng)
+            # Traced (on first use) with the rules in context: the models' activation
+            # constraints (tensor parallelism) apply.
+            with mesh_lib.activation_rules(mesh, rules):
+                state, metrics = step_fn(state, task.frozen, batch, step_rng)
             if pending is not None:  # the previous step, most likely finished by now
                 check(pending[0], _to_host(pending[1]))
             pending = (step, metrics)

@@ -1,4 +1,5 @@
-"""Runs train steps of both stages on a given mesh and prints their losses as JSON.
+"""Runs train steps of both stages on a given mesh and prints their losses, and how the state
+is sharded, as JSON.
 
 Used by tests/test_multidevice.py in subprocesses, because the number of (fake) CPU devices is
 fixed when JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``. With a
@@ -10,6 +11,7 @@ slice of every global batch, as on a multi-host pod.
 """
 
 import json
+import math
 import sys
 
 import jax
@@ -32,10 +34,30 @@ AE_OVERRIDES = [
 DIT_OVERRIDES = [
     "model.hidden_size=32",
     "model.depth=2",
-    "model.num_heads=4",
+    "model.num_heads=4",  # divisible by tensor=4
     "data.image_size=16",
     "train.batch_size=16",
 ]
+
+
+NUM_STEPS = 5
+
+
+def _bytes(tree, per_device: bool) -> int:
+    def size(x):
+        shape = x.sharding.shard_shape(x.shape) if per_device else x.shape
+        return math.prod(shape) * x.dtype.itemsize
+
+    return sum(size(x) for x in jax.tree.leaves(tree))
+
+
+def sharding_report(state) -> dict:
+    """Per-device and global bytes of parameters and optimiser state, as placed on the mesh."""
+    return {
+        f"{key}_{kind}": _bytes(state[key], kind == "per_device")
+        for key in ("params", "opt_state")
+        for kind in ("per_device", "global")
+    }
 
 
 def run_steps(task, config, mesh, batches):
@@ -43,15 +65,30 @@ def run_steps(task, config, mesh, batches):
     rng = jax.random.key(0)
     _, shardings, init = loop.build_state(task, mesh, rules, rng)
     state = init(rng)
+    report = sharding_report(state)
     steps = loop.jit_steps(task, shardings, mesh)
     losses = []
     n, pi, pc = len(batches[0]["label"]), jax.process_index(), jax.process_count()
     for i, b in enumerate(batches):
         local = {k: v[pi * n // pc : (pi + 1) * n // pc] for k, v in b.items()}
         step = steps[task.step_for(i)]
-        state, metrics = step(state, task.frozen, mesh_lib.global_batch(local, mesh), rng)
+        # Traced (on first use) with the rules in context, so activation constraints apply.
+        with mesh_lib.activation_rules(mesh, rules):
+            state, metrics = step(state, task.frozen, mesh_lib.global_batch(local, mesh), rng)
         losses.append({k: float(v) for k, v in jax.device_get(metrics).items()})
-    return losses
+    report["state_after_per_device"] = _bytes({k: state[k] for k in ("params", "opt_state")}, True)
+    return losses, report, state
+
+
+def dit_task_lowered_text(task, config, mesh, batch) -> str:
+    rules = tuple(tuple(r) for r in config.mesh.rules)
+    rng = jax.random.key(0)
+    abstract, shardings, _ = loop.build_state(task, mesh, rules, rng)
+    step = loop.jit_steps(task, shardings, mesh)["diffusion"]
+    sharding = mesh_lib.batch_sharding(mesh)
+    b = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in batch.items()}
+    with mesh_lib.activation_rules(mesh, rules):
+        return step.lower(abstract, task.frozen, b, rng).as_text()
 
 
 def main(shape):
@@ -62,11 +99,11 @@ def main(shape):
             "image": rs.uniform(-1, 1, (16, 16, 16, 1)).astype(np.float32),
             "label": rs.randint(0, 10, 16).astype(np.int32),
         }
-        for _ in range(2)
+        for _ in range(NUM_STEPS)
     ]
     ae_config = load_config("ae/digits.py", AE_OVERRIDES)
     ae_task = autoencoder.make_task(ae_config, mesh)
-    ae_losses = run_steps(ae_task, ae_config, mesh, batches)
+    ae_losses, ae_report, _ = run_steps(ae_task, ae_config, mesh, batches)
 
     stage1 = autoencoder.AutoencoderStage(ae_config)
     ae_params = jax.jit(
@@ -75,9 +112,35 @@ def main(shape):
     dit_config = load_config("dit/digits.py", DIT_OVERRIDES)
     stage2 = dit.DiTStage(dit_config, stage1)
     dit_task = dit.make_task(stage2, ae_params, {"shift": 0.1, "scale": 2.0}, mesh)
-    dit_losses = run_steps(dit_task, dit_config, mesh, batches)
+    dit_losses, dit_report, dit_state = run_steps(dit_task, dit_config, mesh, batches)
+    qkv = dit_state["params"]["params"]["block_0"]["attn"]["qkv"]["kernel"]
+    fc1 = dit_state["params"]["params"]["block_0"]["fc1"]["kernel"]
+    dit_report["qkv_shard"] = list(qkv.sharding.shard_shape(qkv.shape))
+    dit_report["fc1_shard"] = list(fc1.sharding.shard_shape(fc1.shape))
+    mu = next(  # Adam's first moment of the same kernel, wherever optax nests it
+        leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(dit_state["opt_state"])[0]
+        if "mu" in jax.tree_util.keystr(path)
+        and "qkv" in jax.tree_util.keystr(path)
+        and "kernel" in jax.tree_util.keystr(path)
+    )
+    dit_report["qkv_adam_mu_shard"] = list(mu.sharding.shard_shape(mu.shape))
+    # Activation constraints in the lowered step: Shardy's sdy.sharding_constraint (JAX's
+    # default partitioner), or custom_call @Sharding under GSPMD.
+    text = dit_task_lowered_text(dit_task, dit_config, mesh, batches[0])
+    dit_report["sharding_constraints"] = text.count("sdy.sharding_constraint") + text.count(
+        "@Sharding"
+    )
     pc = jax.process_count()
-    result = {"devices": jax.device_count(), "processes": pc, "ae": ae_losses, "dit": dit_losses}
+    result = {
+        "devices": jax.device_count(),
+        "processes": pc,
+        "mesh": dict(mesh.shape),
+        "ae": ae_losses,
+        "dit": dit_losses,
+        "ae_sharding": ae_report,
+        "dit_sharding": dit_report,
+    }
     print(json.dumps(result))
 
 

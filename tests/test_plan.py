@@ -1,0 +1,109 @@
+"""`latentjax plan`: the real train step compiled over fake devices on abstract inputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from latentjax import cli
+from latentjax.parallel import topologies
+
+ROOT = Path(__file__).parents[1]
+# A DiT small enough to compile four times quickly; widths divisible by 8 so that every
+# parameter can be split over fsdp=8.
+TINY_DIT = [
+    "--config.model.hidden_size=32",
+    "--config.model.depth=1",
+    "--config.model.num_heads=2",
+    "--config.train.batch_size=8",
+]
+
+
+def _plan(tmp_path, *args: str) -> tuple[str, list[dict]]:
+    """Runs the command in a fresh process (fake devices are fixed when JAX starts)."""
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the command must set (or re-exec with) the flag itself
+    out_json = tmp_path / "plan.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "latentjax", "plan", *args, "--json", str(out_json)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout, json.loads(out_json.read_text())
+
+
+@pytest.mark.multidevice
+def test_fsdp_sweep_shards_params_and_optimizer_as_one_over_n(tmp_path):
+    stdout, plans = _plan(
+        tmp_path,
+        "--config",
+        "configs/dit/digits.py",
+        "--ae-config",
+        "configs/ae/digits.py",
+        "--sweep-fsdp",
+        "1,2,4,8",
+        *TINY_DIT,
+    )
+    assert "FSDP sweep" in stdout and "x n / total" in stdout
+    assert [p["devices"] for p in plans] == [1, 2, 4, 8]
+    assert [p["mesh"]["fsdp"] for p in plans] == [1, 2, 4, 8]
+    base = plans[0]
+    # float32 parameters, EMA and Adam's two moments: 4 copies of every parameter.
+    assert base["params"] == base["ema"] == 4 * base["num_params"]
+    assert base["opt_state"] >= 2 * base["params"]
+    for p in plans:
+        n = p["devices"]
+        assert p["num_params"] == base["num_params"]
+        # Parameters *and* optimiser state shrink as 1/n (within 10%).
+        for key in ("params", "opt_state", "params_and_opt"):
+            assert abs(p[key] * n / base[key] - 1.0) < 0.10, (key, n, p[key], base[key])
+        # XLA's arguments hold the sharded state: they shrink too.
+        assert p["arguments"] < 1.2 * base["arguments"] / n + 4096
+        # Per-device FLOPs: the global batch is split n ways.
+        assert p["flops"] > 0 and abs(p["flops"] * n / base["flops"] - 1.0) < 0.25
+        assert p["peak"] == p["arguments"] + p["outputs"] - p["aliased"] + p["temporaries"]
+        assert p["fits"]["v5e"] and p["peak"] < topologies.CHIPS["v5e"].memory_bytes
+        # Nothing of the state was allocated: only PRNG keys / scalars are live.
+        assert p["live_bytes"] < 1024 < p["params"]
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--topology", "v9-8"], "unknown topology"),
+        (["--topology", "v5p-3"], "2 cores per chip"),
+        (["--sweep-fsdp", "1,x"], "--sweep-fsdp"),
+        ([], "needs --devices"),
+        (["--devices", "4", "--config.model.no_such_key=1"], "no_such_key"),
+    ],
+)
+def test_bad_input_is_one_line_error(args, match, capsys):
+    assert cli.main(["plan", "--config", "configs/ae/digits.py", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("latentjax: error:") and match in err and "\n" not in err
+
+
+def test_dit_plan_needs_a_latent_shape(capsys, tmp_path):
+    argv = ["plan", "--config", "configs/dit/digits.py", "--devices", "1"]
+    assert cli.main([*argv, f"--config.ae_workdir={tmp_path}"]) == 2
+    assert "--ae-config" in capsys.readouterr().err
+    assert cli.main([*argv, "--latent-shape", "4,4"]) == 2
+    assert "H,W,C" in capsys.readouterr().err
+
+
+def test_topologies_count_chips_not_cores():
+    # Cloud TPU v5p/v4 names count TensorCores (2 per chip): v5p-64 is 32 chips on 8 hosts.
+    v5p = topologies.parse_topology("v5p-64")
+    assert (v5p.devices, v5p.hosts, v5p.chip.memory_bytes) == (32, 8, 95 * 10**9)
+    assert topologies.parse_topology("v4-32").devices == 16
+    # v5e (v5litepod) and v6e count chips.
+    assert topologies.parse_topology("v5litepod-16").devices == 16
+    assert topologies.parse_topology("v6e-256").devices == 256
+    assert topologies.parse_topology("h100-8").chip.memory_bytes == 80 * 10**9
