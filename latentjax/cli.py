@@ -123,7 +123,14 @@ def cmd_train(args, overrides) -> None:
     train(config, args.workdir, progress=not args.no_progress)
 
 
-def write_samples(out: str | Path, images: np.ndarray, labels: np.ndarray, ncol: int = 10) -> Path:
+def write_samples(
+    out: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    ncol: int = 10,
+    grid: np.ndarray | None = None,
+) -> Path:
+    """``out`` (.npz: images, labels) and a PNG grid beside it of ``grid`` (default: all)."""
     from latentjax.eval.images import image_grid, save_png
 
     out = Path(out)
@@ -132,7 +139,8 @@ def write_samples(out: str | Path, images: np.ndarray, labels: np.ndarray, ncol:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, images=images, labels=labels)
     scale = max(1, 128 // images.shape[1])
-    return save_png(out.with_suffix(".png"), image_grid(images, ncol=ncol), scale=scale)
+    shown = images if grid is None else grid
+    return save_png(out.with_suffix(".png"), image_grid(shown, ncol=ncol), scale=scale)
 
 
 # --out holds every image in one array: above this size, use --shard-dir alone.
