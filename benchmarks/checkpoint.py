@@ -1,6 +1,6 @@
 """How long does an asynchronous checkpoint save block the training loop? Target: < 5% of a step.
 
-    python benchmarks/checkpoint.py [--saves 5] [--out benchmarks/checkpoint.json]
+    python benchmarks/checkpoint.py [--saves 5] [--out benchmarks/results/checkpoint.json]
 
 For the full training state (parameters, Adam moments, EMA, step) of the digits DiT and of a
 larger DiT (DiT-B/2-sized blocks on 8x8x4 latents: ~130 M parameter floats with the optimiser
@@ -93,15 +93,15 @@ def measure(name: str, overrides: list[str], batch_size: int, saves: int, root: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--saves", type=int, default=5)
-    p.add_argument("--out", default="benchmarks/checkpoint.json")
+    p.add_argument("--out", default="benchmarks/results/checkpoint.json")
     args = p.parse_args()
     cases = {
         "digits DiT (batch 64)": ([], 64),
         "DiT-B-sized (batch 8)": (
             [
-                "--config.model.hidden_size=768",
-                "--config.model.depth=12",
-                "--config.model.num_heads=12",
+                "model.hidden_size=768",
+                "model.depth=12",
+                "model.num_heads=12",
             ],
             8,
         ),

@@ -1,6 +1,6 @@
 """Does the Grain input pipeline keep up with training on the digits? Target: >= 5x.
 
-    python benchmarks/pipeline.py [--batches 200] [--steps 20] [--out benchmarks/pipeline.json]
+    python benchmarks/pipeline.py [--batches 200] [--steps 20] [--out FILE.json]
 
 Measures (1) the examples per second the pipeline of ``configs/ae/digits.py`` delivers (decode
 PNG, resize 8 -> 16 px, normalise, shuffle, batch 64), in the main process and with worker
@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=200)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/pipeline.json")
+    p.add_argument("--out", default="benchmarks/results/pipeline.json")
     args = p.parse_args()
 
     from latentjax.config import load_config
