@@ -9,9 +9,8 @@ their workdir, so a second call only evaluates. Prints a markdown table and writ
 ``WORKDIR/bottlenecks.json``.
 
 PSNR is ``latentjax.train.autoencoder.psnr`` on the reconstruction through the posterior mode
-(quantised for VQ/FSQ), clipped to [-1, 1]. SSIM is ``latentjax.eval.metrics.ssim`` when that
-module exists, else scikit-image's ``structural_similarity`` (Gaussian window sigma 1.5, the
-population covariance, data range 2: the settings of Wang et al. 2004).
+(quantised for VQ/FSQ), clipped to [-1, 1]. SSIM is ``latentjax.eval.metrics.ssim`` (Gaussian
+window sigma 1.5, the population covariance, data range 2: the settings of Wang et al. 2004).
 """
 
 from __future__ import annotations
@@ -38,28 +37,11 @@ CONFIGS = {
 
 
 def ssim_per_image(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """SSIM of each image pair, images in [-1, 1], [B, H, W, C] -> [B]."""
-    try:
-        from latentjax.eval.metrics import ssim  # the project's own, when it exists
+    """SSIM of each image pair, images in [-1, 1], [B, H, W, C] -> [B] (``latentjax.eval.metrics``,
+    checked against scikit-image in tests/test_metrics.py)."""
+    from latentjax.eval.metrics import ssim
 
-        return np.asarray(ssim(x, y))
-    except ImportError:
-        from skimage.metrics import structural_similarity
-
-        return np.array(
-            [
-                structural_similarity(
-                    a,
-                    b,
-                    data_range=2.0,
-                    channel_axis=-1,
-                    gaussian_weights=True,
-                    sigma=1.5,
-                    use_sample_covariance=False,
-                )
-                for a, b in zip(x, y, strict=True)
-            ]
-        )
+    return np.asarray(ssim(x, y, data_range=2.0))
 
 
 def tensor_reduction(config) -> float:

@@ -18,54 +18,28 @@ a manual download; nothing is fetched). Without it, training stops with a one-li
 
 import ml_collections
 
-from configs.ae import digits
+from configs.ae import kl_f8c4_256
 from configs.common import mesh_config
 
 BASE_LR = 4.5e-6  # latent-diffusion kl-f8: per example of the global batch
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = digits.get_config()
+    c = kl_f8c4_256.get_config()  # the network and loss of SD's autoencoder; here data and scale
     c.data.name = "imagenet2012"
     c.data.data_dir = ""
-    c.data.image_size = 256
     c.data.train_split = "train"
     c.data.eval_split = "validation"
     c.data.worker_count = 8  # Grain workers per host
-
-    c.model.ch = 128
-    c.model.ch_mult = (1, 2, 4, 4)  # three downsamplings: f = 8, 256 px -> 32 x 32 x 4
-    c.model.num_res_blocks = 2
-    c.model.z_channels = 4
-    c.model.in_channels = 3
-    c.model.attn_resolutions = ()
-    c.model.num_groups = 32
-    c.model.embed_dim = 4
-    c.model.bottleneck = "kl"
-
-    c.loss.reconstruction = "l1"
-    c.loss.kl_weight = 1e-6
-    c.loss.kl_warmup_steps = 0
-    c.loss.perceptual = "haar"  # SD: LPIPS; see the docstring
-    c.loss.perceptual_weight = 1.0
-    c.loss.gan_loss = "hinge"
-    c.loss.disc_start = 50001
-    c.loss.disc_weight = 0.5
-    c.loss.disc_ndf = 64
-    c.loss.disc_layers = 3
 
     c.train.batch_size = 128  # 4 per chip on a v5p-64 (32 chips)
     c.optim.lr = BASE_LR * c.train.batch_size
     c.optim.disc_lr = BASE_LR * c.train.batch_size
     c.optim.b1 = 0.5  # latent-diffusion's Adam betas for both optimisers
     c.optim.b2 = 0.9
-    c.optim.warmup_steps = 0
     c.optim.grad_clip = 0.0
 
     c.train.num_steps = 200_000
-    c.train.log_every = 100
-    c.train.eval_every = 5_000
-    c.train.checkpoint_every = 5_000
 
     # Data parallel over the pod; parameters and Adam state of the 84M-parameter AE sharded over
     # groups of 4 chips (FSDP) to leave room for 256 px activations.
