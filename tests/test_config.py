@@ -60,3 +60,25 @@ def test_missing_and_broken_config_files(tmp_path: Path):
     empty.write_text("X = 1\n")
     with pytest.raises(ConfigError, match="no get_config"):
         load_config(empty)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "diffusion.path=ddpm_lnear",
+        "diffusion.prediction=epsilon",
+        "diffusion.t_sampling=lognormal",
+        "diffusion.loss_weighting=min-snr",
+        "sample.sampler=dpm++",
+    ],
+)
+def test_stage2_choices_are_checked_before_tracing(override):
+    """A misspelt stage-2 choice is a one-line error naming the key when the stage is built."""
+    from latentjax.train.autoencoder import AutoencoderStage
+    from latentjax.train.dit import DiTStage
+
+    ae_stage = AutoencoderStage(load_config("ae/digits.py"))
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}=.*; use one of") as e:
+        DiTStage(load_config("dit/digits.py", [override]), ae_stage)
+    assert "\n" not in str(e.value)

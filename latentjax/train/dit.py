@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from latentjax.diffusion import paths as paths_lib
+from latentjax.diffusion.samplers import SAMPLERS
 from latentjax.errors import ConfigError
-from latentjax.losses.diffusion import diffusion_loss
+from latentjax.losses.diffusion import T_SAMPLINGS, WEIGHTINGS, diffusion_loss
 from latentjax.models.dit import DiT
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
@@ -55,12 +57,28 @@ def ema_decay(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
 
 
+def check_diffusion_config(config) -> None:
+    """One-line errors naming the key for a misspelt choice, before anything is traced."""
+    d, smp = config.diffusion, config.sample
+    choices = {
+        "diffusion.path": (d.path, paths_lib.PATHS),
+        "diffusion.prediction": (d.prediction, paths_lib.PREDICTIONS),
+        "diffusion.t_sampling": (d.t_sampling, T_SAMPLINGS),
+        "diffusion.loss_weighting": (d.get("loss_weighting", "none"), WEIGHTINGS),
+        "sample.sampler": (smp.get("sampler", "ddim"), SAMPLERS),
+    }
+    for key, (value, known) in choices.items():
+        if value not in known:
+            raise ConfigError(f"{key}={value!r}; use one of {', '.join(known)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DiTStage:
     config: Any
     ae_stage: AutoencoderStage
 
     def __post_init__(self):
+        check_diffusion_config(self.config)
         ae_model = self.ae_stage.config.model
         f = 2 ** (len(ae_model.ch_mult) - 1)
         size = self.config.data.image_size
