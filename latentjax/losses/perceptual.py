@@ -94,14 +94,28 @@ def lpips_distance(
     return total
 
 
+DistanceFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
 def perceptual_loss(
-    kind: str, x: jax.Array, x_hat: jax.Array, features: FeatureFn | None = None
+    kind: str,
+    x: jax.Array,
+    x_hat: jax.Array,
+    features: FeatureFn | None = None,
+    distance: DistanceFn | None = None,
 ) -> jax.Array:
-    """The configured perceptual term, per example on the pixel-sum scale. -> [B]"""
+    """The configured perceptual term, per example on the pixel-sum scale. -> [B]
+
+    For "lpips", ``distance`` is a whole LPIPS network (``latentjax.models.lpips.LPIPS``:
+    VGG16 with its learnt heads; grey images are repeated to RGB first), else ``features``
+    gives the activations and the heads are ones."""
     if kind == "haar":
         return haar_loss(x, x_hat)
     if kind == "fft":
         return fft_amplitude_loss(x, x_hat)
+    if kind == "lpips" and distance is not None:
+        rgb = lambda im: jnp.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im  # noqa: E731
+        return distance(rgb(x), rgb(x_hat)) * x[0].size
     if kind == "lpips":
         if features is None:
             raise ValueError("the lpips loss needs a feature network; none was given")

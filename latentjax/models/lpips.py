@@ -93,6 +93,15 @@ def load_lpips(weights: str | Path, head_weights: str | Path | None = None):
     """-> a jitted ``lpips(x0, x1)`` ([B, H, W, 3] in [-1, 1] -> [B]). ``weights`` is a
     torchvision VGG16 state dict (then ``head_weights`` is the lpips head file) or a directory
     written by ``latentjax convert lpips`` (heads included)."""
+    variables = lpips_variables(weights, head_weights)
+    apply = jax.jit(LPIPS().apply)
+    return lambda x0, x1: apply(
+        variables, jnp.asarray(x0, jnp.float32), jnp.asarray(x1, jnp.float32)
+    )
+
+
+def lpips_variables(weights: str | Path, head_weights: str | Path | None = None) -> dict:
+    """The LPIPS variables from the files ``load_lpips`` takes."""
     from latentjax.convert.common import ConvertError, load_converted, read_torch_state_dict
 
     if head_weights is None:
@@ -103,7 +112,4 @@ def load_lpips(weights: str | Path, head_weights: str | Path | None = None):
         variables = variables_from_torch(
             read_torch_state_dict(weights), read_torch_state_dict(head_weights)
         )
-    apply = jax.jit(LPIPS().apply)
-    return lambda x0, x1: apply(
-        variables, jnp.asarray(x0, jnp.float32), jnp.asarray(x1, jnp.float32)
-    )
+    return variables

@@ -11,6 +11,7 @@ same step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,15 +119,31 @@ class AutoencoderStage:
     def __post_init__(self):
         lc = self.config.loss
         _check_loss_config(lc)
-        if _get(lc, "perceptual", "none") == "lpips" and self.features is None:
+        if (
+            _get(lc, "perceptual", "none") == "lpips"
+            and self.features is None
+            and not _get(lc, "lpips_weights", "")
+        ):
             raise ConfigError(
-                "loss.perceptual='lpips' needs LPIPS feature weights, which are not loaded "
-                "here; use 'haar' or 'fft' (no weights) or 'none'"
+                "loss.perceptual='lpips' needs loss.lpips_weights: a directory written by "
+                "`latentjax convert lpips`, or 'VGG16.pth,HEADS.pth' (torchvision VGG16 and the "
+                "lpips package's vgg.pth); or use 'haar' or 'fft', which need no weights"
             )
         object.__setattr__(self, "ae", build_autoencoder(self.config.model))
         object.__setattr__(self, "disc", build_discriminator(lc))
         object.__setattr__(self, "tx", _optimizer(self.config.optim.lr, self.config))
         object.__setattr__(self, "disc_tx", _optimizer(self.config.optim.disc_lr, self.config))
+
+    def lpips_variables(self) -> dict | None:
+        """The LPIPS network's variables from ``loss.lpips_weights`` (None unless the
+        perceptual term is LPIPS). ``make_task`` passes them to the steps as frozen inputs, so
+        evaluation and sampling never need the files."""
+        weights = _get(self.config.loss, "lpips_weights", "")
+        if _get(self.config.loss, "perceptual", "none") != "lpips" or not weights:
+            return None
+        from latentjax.models.lpips import lpips_variables
+
+        return lpips_variables(*[w.strip() for w in weights.split(",")][:2])
 
     @property
     def bottleneck(self) -> str:
@@ -182,20 +199,25 @@ class AutoencoderStage:
             return _get(lc, "codebook_weight", 1.0) * reg, metrics
         return jnp.zeros((), jnp.float32), metrics
 
-    def _losses(self, state, batch, rng):
+    def _losses(self, state, batch, rng, frozen=None):
         """Closures over one batch: the NLL (reconstruction + perceptual + the bottleneck's
         regulariser) and the generator's adversarial loss, both as functions of the
         autoencoder parameters."""
         lc = self.config.loss
         x = batch["image"]  # [B, H, W, C] in [-1, 1]
         kind = _get(lc, "perceptual", "none")
+        distance = None
+        if frozen and "lpips" in frozen:
+            from latentjax.models.lpips import LPIPS
+
+            distance = functools.partial(LPIPS().apply, frozen["lpips"])
 
         def nll_loss(p):
             x_hat, posterior = self.ae.apply(p, x, sample=True, rngs={"sample": rng})
             rec = jnp.mean(losses.reconstruction_loss(x, x_hat, lc.reconstruction))
             aux = {"x_hat": x_hat, "rec": rec}
             if kind != "none":
-                term = jnp.mean(perceptual.perceptual_loss(kind, x, x_hat, self.features))
+                term = jnp.mean(perceptual.perceptual_loss(kind, x, x_hat, self.features, distance))
                 rec = rec + _get(lc, "perceptual_weight", 1.0) * term
                 aux["perceptual"] = term
             reg, reg_metrics = self.regulariser(posterior, state["step"])
@@ -213,9 +235,8 @@ class AutoencoderStage:
     def reconstruction_step(self, state, frozen, batch, rng):
         """Before ``disc_start``: reconstruction + regulariser only; the discriminator is
         untouched."""
-        del frozen
         rng = jax.random.fold_in(rng, state["step"])
-        nll_loss, _ = self._losses(state, batch, rng)
+        nll_loss, _ = self._losses(state, batch, rng, frozen)
         (nll, aux), grads = jax.value_and_grad(nll_loss, has_aux=True)(state["params"]["ae"])
         zero = jnp.zeros((), jnp.float32)
         metrics = {"nll": nll, "g_adv": zero, "d_loss": zero, "adaptive_weight": zero}
@@ -246,10 +267,9 @@ class AutoencoderStage:
         """From ``disc_start``: adds the PatchGAN term with the adaptive weight and updates the
         discriminator (hinge or non-saturating loss, optional R1/LeCam) on the same batch with
         its own optimiser."""
-        del frozen
         lc = self.config.loss
         rng = jax.random.fold_in(rng, state["step"])
-        _, generator_losses = self._losses(state, batch, rng)
+        _, generator_losses = self._losses(state, batch, rng, frozen)
         ae_params, disc_params = state["params"]["ae"], state["params"]["disc"]
         # One forward pass, two backward passes: the adaptive weight compares the gradients of
         # the NLL and of the adversarial loss at the decoder's last layer (Esser et al. 2021,
@@ -367,6 +387,10 @@ def psnr(x: jax.Array, y: jax.Array) -> jax.Array:
 
 def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
     stage = AutoencoderStage(config)
+    repl = mesh_lib.replicated(mesh)
+    # The perceptual network, when there is one, is a frozen input of the steps (replicated).
+    lpips = stage.lpips_variables()
+    frozen = {} if lpips is None else {"lpips": jax.device_put(lpips, repl)}
     evaluate = None
     if eval_images is not None:
         # Replicated over the mesh, so the same program runs on every process of a pod.
@@ -387,8 +411,8 @@ def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
             "reconstruction": stage.reconstruction_step,
             "adversarial": stage.adversarial_step,
         },
-        frozen={},
-        frozen_shardings={},
+        frozen=frozen,
+        frozen_shardings=jax.tree.map(lambda _: repl, frozen),
         evaluate=evaluate,
         phase=stage.phase,
     )
