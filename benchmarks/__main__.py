@@ -1,4 +1,5 @@
-"""Every benchmark in one run: ``python -m benchmarks [--quick] [--only a,b]`` (or ``make bench``).
+"""Every benchmark in one run: ``python -m benchmarks [--quick] [--only a,b] [--reuse c]``
+(or ``make bench``).
 
 Each section is a script of this folder run in its own process, one after another (so they never
 compete for the cores, and the FSDP section can ask for fake devices), writing its JSON under
@@ -24,6 +25,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+
+
+# Column names of sections whose saved output predates their header line.
+HEADERS = {
+    "peers": "measure | latentjax | reference (PyTorch; matmul rate for GFLOP/s rows) | ratio"
+}
 
 
 def _peers(r: dict) -> list[tuple[str, str, bool]]:
@@ -119,6 +126,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def reuse_section(name: str) -> tuple[dict | None, str, float]:
+    """A section's JSON and printed table from an earlier run of this driver (``--reuse``)."""
+    out, text = RESULTS / f"{name}.json", RESULTS / f"{name}.txt"
+    if not out.exists() or not text.exists():
+        raise SystemExit(f"--reuse {name}: no earlier result in {RESULTS}; run the section first")
+    saved = json.loads(text.read_text())
+    print(f"== {name}: reused from {saved['when']}", flush=True)
+    return json.loads(out.read_text()), saved["stdout"], saved["elapsed"]
+
+
 def run_section(name: str, quick: bool) -> tuple[dict | None, str, float]:
     args, _ = SECTIONS[name]
     out = RESULTS / f"{name}.json"
@@ -132,6 +149,9 @@ def run_section(name: str, quick: bool) -> tuple[dict | None, str, float]:
     if proc.returncode != 0:
         print(proc.stderr[-4000:], file=sys.stderr)
         return None, proc.stdout + "\n" + proc.stderr[-2000:], elapsed
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    saved = {"stdout": proc.stdout, "elapsed": elapsed, "when": when, "quick": quick}
+    (RESULTS / f"{name}.txt").write_text(json.dumps(saved))
     return json.loads(out.read_text()), proc.stdout, elapsed
 
 
@@ -139,10 +159,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the scripts run")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {list(SECTIONS)}")
+    parser.add_argument(
+        "--reuse",
+        default="",
+        help="comma-separated sections to take from benchmarks/results/ instead of running",
+    )
     parser.add_argument("--md", default=str(HERE / "BENCHMARKS.md"))
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(SECTIONS)
-    unknown = set(names) - set(SECTIONS)
+    reuse = set(filter(None, args.reuse.split(",")))
+    unknown = (set(names) | reuse) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; known: {list(SECTIONS)}")
     RESULTS.mkdir(exist_ok=True)
@@ -160,8 +186,16 @@ def main() -> None:
     ]
     checks: list[tuple[str, str, bool]] = []
     for name in names:
-        result, table, elapsed = run_section(name, args.quick)
-        lines += [f"## {name} ({elapsed:.0f} s)", "", "```", table.strip(), "```", ""]
+        if name in reuse:
+            result, table, elapsed = reuse_section(name)
+            title = f"## {name} ({elapsed:.0f} s; from an earlier run of this command)"
+        else:
+            result, table, elapsed = run_section(name, args.quick)
+            title = f"## {name} ({elapsed:.0f} s)"
+        table = table.strip()
+        if name in HEADERS and not table.startswith(HEADERS[name]):
+            table = HEADERS[name] + "\n" + table
+        lines += [title, "", "```", table, "```", ""]
         if result is None:
             checks.append((f"{name}: the script failed (see its section)", "-", False))
         else:

@@ -287,6 +287,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the results here (JSON)")
     args = parser.parse_args()
     results = run(args.quick)
+    print("measure | latentjax | reference (PyTorch; matmul rate for GFLOP/s rows) | ratio")
     for r in rows(results):
         print(" | ".join(r))
     if args.out:

@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sampler", default="euler")
-    ap.add_argument("--out", default="benchmarks/sampling.json")
+    ap.add_argument("--out", default="benchmarks/results/sampling.json")
     args = ap.parse_args()
     rows = [bench(v, args.steps, args.batch, args.repeats, args.sampler) for v in args.variants]
     print(f"{'variant':8s} {'steps':>5s} {'batch':>5s} {'N calls s':>10s} {'sampler s':>10s} "
