@@ -3,11 +3,13 @@
     python benchmarks/pipeline.py [--batches 200] [--steps 20] [--out FILE.json]
 
 Measures (1) the examples per second the pipeline of ``configs/ae/digits.py`` delivers (decode
-PNG, resize 8 -> 16 px, normalise, shuffle, batch 64), in the main process and with worker
-processes, with and without random crop + flip; (2) the examples per second the digits train
+PNG, resize 8 -> 16 px, normalise, shuffle, batch 64), decoding every record each epoch or from
+the in-memory cache (``data.cache``), in the main process and with worker processes, with and
+without random crop + flip; (2) the examples per second the digits train
 steps consume (stage 1's reconstruction and adversarial steps, stage 2's DiT step on the
 frozen encoder), the median of ``--steps`` warm steps. Prints a table with the ratio
-pipeline / step for each pair and writes JSON.
+pipeline / step for each pair and writes JSON. The target is checked on the digits configs'
+own setting (cached, 0 workers, no augmentation); the table shows every variant.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import jax
 import numpy as np
 
 
-def pipeline_rate(config, data_dir: str, batches: int, workers: int, augment: bool) -> float:
+def pipeline_rate(
+    config, data_dir: str, batches: int, workers: int, augment: bool, cache: bool
+) -> float:
     from latentjax.data import pipeline
 
     source = pipeline.load_source(config.data.name, config.data.train_split, data_dir)
@@ -38,6 +42,7 @@ def pipeline_rate(config, data_dir: str, batches: int, workers: int, augment: bo
         seed=0,
         process_index=0,
         process_count=1,
+        cache=cache,
     )
     it = pipeline.make_iterator(ds, worker_count=workers)
     try:
@@ -115,29 +120,51 @@ def main() -> None:
         os.environ.get("LATENTJAX_DATA_DIR") or os.path.join(tempfile.gettempdir(), "lj-tfds")
     )
     rates = {}
-    for workers in (0, args.workers):
-        for augment in (False, True):
-            name = f"grain, {workers} workers{', random crop + flip' if augment else ''}"
-            rates[name] = pipeline_rate(ae_config, data_dir, args.batches, workers, augment)
+    default = None
+    for cache in (False, True):
+        for workers in (0, args.workers):
+            for augment in (False, True):
+                name = f"grain, {'cached' if cache else 'decode each epoch'}, {workers} workers"
+                name += ", random crop + flip" if augment else ""
+                rates[name] = pipeline_rate(
+                    ae_config, data_dir, args.batches, workers, augment, cache
+                )
+                shipped = (cache, workers, augment) == (
+                    ae_config.data.cache,
+                    ae_config.data.worker_count,
+                    ae_config.data.flip,
+                )
+                if shipped:
+                    default = name
+    assert default is not None, "the digits config's pipeline setting is not among the variants"
     steps = step_rates(ae_config, dit_config, args.steps)
 
     print(f"\n{len(jax.devices())} {jax.devices()[0].platform} device(s), batch 64, 16 px digits")
     print("\n| pipeline | examples/s |\n|---|---|")
     for k, v in rates.items():
         print(f"| {k} | {v:,.0f} |")
-    print("\n| train step | examples/s | slowest pipeline / step | fastest pipeline / step |")
-    print("|---|---|---|---|")
+    print(
+        "\n| train step | examples/s | digits default pipeline / step "
+        "| slowest pipeline / step | fastest pipeline / step |"
+    )
+    print("|---|---|---|---|---|")
     ratios = {}
     for k, v in steps.items():
         lo, hi = min(rates.values()) / v, max(rates.values()) / v
-        ratios[k] = {"slowest_pipeline": lo, "fastest_pipeline": hi}
-        print(f"| {k} | {v:,.0f} | {lo:.1f}x | {hi:.1f}x |")
+        ratios[k] = {"default": rates[default] / v, "slowest_pipeline": lo, "fastest_pipeline": hi}
+        print(f"| {k} | {v:,.0f} | {rates[default] / v:.1f}x | {lo:.1f}x | {hi:.1f}x |")
     worst = min(r["slowest_pipeline"] for r in ratios.values())
-    print(f"\nworst ratio {worst:.1f}x (target >= 5x): {'met' if worst >= 5 else 'NOT met'}")
+    default_ratio = min(r["default"] for r in ratios.values())
+    print(f"\ndigits default pipeline: {default}")
+    verdict = "met" if default_ratio >= 5 else "NOT met"
+    print(f"its worst ratio {default_ratio:.1f}x (target >= 5x): {verdict}")
+    print(f"worst ratio of any variant {worst:.1f}x")
     result = {
         "pipeline_examples_per_s": rates,
         "step_examples_per_s": steps,
         "ratios": ratios,
+        "default_pipeline": default,
+        "default_ratio": default_ratio,
         "worst_ratio": worst,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].platform}",
         "date": time.strftime("%Y-%m-%d"),

@@ -105,6 +105,38 @@ def test_unshuffled_batch_matches_source(digits_data_dir):
     np.testing.assert_allclose(batch["image"][3], source[3]["image"] / 127.5 - 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("process_index", [0, 1])
+def test_cached_stream_is_the_uncached_stream(digits_data_dir, process_index):
+    # Decoded once into memory, the shard still goes through the same shuffle, random crop,
+    # flip and resize: the batches are identical, epoch after epoch.
+    source = pipeline.load_source(digits.NAME, "train", digits_data_dir)
+
+    def batches(cache: bool) -> list[dict[str, np.ndarray]]:
+        ds = pipeline.make_dataset(
+            source,
+            global_batch_size=64,
+            image_size=12,
+            crop="random",
+            flip=True,
+            seed=4,
+            process_index=process_index,
+            process_count=2,
+            cache=cache,
+        )
+        it = pipeline.make_iterator(ds)
+        return [next(it) for _ in range(30)]  # 30 x 32 > 750 examples in the shard: 2 epochs
+
+    for want, got in zip(batches(False), batches(True), strict=True):
+        np.testing.assert_array_equal(got["image"], want["image"])
+        np.testing.assert_array_equal(got["label"], want["label"])
+
+
+def test_a_cache_too_large_for_memory_is_an_error(monkeypatch):
+    monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 1000)
+    with pytest.raises(pipeline.DataError, match=r"data.cache.*set data.cache=False"):
+        pipeline.make_dataset(indexed_source(200), global_batch_size=8, cache=True)
+
+
 def test_no_repeat_drop_remainder():
     source = indexed_source(20)
     full = list(pipeline.make_dataset(source, global_batch_size=8, repeat=False, process_count=1))

@@ -4,7 +4,9 @@ of ``tests/scripts/toy_train.py`` in subprocesses."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,3 +93,28 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert len(steps) == 1 and 0 < steps[0] < 100000
     last_logged = (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert f'"step": {steps[0]},' in last_logged
+
+
+def test_preemption_of_one_process_saves_all_at_one_step(tmp_path):
+    # Two processes of one jax.distributed run; the preemption notice (SIGTERM) reaches only
+    # the second. JAX's preemption service picks a step at which both save and stop together.
+    run = tmp_path / "run"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = "--steps 100000 --checkpoint-every 100000 --num-processes 2".split()
+    args += ["--coordinator", f"127.0.0.1:{port}"]
+    procs = [_start(run, *args, "--process-id", str(i)) for i in range(2)]
+    try:
+        _wait_for(run / "metrics.jsonl", procs[0])
+        procs[1].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out
+    said = [re.findall(r"preempted; saved step (\d+)", out) for out in outs]
+    assert said[0] and said[0] == said[1], outs
+    assert Checkpointer(run / "checkpoints").all_steps() == [int(said[0][0])]

@@ -20,6 +20,7 @@ from configs.ae import digits
 def get_config() -> ml_collections.ConfigDict:
     c = digits.get_config()
     c.data.image_size = 256
+    c.data.cache = False  # decoded 256 px images do not fit in host memory
 
     c.model.ch = 128
     c.model.ch_mult = (1, 2, 4, 4)  # three downsamplings: f = 8

@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.eval_split = "validation"
     c.data.worker_count = 8
+    c.data.cache = False  # decoded 256 px images do not fit in host memory
     c.data.latent_stats_batches = 32
 
     c.model.patch_size = 2  # XL/2: 16 x 16 = 256 tokens

@@ -163,6 +163,7 @@ def make_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
     transform: grain.transforms.Map | None = None,
+    cache: bool = False,
 ) -> grain.MapDataset:
     """This process's dataset of batches ``{"image": f32 [b, S, S, C], "label": i32 [b]}``,
     ``b = global_batch_size // process_count``.
@@ -174,6 +175,12 @@ def make_dataset(
     batch of an epoch is completed from the next one); without it, ``drop_remainder`` decides
     whether a short last batch is kept. ``transform`` replaces the image preprocessing (e.g.
     for cached latents); ``source`` may also be a ``grain.MapDataset``.
+
+    ``cache`` reads and decodes this process's shard once, up front, and serves it from host
+    memory (as ``tf.data``'s ``cache()``): for small datasets (the digits, the photos), where
+    decoding each record again every epoch is most of the pipeline's time. Crops, flips and the
+    resize still run per element, so the stream is the same as without it. A shard larger than
+    ``CACHE_LIMIT_BYTES`` decoded is an error.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -188,6 +195,8 @@ def make_dataset(
     ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
     ds = ds[: len(ds) - len(ds) % process_count]
     ds = ds[process_index::process_count]
+    if cache:
+        ds = grain.MapDataset.source(_decode_all(ds))
     if drop_remainder and len(ds) < local_batch:
         raise DataError(
             f"the dataset has {len(ds)} examples per process ({len(source)} in all, "
@@ -205,6 +214,24 @@ def make_dataset(
         # After repeat: the element index (hence the random draw) differs from epoch to epoch.
         ds = ds.random_map(Preprocess(image_size, crop, flip), seed=_shuffle_seed(seed, 1))
     return ds.batch(local_batch, drop_remainder=drop_remainder)
+
+
+CACHE_LIMIT_BYTES = 4 << 30
+
+
+def _decode_all(ds: grain.MapDataset) -> list[Any]:
+    """Every element of ``ds``, decoded, in order (see ``make_dataset(cache=True)``)."""
+    if not len(ds):
+        return []
+    first = ds[0]
+    estimate = len(ds) * sum(np.asarray(v).nbytes for v in jax.tree.leaves(first))
+    if estimate > CACHE_LIMIT_BYTES:
+        raise DataError(
+            f"data.cache: this process's {len(ds)} examples take about {estimate / 2**30:.1f} "
+            f"GiB decoded, over the {CACHE_LIMIT_BYTES / 2**30:.0f} GiB cache limit; set "
+            "data.cache=False"
+        )
+    return [first] + [ds[i] for i in range(1, len(ds))]
 
 
 def make_iterator(

@@ -264,6 +264,7 @@ def run(
         keep_best=_train_option(config, "keep_best", 0),
         best_metric=_train_option(config, "best_metric", "") or None,
         best_mode=_train_option(config, "best_mode", "min"),
+        snapshot=_train_option(config, "checkpoint_snapshot", "auto"),
     )
     start = checkpointer.latest_step()
     if start is None:

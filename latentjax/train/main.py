@@ -39,6 +39,7 @@ def train_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True
         flip=config.data.get("flip", False),
         seed=config.seed if seed is None else seed,
         repeat=repeat,
+        cache=config.data.get("cache", False),
     )
     return pipeline.make_iterator(dataset, worker_count=config.data.worker_count)
 

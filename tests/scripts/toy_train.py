@@ -3,10 +3,13 @@
 
     python tests/scripts/toy_train.py --workdir W --steps 20 [--hang-after-batches 13]
         [--hang-in-save-after 10] [--fsdp 4] [--out params.npz]
+        [--coordinator HOST:PORT --num-processes N --process-id I]
 
 ``--hang-after-batches N``: after drawing N batches, write ``W/hung`` and sleep (to be killed).
 ``--hang-in-save-after S``: saves of steps > S write everything, then hang before Orbax's final
 rename (so a kill lands in the middle of a save); ``W/hung`` marks it.
+``--coordinator``: one of N processes of a ``jax.distributed`` run (all on this machine), each
+feeding its own half of every batch; the workdir is shared, as on a pod.
 """
 
 from __future__ import annotations
@@ -124,7 +127,14 @@ def main() -> None:
     p.add_argument("--hang-after-batches", type=int, default=None)
     p.add_argument("--hang-in-save-after", type=int, default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--coordinator", default=None)
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
     args = p.parse_args()
+    if args.coordinator:
+        jax.distributed.initialize(
+            args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+        )
 
     from latentjax.parallel import mesh as mesh_lib
     from latentjax.train import loop
