@@ -126,8 +126,7 @@ def measure(name: str, overrides: list[str], batch_size: int, saves: int, root: 
             "loop_cost_over_step": statistics.median(cost) / step_s,
         }
     # The default mode's numbers at the top level (what the target is checked on).
-    out.update({k: out["auto"][k] for k in ("save_blocks_s", "save_total_s")})
-    out["blocked_over_step"] = out["auto"]["blocked_over_step"]
+    out.update({k: out["auto"][k] for k in ("save_blocks_s", "save_total_s", "blocked_over_step")})
     return out
 
 

@@ -73,8 +73,8 @@ class Checkpointer:
             if self.snapshot != "off"
             else None
         )
-        self._in_flight: tuple[int, concurrent.futures.Future] | None = None
-        self._copies: dict[Any, Any] = {}  # compiled snapshot copy per tree structure
+        self._in_flight: concurrent.futures.Future | None = None  # a save being handed over
+        self._copy: tuple[Any, Any] | None = None  # (state structure, its compiled copy)
         self.best_metric = best_metric if keep_best else None
         policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
         if keep_best:
@@ -134,8 +134,7 @@ class Checkpointer:
             return
         snapshot = self._snapshot(state)
         position = None if data_iterator is None else _Position(data_iterator)
-        future = self._worker.submit(self._save_now, step, snapshot, position, metrics)
-        self._in_flight = (step, future)
+        self._in_flight = self._worker.submit(self._save_now, step, snapshot, position, metrics)
 
     def _save_now(self, step: int, state: Any, data_iterator: Any, metrics: Any) -> None:
         items = {"state": ocp.args.StandardSave(state)}
@@ -149,25 +148,17 @@ class Checkpointer:
         """A copy of every array of ``state`` made by one compiled program, in pinned host
         memory where the devices have it (``snapshot="auto"``), else in device memory."""
         leaves, treedef = jax.tree.flatten(state)
-        arrays = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array)]
-        key = (
-            treedef,
-            tuple((leaves[i].shape, leaves[i].dtype, leaves[i].sharding) for i in arrays),
-        )
-        program = self._copies.get(key)
-        if program is None:
+        arrays = [x for x in leaves if isinstance(x, jax.Array)]
+        key = (treedef, tuple((x.shape, x.dtype, x.sharding) for x in arrays))
+        if self._copy is None or self._copy[0] != key:  # one state structure per run
             program = jax.jit(
                 lambda xs: [jnp.copy(x) for x in xs],
-                out_shardings=[self._target(leaves[i].sharding) for i in arrays],
+                out_shardings=[self._target(x.sharding) for x in arrays],
             )
-            self._copies = {key: program}  # one state structure per run: keep only the latest
-        copies = program([leaves[i] for i in arrays])
-        out = list(leaves)
-        for i, x in zip(arrays, copies, strict=True):
-            out[i] = x
-        for i, x in enumerate(leaves):
-            if not isinstance(x, jax.Array):  # host leaves (numpy, numbers) are copied too
-                out[i] = copy.copy(x)
+            self._copy = (key, program)
+        copies = iter(self._copy[1](arrays))
+        # Host leaves (numpy, numbers) are copied too.
+        out = [next(copies) if isinstance(x, jax.Array) else copy.copy(x) for x in leaves]
         return jax.tree.unflatten(treedef, out)
 
     def _target(self, sharding):
@@ -182,19 +173,17 @@ class Checkpointer:
         GB on a small machine), and Orbax's own transfer costs the loop less."""
         if self.snapshot != "auto":
             return self.snapshot == "device"
-        leaves = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
-        if any(d.platform != "cpu" for x in leaves[:1] for d in x.sharding.device_set):
+        arrays = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
+        if arrays and next(iter(arrays[0].devices())).platform != "cpu":
             return True
-        return sum(x.nbytes for x in leaves) <= CPU_SNAPSHOT_MAX_BYTES
+        return sum(x.nbytes for x in arrays) <= CPU_SNAPSHOT_MAX_BYTES
 
     def _finish_handoff(self) -> None:
         """Waits until the save handed to the background thread has reached Orbax; raises
         its error, if any."""
-        if self._in_flight is None:
-            return
-        _, future = self._in_flight
-        self._in_flight = None
-        future.result()
+        future, self._in_flight = self._in_flight, None
+        if future is not None:
+            future.result()
 
     def restore(
         self, abstract_state: Any, data_iterator: Any | None = None, step: int | None = None
