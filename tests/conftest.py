@@ -1,6 +1,7 @@
 """Shared pytest setup and fixtures."""
 
 import os
+import socket
 import tempfile
 
 import absl.flags
@@ -27,3 +28,11 @@ def digits_data_dir(tmp_path_factory) -> str:
     from latentjax.data import digits
 
     return digits.prepare_digits(str(tmp_path_factory.mktemp("tfds")))
+
+
+@pytest.fixture
+def coordinator_address() -> str:
+    """127.0.0.1:PORT with a port the OS reports free, for a local ``jax.distributed`` run."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"

@@ -5,7 +5,6 @@ parallelism splits the DiT's attention and MLP weights."""
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -105,14 +104,14 @@ def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir)
 
 
 @pytest.mark.multidevice
-def test_two_processes_match_one(single):
+def test_two_processes_match_one(single, coordinator_address):
     """Two local processes, one CPU device each, coordinated over 127.0.0.1 (gloo collectives)."""
     env = dict(os.environ, PYTHONPATH=str(SCRIPT.parents[2]), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    address = f"127.0.0.1:{random.randint(20000, 30000)}"
+    cmd = [sys.executable, str(SCRIPT), json.dumps({"data": -1}), coordinator_address, "2"]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(SCRIPT), json.dumps({"data": -1}), address, "2", str(i)],
+            [*cmd, str(i)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -120,11 +119,11 @@ def test_two_processes_match_one(single):
         )
         for i in range(2)
     ]
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    outputs = [p.communicate(timeout=600) for p in procs]  # both, before judging either
+    logs = "\n".join(f"--- process {i} ---\n{err[-3000:]}" for i, (_, err) in enumerate(outputs))
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, f"process {i} failed:\n{logs}"
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     for r in results:
         assert r["processes"] == 2 and r["devices"] == 2
         _compare(single, r)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -95,15 +94,12 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert f'"step": {steps[0]},' in last_logged
 
 
-def test_preemption_of_one_process_saves_all_at_one_step(tmp_path):
+def test_preemption_of_one_process_saves_all_at_one_step(tmp_path, coordinator_address):
     # Two processes of one jax.distributed run; the preemption notice (SIGTERM) reaches only
     # the second. JAX's preemption service picks a step at which both save and stop together.
     run = tmp_path / "run"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     args = "--steps 100000 --checkpoint-every 100000 --num-processes 2".split()
-    args += ["--coordinator", f"127.0.0.1:{port}"]
+    args += ["--coordinator", coordinator_address]
     procs = [_start(run, *args, "--process-id", str(i)) for i in range(2)]
     try:
         _wait_for(run / "metrics.jsonl", procs[0])
