@@ -201,3 +201,36 @@ def test_auto_snapshots_small_states_on_cpu_and_leaves_large_ones_to_orbax(tmp_p
     forced = Checkpointer(tmp_path / "forced", snapshot="device")
     assert forced._use_snapshot(state)
     forced.close()
+
+
+def test_cpu_snapshots_run_asynchronously_and_reuse_written_buffers(tmp_path, monkeypatch):
+    # On CPU devices the snapshot copy carries enough flops for XLA to dispatch it
+    # asynchronously, and a save whose predecessor is on disk copies into that predecessor's
+    # buffers (donated) instead of fresh ones; one still being written is never overwritten.
+    ckpt = Checkpointer(tmp_path, max_to_keep=4)
+    states = [_state(i) for i in range(4)]  # "ema" and "params" share buffers in each
+    ckpt.save(1, states[0])
+    ckpt.wait()
+    copier = ckpt._copy[1]
+    lowered = copier._fresh.lower([x for x in jax.tree.leaves(states[0])], copier._tick)
+    assert lowered.compile().cost_analysis()["flops"] >= 1000  # XLA:CPU's inline threshold
+    copier._into.result()  # compiled on the checkpoint thread after the first save
+    first = copier._last
+    ckpt.save(2, states[1])
+    assert all(x.is_deleted() for x in first)  # written into the first snapshot's buffers
+    ckpt.wait()
+
+    monkeypatch.setattr(ocp.CheckpointManager, "is_saving_in_progress", lambda self: True)
+    second = copier._last
+    ckpt.save(3, states[2])
+    assert not any(x.is_deleted() for x in second)
+    ckpt.wait()
+    monkeypatch.undo()
+    ckpt.save(4, states[3])
+    ckpt.wait()
+    ckpt.close()
+    reopened = Checkpointer(tmp_path, max_to_keep=4)
+    for step, state in enumerate(states, start=1):
+        restored = reopened.restore(_abstract(_state(9)), step=step)
+        jax.tree.map(np.testing.assert_array_equal, restored, state)
+    reopened.close()

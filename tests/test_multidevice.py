@@ -104,23 +104,30 @@ def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir)
 
 
 @pytest.mark.multidevice
-def test_two_processes_match_one(single, coordinator_address):
+def test_two_processes_match_one(single, coordinator_address, tmp_path):
     """Two local processes, one CPU device each, coordinated over 127.0.0.1 (gloo collectives)."""
     env = dict(os.environ, PYTHONPATH=str(SCRIPT.parents[2]), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     cmd = [sys.executable, str(SCRIPT), json.dumps({"data": -1}), coordinator_address, "2"]
-    procs = [
-        subprocess.Popen(
-            [*cmd, str(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=600) for p in procs]  # both, before judging either
-    logs = "\n".join(f"--- process {i} ---\n{err[-3000:]}" for i, (_, err) in enumerate(outputs))
+    # Output to files, not pipes: a process blocked on a full pipe that nobody reads (the
+    # other's, while the test waits for the first) would never reach JAX's shutdown barrier.
+    files = [(tmp_path / f"process{i}.out", tmp_path / f"process{i}.err") for i in range(2)]
+    procs = []
+    for i, (out_file, err_file) in enumerate(files):
+        with open(out_file, "wb") as out, open(err_file, "wb") as err:
+            procs.append(subprocess.Popen([*cmd, str(i)], env=env, stdout=out, stderr=err))
+    try:
+        for p in procs:
+            p.wait(timeout=600)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    outputs = [(o.read_text(errors="replace"), e.read_text(errors="replace")) for o, e in files]
+    logs = "\n".join(
+        f"--- process {i} ---\n{err[-12000:]}\n(stdout) {out[-300:]}"
+        for i, (out, err) in enumerate(outputs)
+    )
     for i, p in enumerate(procs):
         assert p.returncode == 0, f"process {i} failed:\n{logs}"
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]

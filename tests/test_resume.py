@@ -20,15 +20,32 @@ ROOT = Path(__file__).parent.parent
 
 
 def _start(workdir: Path, *args: str) -> subprocess.Popen:
+    """Starts the toy trainer; its output goes to a file (``proc.log``), not a pipe, so a
+    process is never blocked on a full pipe that nobody reads while the test waits for another."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("XLA_FLAGS", None)
     cmd = [sys.executable, str(SCRIPT), "--workdir", str(workdir), *args]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    log = workdir.parent / f"{workdir.name}.{len(list(workdir.parent.glob('*.log')))}.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
+
+
+def _output(proc: subprocess.Popen, timeout: float) -> str:
+    """Waits for ``proc`` to exit and returns all it printed."""
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.log.read_text(errors="replace")
 
 
 def _run(workdir: Path, *args: str) -> str:
     proc = _start(workdir, *args)
-    out = proc.communicate(timeout=120)[0].decode()
+    out = _output(proc, timeout=120)
     assert proc.returncode == 0, out
     return out
 
@@ -37,7 +54,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90.0) -> None
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
-            raise AssertionError(proc.stdout.read().decode())
+            raise AssertionError(proc.log.read_text(errors="replace"))
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.1)
 
@@ -85,7 +102,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     proc = _start(run, "--steps", "100000", "--checkpoint-every", "100000")
     _wait_for(run / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=60)[0].decode()
+    out = _output(proc, timeout=60)
     assert proc.returncode == 0, out
     assert "preempted; saved step" in out
     steps = Checkpointer(run / "checkpoints").all_steps()
@@ -104,7 +121,7 @@ def test_preemption_of_one_process_saves_all_at_one_step(tmp_path, coordinator_a
     try:
         _wait_for(run / "metrics.jsonl", procs[0])
         procs[1].send_signal(signal.SIGTERM)
-        outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+        outs = [_output(p, timeout=120) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:

@@ -134,8 +134,26 @@ class LabelEmbedder(nn.Module):
         return table(y)
 
 
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Softmax attention of [B, L, heads, head_dim] queries, keys and values, the same function
+    as ``jax.nn.dot_product_attention`` (logits and softmax in at least float32).
+
+    The heads are moved in front of the sequence first, so both products are batched matmuls
+    over leading (batch, head) dimensions. XLA:CPU runs that form 2x faster forward and 1.3x
+    faster forward + backward than jax.nn's, whose einsums batch over non-leading dimensions
+    (DiT-B/2 shapes, 2-core CPU; ``benchmarks/notes.md``).
+    """
+    logits_dtype = jnp.promote_types(q.dtype, jnp.float32)
+    q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, heads, L, head_dim]
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=logits_dtype)
+    logits = logits * jnp.asarray(q.shape[-1] ** -0.5, logits_dtype)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, v), 1, 2)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention: fused qkv Dense, ``jax.nn.dot_product_attention``, out Dense."""
+    """Multi-head self-attention: fused qkv Dense, softmax attention (:func:`attention`), out
+    Dense."""
 
     num_heads: int
 
@@ -151,7 +169,7 @@ class Attention(nn.Module):
         # Tensor parallelism (Megatron-style): each `tensor` shard attends with its own heads.
         # Active only under a mesh and rules table (latentjax.parallel.mesh.activation_rules).
         q, k, v = (nn.with_logical_constraint(a, (BATCH, None, HEADS, None)) for a in (q, k, v))
-        out = jax.nn.dot_product_attention(q, k, v)  # [B, L, heads, head_dim]
+        out = attention(q, k, v)  # [B, L, heads, head_dim]
         out = nn.with_logical_constraint(out, (BATCH, None, HEADS, None))
         return dense(d, (HEADS, EMBED), kernel_init=XAVIER, name="proj")(out.reshape(b, length, d))
 

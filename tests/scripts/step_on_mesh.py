@@ -10,6 +10,7 @@ slice of every global batch, as on a multi-host pod.
     python tests/scripts/step_on_mesh.py '{"data": -1}' 127.0.0.1:PORT 2 {0,1}
 """
 
+import faulthandler
 import json
 import math
 import sys
@@ -146,6 +147,10 @@ def main(shape):
 
 if __name__ == "__main__":
     if len(sys.argv) > 2:
+        # A process that has not exited by then prints where each of its threads is (to
+        # stderr, which the test shows): one process late at JAX's shutdown barrier (300 s)
+        # failed this test now and then, and the stacks say where it waits.
+        faulthandler.dump_traceback_later(240, exit=False)
         coordinator, num, pid = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         jax.distributed.initialize(coordinator, num_processes=num, process_id=pid)
     jnp.zeros(())  # start the backend before printing anything else
