@@ -91,6 +91,7 @@ SECTIONS: dict[str, tuple[list[str], Callable[[dict], list[tuple[str, str, bool]
     "pipeline": (["benchmarks/pipeline.py"], _pipeline),
     "checkpoint": (["benchmarks/checkpoint.py"], _checkpoint),
     "fsdp": (["-m", "benchmarks.fsdp"], _fsdp),
+    "ops": (["-m", "benchmarks.ops"], lambda r: []),  # explains (1)/(2); no target of its own
 }
 QUICK_ARGS = {
     "peers": ["--quick"],
@@ -98,6 +99,7 @@ QUICK_ARGS = {
     "pipeline": ["--batches", "40", "--steps", "5"],
     "checkpoint": ["--saves", "2"],
     "fsdp": ["--quick"],
+    "ops": ["--quick"],
 }
 
 
