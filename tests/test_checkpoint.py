@@ -185,24 +185,6 @@ def test_unknown_snapshot_mode(tmp_path):
         Checkpointer(tmp_path, snapshot="host")
 
 
-def test_auto_snapshots_small_states_on_cpu_and_leaves_large_ones_to_orbax(tmp_path, monkeypatch):
-    # On CPU devices XLA copies inline: "auto" snapshots only states up to the limit.
-    from latentjax.train import checkpoint
-
-    state = _state(0)
-    ckpt = Checkpointer(tmp_path)
-    assert ckpt._use_snapshot(state)
-    monkeypatch.setattr(checkpoint, "CPU_SNAPSHOT_MAX_BYTES", 10)
-    assert not ckpt._use_snapshot(state)
-    ckpt.save(1, state)  # through Orbax on this thread: still a correct checkpoint
-    ckpt.wait()
-    jax.tree.map(np.testing.assert_array_equal, ckpt.restore(_abstract(_state(1))), state)
-    ckpt.close()
-    forced = Checkpointer(tmp_path / "forced", snapshot="device")
-    assert forced._use_snapshot(state)
-    forced.close()
-
-
 def test_cpu_snapshots_run_asynchronously_and_reuse_written_buffers(tmp_path, monkeypatch):
     # On CPU devices the snapshot copy carries enough flops for XLA to dispatch it
     # asynchronously, and a save whose predecessor is on disk copies into that predecessor's

@@ -10,8 +10,8 @@ what lets the next, donating train step reuse the buffers) and records the itera
 then hands both to a background thread that calls Orbax. On CPU devices the next snapshot is
 written into the buffers of the previous one once that save is on disk (fresh buffers cost the
 kernel's page faults, as much time as the copy). ``snapshot="off"`` calls Orbax on the
-caller's thread instead (no extra memory; the loop waits for the host transfer); "auto" does so
-too for a state over ``CPU_SNAPSHOT_MAX_BYTES`` on CPU devices, where XLA makes the copy inline.
+caller's thread instead (no extra memory; Orbax's reads of the live state hold up the next,
+donating step: on a 2 GB state on CPU that blocked the loop 3x longer than the snapshot).
 An error of a background save is raised by the next ``save`` or ``wait``.
 
 Orbax writes each step into a temporary directory (``<step>.orbax-checkpoint-tmp-*``) and renames
@@ -43,8 +43,6 @@ from latentjax.errors import WorkdirError
 
 BEST_MODES = ("min", "max")
 SNAPSHOTS = ("auto", "device", "off")
-# "auto" on CPU devices snapshots states up to this size (above it, Orbax's own path blocks less).
-CPU_SNAPSHOT_MAX_BYTES = 256 << 20
 
 
 class CheckpointError(WorkdirError):
@@ -151,18 +149,15 @@ class Checkpointer:
             # force: the loop decides when to save (Orbax's own interval policy is not used).
             self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
-    def _copier(self, state: Any) -> _StateCopy | None:
+    def _copier(self, state: Any) -> _StateCopy:
         """The snapshot copy for states of this structure, shapes and shardings (one per run,
-        made at its first save), or None where this state is saved without a snapshot."""
+        made at its first save)."""
         arrays = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
         key = (jax.tree.structure(state), tuple((x.shape, x.dtype, x.sharding) for x in arrays))
         if self._copy is None or self._copy[0] != key:
-            copier = None
-            if self._use_snapshot(state):
-                targets = [self._target(x.sharding) for x in arrays]
-                cpu = bool(arrays) and next(iter(arrays[0].devices())).platform == "cpu"
-                copier = _StateCopy(arrays, targets, cpu=cpu)
-            self._copy = (key, copier)
+            targets = [self._target(x.sharding) for x in arrays]
+            cpu = bool(arrays) and next(iter(arrays[0].devices())).platform == "cpu"
+            self._copy = (key, _StateCopy(arrays, targets, cpu=cpu))
         return self._copy[1]
 
     def _target(self, sharding):
@@ -170,17 +165,6 @@ class Checkpointer:
         if self.snapshot == "auto" and "pinned_host" in kinds:
             return sharding.with_memory_kind("pinned_host")
         return sharding
-
-    def _use_snapshot(self, state: Any) -> bool:
-        """Whether this save snapshots (see ``SNAPSHOTS``): "auto" does, except for a large
-        state on CPU devices, where XLA runs the copy inline, at memory speed (about 0.3 s per
-        GB on a small machine), and Orbax's own transfer costs the loop less."""
-        if self.snapshot != "auto":
-            return self.snapshot == "device"
-        arrays = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
-        if arrays and next(iter(arrays[0].devices())).platform != "cpu":
-            return True
-        return sum(x.nbytes for x in arrays) <= CPU_SNAPSHOT_MAX_BYTES
 
     def _finish_handoff(self) -> None:
         """Waits until the save handed to the background thread has reached Orbax; raises
