@@ -138,8 +138,15 @@ class Checkpointer:
         # that save has finished: waited for above).
         snapshot = copier(state, reuse=not self._manager.is_saving_in_progress())
         position = None if data_iterator is None else _Position(data_iterator)
-        self._in_flight = self._worker.submit(self._save_now, step, snapshot, position, metrics)
+        self._in_flight = self._worker.submit(self._hand_over, step, snapshot, position, metrics)
         copier.prepare(self._worker, state)
+
+    def _hand_over(self, step: int, snapshot: Any, position: Any, metrics: Any) -> None:
+        """On the checkpoint thread: waits (without the GIL) until the snapshot copy is done,
+        then starts Orbax's save. Orbax's own Python work would otherwise hold the GIL while
+        the loop dispatches its next step."""
+        jax.block_until_ready(snapshot)
+        self._save_now(step, snapshot, position, metrics)
 
     def _save_now(self, step: int, state: Any, data_iterator: Any, metrics: Any) -> None:
         items = {"state": ocp.args.StandardSave(state)}
