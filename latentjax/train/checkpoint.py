@@ -11,7 +11,7 @@ then hands both to a background thread that calls Orbax. On CPU devices the next
 written into the buffers of the previous one once that save is on disk (fresh buffers cost the
 kernel's page faults, as much time as the copy). ``snapshot="off"`` calls Orbax on the
 caller's thread instead (no extra memory; Orbax's reads of the live state hold up the next,
-donating step: on a 2 GB state on CPU that blocked the loop 3x longer than the snapshot).
+donating step: on a 2 GB state on CPU that blocked the loop 15x longer than the snapshot).
 An error of a background save is raised by the next ``save`` or ``wait``.
 
 Orbax writes each step into a temporary directory (``<step>.orbax-checkpoint-tmp-*``) and renames
