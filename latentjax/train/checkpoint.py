@@ -130,16 +130,16 @@ class Checkpointer:
             metrics = {k: v for k, v in metrics.items() if k == self.best_metric} or None
         else:
             metrics = None
-        copier = None if self._worker is None else self._copier(state)
-        if copier is None:
+        if self._worker is None:
             self._save_now(step, state, data_iterator, metrics)
             return
+        copier = self._copier(state)
         # The last snapshot's buffers are free once Orbax has written them (the hand-off of
         # that save has finished: waited for above).
         snapshot = copier(state, reuse=not self._manager.is_saving_in_progress())
         position = None if data_iterator is None else _Position(data_iterator)
         self._in_flight = self._worker.submit(self._hand_over, step, snapshot, position, metrics)
-        copier.prepare(self._worker, state)
+        copier.prepare(self._worker)
 
     def _hand_over(self, step: int, snapshot: Any, position: Any, metrics: Any) -> None:
         """On the checkpoint thread: waits (without the GIL) until the snapshot copy is done,
@@ -274,20 +274,26 @@ class _StateCopy:
         self._out_shardings = out_shardings
         self._fresh = jax.jit(_copy_all, out_shardings=out_shardings)
         self._reuse = cpu
+        # The arguments of the donating program, for compiling it ahead of its first call.
+        self._avals = (
+            [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in arrays],
+            self._tick,
+            [
+                jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=t)
+                for x, t in zip(arrays, targets, strict=True)
+            ],
+        )
         self._into: concurrent.futures.Future | None = None
         self._last: list[jax.Array] | None = None
 
-    def prepare(self, worker: concurrent.futures.Executor, state: Any) -> None:
-        """Compiles the copy of ``state`` into reused buffers on ``worker`` (once)."""
-        if not self._reuse or self._into is not None or self._last is None:
+    def prepare(self, worker: concurrent.futures.Executor) -> None:
+        """Compiles the copy into reused buffers on ``worker`` (once)."""
+        if not self._reuse or self._into is not None:
             return
-        arrays = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
-        inputs = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in arrays]
-        buffers = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in self._last]
         into = jax.jit(
             _copy_all, out_shardings=self._out_shardings, donate_argnums=2, keep_unused=True
         )
-        self._into = worker.submit(lambda: into.lower(inputs, self._tick, buffers).compile())
+        self._into = worker.submit(lambda: into.lower(*self._avals).compile())
 
     def __call__(self, state: Any, *, reuse: bool) -> Any:
         leaves, treedef = jax.tree.flatten(state)
