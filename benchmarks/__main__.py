@@ -87,7 +87,7 @@ def _fsdp(r: dict) -> list[tuple[str, str, bool]]:
 # name -> (command after `python`, its JSON, the check of issue 8's targets on that JSON)
 SECTIONS: dict[str, tuple[list[str], Callable[[dict], list[tuple[str, str, bool]]]]] = {
     "peers": (["-m", "benchmarks.peers"], _peers),
-    "sampling": (["benchmarks/sampling.py"], _sampling),
+    "sampling": (["-m", "benchmarks.sampling"], _sampling),
     "pipeline": (["benchmarks/pipeline.py"], _pipeline),
     "checkpoint": (["benchmarks/checkpoint.py"], _checkpoint),
     "fsdp": (["-m", "benchmarks.fsdp"], _fsdp),

@@ -9,7 +9,9 @@ Both sides run the same network shapes on the same inputs in float32:
   update) — ``latentjax.models.dit.DiT`` vs diffusers ``DiTTransformer2DModel`` built with the same
   widths, depths and heads.
 
-Timings are medians over repeats after a warm-up (compilation excluded, and reported apart).
+Timings are medians over repeats after a warm-up (compilation excluded, and reported apart),
+latentjax and its peers timed in turns (``benchmarks.timing.interleaved``), so that the
+machine's drifting speed does not enter the ratios.
 The "MFU" is XLA's cost-analysis FLOPs per step over the step time, divided by the FLOP/s of a
 large float32 matmul measured in the same run (the CPU has no published peak that means much).
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 
@@ -28,20 +29,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks.timing import interleaved
 from latentjax.models.autoencoder import AutoencoderKL
 from latentjax.models.dit import DiT, dit_kwargs
 
 SD_AE = dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, z_channels=4, embed_dim=4)
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls (``fn`` must block until done)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+# Each side of a comparison: (numbers known before timing, {what: fn that blocks until done}).
+Side = tuple[dict, dict[str, Callable[[], object]]]
 
 
 def timed_first(fn: Callable[[], object]) -> float:
@@ -58,8 +54,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     f = jax.jit(jnp.matmul)
-    f(a, b).block_until_ready()
-    t = median_time(lambda: f(a, b).block_until_ready(), repeats)
+    t = interleaved({"matmul": lambda: f(a, b).block_until_ready()}, repeats)["matmul"]
     return {"n": n, "seconds": t, "flops_per_s": 2 * n**3 / t}
 
 
@@ -74,7 +69,7 @@ def jax_flops(compiled) -> float:
 # Autoencoder encode / decode.
 
 
-def jax_autoencoder(size: int, batch: int, repeats: int) -> dict:
+def jax_autoencoder(size: int, batch: int) -> Side:
     model = AutoencoderKL(in_channels=3, **SD_AE)
     x = jax.random.uniform(jax.random.key(0), (batch, size, size, 3), minval=-1, maxval=1)
     params = jax.jit(lambda: model.init(jax.random.key(1), x[:1], sample=False))()
@@ -82,13 +77,14 @@ def jax_autoencoder(size: int, batch: int, repeats: int) -> dict:
     decode = jax.jit(lambda p, z: model.apply(p, z, method=model.decode))
     z = encode(params, x)
     compile_s = timed_first(lambda: decode(params, z).block_until_ready())
-    enc = median_time(lambda: encode(params, x).block_until_ready(), repeats)
-    dec = median_time(lambda: decode(params, z).block_until_ready(), repeats)
     n_params = sum(p.size for p in jax.tree.leaves(params))
-    return {"encode_s": enc, "decode_s": dec, "compile_s": compile_s, "params": int(n_params)}
+    return {"compile_s": compile_s, "params": int(n_params)}, {
+        "encode": lambda: encode(params, x).block_until_ready(),
+        "decode": lambda: decode(params, z).block_until_ready(),
+    }
 
 
-def torch_autoencoder(size: int, batch: int, repeats: int, compile: bool) -> dict:
+def torch_autoencoder(size: int, batch: int, compile: bool) -> Side:
     import torch
     from diffusers import AutoencoderKL as TorchAE
 
@@ -112,17 +108,26 @@ def torch_autoencoder(size: int, batch: int, repeats: int, compile: bool) -> dic
     with torch.inference_mode():
         z = encode(x)
         compile_s = timed_first(lambda: decode(z))
-        enc = median_time(lambda: encode(x), repeats)
-        dec = median_time(lambda: decode(z), repeats)
+
+    def inference(f, arg):
+        def run():
+            with torch.inference_mode():
+                f(arg)
+
+        return run
+
     n_params = sum(p.numel() for p in model.parameters())
-    return {"encode_s": enc, "decode_s": dec, "compile_s": compile_s, "params": int(n_params)}
+    return {"compile_s": compile_s, "params": int(n_params)}, {
+        "encode": inference(encode, x),
+        "decode": inference(decode, z),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # DiT train step: flow matching (x_t = (1 - t) x0 + t eps, target eps - x0), AdamW.
 
 
-def jax_dit_step(variant: str, batch: int, repeats: int) -> dict:
+def jax_dit_step(variant: str, batch: int) -> Side:
     kw = dit_kwargs(variant)
     model = DiT(input_size=32, in_channels=4, num_classes=1000, **kw)
     x0 = jax.random.normal(jax.random.key(0), (batch, 32, 32, 4))
@@ -154,18 +159,12 @@ def jax_dit_step(variant: str, batch: int, repeats: int) -> dict:
         loss.block_until_ready()
         state[:] = [p, s]
 
-    run()
-    step_s = median_time(run, repeats)
     n_params = sum(p.size for p in jax.tree.leaves(params))
-    return {
-        "step_s": step_s,
-        "compile_s": compile_s,
-        "flops": jax_flops(compiled),
-        "params": int(n_params),
-    }
+    meta = {"compile_s": compile_s, "flops": jax_flops(compiled), "params": int(n_params)}
+    return meta, {"step": run}
 
 
-def torch_dit_step(variant: str, batch: int, repeats: int, compile: bool) -> dict:
+def torch_dit_step(variant: str, batch: int, compile: bool) -> Side:
     import torch
     from diffusers import DiTTransformer2DModel
 
@@ -200,9 +199,8 @@ def torch_dit_step(variant: str, batch: int, repeats: int, compile: bool) -> dic
         opt.step()
 
     compile_s = timed_first(run)
-    step_s = median_time(run, repeats)
     n_params = sum(p.numel() for p in model.parameters())
-    return {"step_s": step_s, "compile_s": compile_s, "params": int(n_params)}
+    return {"compile_s": compile_s, "params": int(n_params)}, {"step": run}
 
 
 def torch_compile_works() -> bool:
@@ -231,26 +229,38 @@ def run(quick: bool = False) -> dict:
     results: dict = {"torch_version": torch.__version__, "torch_compile": compile_ok}
     results["matmul"] = matmul_peak(1024 if quick else 2048, repeats)
 
-    ae = {
-        "size": ae_size,
-        "batch": ae_batch,
-        "latentjax": jax_autoencoder(ae_size, ae_batch, repeats),
-    }
-    ae["torch_eager"] = torch_autoencoder(ae_size, ae_batch, repeats, compile=False)
-    if compile_ok and not quick:
-        ae["torch_compile"] = torch_autoencoder(ae_size, ae_batch, repeats, compile=True)
-    results["autoencoder"] = ae
+    with_compile = compile_ok and not quick
+
+    sides = {"latentjax": jax_autoencoder(ae_size, ae_batch)}
+    sides["torch_eager"] = torch_autoencoder(ae_size, ae_batch, compile=False)
+    if with_compile:
+        sides["torch_compile"] = torch_autoencoder(ae_size, ae_batch, compile=True)
+    results["autoencoder"] = {"size": ae_size, "batch": ae_batch, **_timed(sides, repeats)}
+    del sides
 
     for variant in ("S/2",) if quick else ("S/2", "B/2"):
-        d = {"batch": dit_batch, "latentjax": jax_dit_step(variant, dit_batch, repeats)}
-        d["torch_eager"] = torch_dit_step(variant, dit_batch, repeats, compile=False)
-        if compile_ok and not quick:
-            d["torch_compile"] = torch_dit_step(variant, dit_batch, repeats, compile=True)
+        sides = {"latentjax": jax_dit_step(variant, dit_batch)}
+        sides["torch_eager"] = torch_dit_step(variant, dit_batch, compile=False)
+        if with_compile:
+            sides["torch_compile"] = torch_dit_step(variant, dit_batch, compile=True)
+        d = {"batch": dit_batch, **_timed(sides, repeats)}
+        del sides
         jx = d["latentjax"]
         jx["flops_per_s"] = jx["flops"] / jx["step_s"]
         jx["fraction_of_matmul"] = jx["flops_per_s"] / results["matmul"]["flops_per_s"]
         results[f"dit_{variant}"] = d
     return results
+
+
+def _timed(sides: dict[str, Side], repeats: int) -> dict[str, dict]:
+    """Each side's numbers plus ``<what>_s``: the median time of each of its callables, all
+    sides' callables timed in turns."""
+    fns = {(side, what): fn for side, (_, named) in sides.items() for what, fn in named.items()}
+    times = interleaved(fns, repeats)
+    out = {side: dict(meta) for side, (meta, _) in sides.items()}
+    for (side, what), t in times.items():
+        out[side][f"{what}_s"] = t
+    return out
 
 
 def rows(results: dict) -> list[tuple[str, str, str, str]]:

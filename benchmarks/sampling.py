@@ -1,35 +1,25 @@
 """Sampling cost: one jitted N-step sampler program vs N separately jitted model calls, and
 samples/s for DiT variants at 32x32x4 latents (ImageNet-256 with an f8c4 autoencoder).
 
-    .venv/bin/python benchmarks/sampling.py [--variants S/2 B/2] [--steps 50] [--batch 4]
+    .venv/bin/python -m benchmarks.sampling [--variants S/2 B/2] [--steps 50] [--batch 4]
         [--out benchmarks/sampling.json]
 
 The ratio (sampler time / N bare calls) should be <= 1.1: the loop adds only the update
-arithmetic. Timings are the median of --repeats warm runs; on a shared CPU they are noisy.
+arithmetic. Timings are the median of --repeats warm runs, the two taken in turns
+(``benchmarks.timing.interleaved``: the machine's speed drifts between runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks.timing import interleaved
 from latentjax.diffusion.samplers import make_runtime_sampler
 from latentjax.models.dit import DiT, dit_kwargs
-
-
-def _time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench(variant: str, steps: int, batch: int, repeats: int, sampler: str) -> dict:
@@ -44,12 +34,20 @@ def bench(variant: str, steps: int, batch: int, repeats: int, sampler: str) -> d
         out = x
         for i in range(steps):
             out = call(params, x, jnp.full((batch,), 1000.0 * (1 - i / steps)), y)
-        return out
+        return jax.block_until_ready(out)
 
     run = make_runtime_sampler(model.apply, path="linear", prediction="velocity", sampler=sampler)
     interval = jnp.array([0.0, 1.0])
-    t_bare = _time(bare, repeats)
-    t_loop = _time(lambda: run(params, x, y, None, steps, 0.0, 1.0, interval), repeats)
+    t = interleaved(
+        {
+            "bare": bare,
+            "loop": lambda: jax.block_until_ready(
+                run(params, x, y, None, steps, 0.0, 1.0, interval)
+            ),
+        },
+        repeats,
+    )
+    t_bare, t_loop = t["bare"], t["loop"]
     return {
         "variant": variant,
         "sampler": sampler,

@@ -1,0 +1,28 @@
+"""Timing of callables that are compared with each other, on a shared machine.
+
+This 2-core machine is a virtual one whose speed drifts by 10 to 30% over tens of seconds (other
+tenants of its host). Timing one callable's repeats and then the other's puts each in its own
+spell, and the ratio of the two takes the drift for a difference (one sampling A/B read 1.33x
+run after run and 0.99x interleaved). :func:`interleaved` times the callables in turns, one
+call of each per round, so a slow spell falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Hashable
+
+
+def interleaved(fns: dict[Hashable, Callable[[], object]], repeats: int) -> dict[Hashable, float]:
+    """Median wall time of each ``fn()`` (which must block until its work is done) over
+    ``repeats`` rounds that call every ``fn`` once, in turn, after one warm-up call of each."""
+    for fn in fns.values():
+        fn()
+    times: dict[Hashable, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
