@@ -1,7 +1,9 @@
 """latentjax against PyTorch on the same machine, in one run: autoencoder encode/decode and DiT
 train steps, plus the achieved FLOP/s of the DiT train step over a measured matmul peak.
 
-Both sides run the same network shapes on the same inputs in float32:
+Both sides run the same network shapes on the same inputs in float32, on the same kind of device
+(PyTorch on CUDA when JAX runs on a GPU and PyTorch sees one, else both on the CPU; the JSON
+records which):
 - the Stable Diffusion autoencoder (f8, 4 latent channels: ch 128, ch_mult (1, 2, 4, 4), two
   res blocks, attention in the mid block) — ``latentjax.models.autoencoder.AutoencoderKL`` vs
   diffusers ``AutoencoderKL`` (eager, and ``torch.compile`` when it works here);
@@ -84,10 +86,33 @@ def jax_autoencoder(size: int, batch: int) -> Side:
     }
 
 
+def torch_device():
+    """Where PyTorch's side runs: on CUDA when JAX runs on a GPU and PyTorch sees one (a
+    GPU-against-CPU ratio would mean nothing), else on the CPU."""
+    import torch
+
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _synced(fn: Callable[[], object], device) -> Callable[[], None]:
+    """``fn`` that returns once the device's queued work is done (CUDA runs asynchronously)."""
+    import torch
+
+    def run() -> None:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return run
+
+
 def torch_autoencoder(size: int, batch: int, compile: bool) -> Side:
     import torch
     from diffusers import AutoencoderKL as TorchAE
 
+    device = torch_device()
     torch.manual_seed(0)
     model = TorchAE(
         in_channels=3,
@@ -100,21 +125,23 @@ def torch_autoencoder(size: int, batch: int, compile: bool) -> Side:
         norm_num_groups=32,
         sample_size=size,
     ).eval()
-    x = torch.rand(batch, 3, size, size) * 2 - 1
+    model.to(device)
+    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
     encode = lambda x: model.encode(x).latent_dist.mode()  # noqa: E731
     decode = lambda z: model.decode(z).sample  # noqa: E731
     if compile:
         encode, decode = torch.compile(encode), torch.compile(decode)
-    with torch.inference_mode():
-        z = encode(x)
-        compile_s = timed_first(lambda: decode(z))
 
     def inference(f, arg):
         def run():
             with torch.inference_mode():
                 f(arg)
 
-        return run
+        return _synced(run, device)
+
+    with torch.inference_mode():
+        z = encode(x)
+    compile_s = timed_first(inference(decode, z))
 
     n_params = sum(p.numel() for p in model.parameters())
     return {"compile_s": compile_s, "params": int(n_params)}, {
@@ -169,6 +196,7 @@ def torch_dit_step(variant: str, batch: int, compile: bool) -> Side:
     from diffusers import DiTTransformer2DModel
 
     kw = dit_kwargs(variant)
+    device = torch_device()
     torch.manual_seed(0)
     model = DiTTransformer2DModel(
         num_attention_heads=kw["num_heads"],
@@ -180,11 +208,12 @@ def torch_dit_step(variant: str, batch: int, compile: bool) -> Side:
         patch_size=kw["patch_size"],
         num_embeds_ada_norm=1000,
     ).train()
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-    x0 = torch.randn(batch, 4, 32, 32)
+    x0 = torch.randn(batch, 4, 32, 32, device=device)
     eps = torch.randn_like(x0)
-    t = torch.rand(batch)
-    y = torch.arange(batch) % 1000
+    t = torch.rand(batch, device=device)
+    y = torch.arange(batch, device=device) % 1000
     forward = model
     if compile:
         forward = torch.compile(model)
@@ -198,18 +227,20 @@ def torch_dit_step(variant: str, batch: int, compile: bool) -> Side:
         loss.backward()
         opt.step()
 
+    run = _synced(run, device)
     compile_s = timed_first(run)
     n_params = sum(p.numel() for p in model.parameters())
     return {"compile_s": compile_s, "params": int(n_params)}, {"step": run}
 
 
 def torch_compile_works() -> bool:
-    """``torch.compile`` needs a C++ toolchain for its CPU backend; try it once on a tiny fn."""
+    """``torch.compile`` needs a C++ toolchain for its CPU backend (Triton on CUDA); try it once
+    on a tiny fn."""
     try:
         import torch
 
         f = torch.compile(lambda a: torch.sin(a) + 1)
-        f(torch.ones(4))
+        f(torch.ones(4, device=torch_device()))
         return True
     except Exception:  # noqa: BLE001 — any failure means "not usable here"; reported as such
         return False
@@ -226,7 +257,12 @@ def run(quick: bool = False) -> dict:
     ae_size, ae_batch = (64, 1) if quick else (128, 2)
     dit_batch = 2 if quick else 8
     compile_ok = torch_compile_works()
-    results: dict = {"torch_version": torch.__version__, "torch_compile": compile_ok}
+    results: dict = {
+        "torch_version": torch.__version__,
+        "torch_compile": compile_ok,
+        "jax_device": str(jax.devices()[0].device_kind),
+        "torch_device": str(torch_device()),
+    }
     results["matmul"] = matmul_peak(1024 if quick else 2048, repeats)
 
     with_compile = compile_ok and not quick
@@ -300,6 +336,7 @@ def main() -> None:
     print("measure | latentjax | reference (PyTorch; matmul rate for GFLOP/s rows) | ratio")
     for r in rows(results):
         print(" | ".join(r))
+    print(f"latentjax on {results['jax_device']}, PyTorch on {results['torch_device']}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
