@@ -133,5 +133,9 @@ def test_two_processes_match_one(single, coordinator_address, tmp_path):
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     for r in results:
         assert r["processes"] == 2 and r["devices"] == 2
+        # Off in several CPU processes (latentjax.parallel.distributed): with the suite's warm
+        # cache only process 0 loaded its programs, and gloo failed the first collective when
+        # the other came more than 30 s later.
+        assert r["compilation_cache"] is False
         _compare(single, r)
     assert results[0]["dit"] == results[1]["dit"]

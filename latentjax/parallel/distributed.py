@@ -3,6 +3,9 @@
 On Cloud TPU pods and SLURM clusters ``jax.distributed.initialize()`` finds the coordinator by
 itself; elsewhere (several processes on one machine, or hand-launched nodes) pass the
 coordinator address, the number of processes and this process's id.
+
+Several processes on CPU (local runs, the tests) turn JAX's persistent compilation cache off;
+see :func:`_keep_cpu_processes_in_step`.
 """
 
 from __future__ import annotations
@@ -32,3 +35,23 @@ def initialize(
         )
     elif auto or os.environ.get("LATENTJAX_DISTRIBUTED") == "auto":
         jax.distributed.initialize()  # TPU pod / SLURM auto-detection
+    else:
+        return
+    _keep_cpu_processes_in_step()
+
+
+def _keep_cpu_processes_in_step() -> None:
+    """Turns the persistent compilation cache off in a multi-process CPU run (before anything
+    is compiled), so that every process compiles its programs and they reach their first
+    collectives together.
+
+    JAX (0.10) writes cache entries from process 0 only, and the cache keys of the other
+    processes differ from process 0's (measured here: process 1 missed every entry on a second
+    run). With a warm cache, process 0 loads its programs while the others compile theirs. On
+    CPU the collectives are gloo's, which gives a peer 30 s (not configurable) to join the first
+    collective of each device group; a process more than 30 s behind then fails both with
+    "Gloo context initialization failed: ... GetKeyValue() timed out". On GPUs and TPUs the
+    collectives are not gloo's and the cache stays on.
+    """
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+        jax.config.update("jax_enable_compilation_cache", False)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentjax.config import load_config
+from latentjax.parallel import distributed
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import autoencoder, dit, loop
 
@@ -136,6 +137,7 @@ def main(shape):
     result = {
         "devices": jax.device_count(),
         "processes": pc,
+        "compilation_cache": jax.config.jax_enable_compilation_cache,
         "mesh": dict(mesh.shape),
         "ae": ae_losses,
         "dit": dit_losses,
@@ -148,10 +150,9 @@ def main(shape):
 if __name__ == "__main__":
     if len(sys.argv) > 2:
         # A process that has not exited by then prints where each of its threads is (to
-        # stderr, which the test shows): one process late at JAX's shutdown barrier (300 s)
-        # failed this test now and then, and the stacks say where it waits.
+        # stderr, which the test shows).
         faulthandler.dump_traceback_later(240, exit=False)
         coordinator, num, pid = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-        jax.distributed.initialize(coordinator, num_processes=num, process_id=pid)
+        distributed.initialize(coordinator, num, pid)
     jnp.zeros(())  # start the backend before printing anything else
     main(json.loads(sys.argv[1]))

@@ -131,13 +131,12 @@ def main() -> None:
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
     args = p.parse_args()
-    if args.coordinator:
-        jax.distributed.initialize(
-            args.coordinator, num_processes=args.num_processes, process_id=args.process_id
-        )
-
+    from latentjax.parallel import distributed
     from latentjax.parallel import mesh as mesh_lib
     from latentjax.train import loop
+
+    if args.coordinator:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
     workdir = Path(args.workdir)
     c = config(args.steps, args.checkpoint_every, args.fsdp)
