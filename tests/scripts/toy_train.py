@@ -131,12 +131,13 @@ def main() -> None:
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
     args = p.parse_args()
-    from latentjax.parallel import distributed
+    if args.coordinator:
+        from latentjax.parallel import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
     from latentjax.parallel import mesh as mesh_lib
     from latentjax.train import loop
-
-    if args.coordinator:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
     workdir = Path(args.workdir)
     c = config(args.steps, args.checkpoint_every, args.fsdp)
