@@ -15,7 +15,8 @@ Timings are medians over repeats after a warm-up (compilation excluded, and repo
 latentjax and its peers timed in turns (``benchmarks.timing.interleaved``), so that the
 machine's drifting speed does not enter the ratios.
 The "MFU" is XLA's cost-analysis FLOPs per step over the step time, divided by the FLOP/s of a
-large float32 matmul measured in the same run (the CPU has no published peak that means much).
+large float32 matmul timed in turns with the steps (the CPU has no published peak that means
+much).
 
 Run: ``python -m benchmarks.peers [--quick]`` (``python -m benchmarks`` runs every section).
 """
@@ -52,12 +53,12 @@ def timed_first(fn: Callable[[], object]) -> float:
 # Peak: a large float32 matmul.
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
+def matmul_peak(n: int = 2048) -> Side:
+    """An n x n float32 matmul, timed in turns with the train steps it is the peak of."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     f = jax.jit(jnp.matmul)
-    t = interleaved({"matmul": lambda: f(a, b).block_until_ready()}, repeats)["matmul"]
-    return {"n": n, "seconds": t, "flops_per_s": 2 * n**3 / t}
+    return {"n": n, "flops": 2 * n**3}, {"matmul": lambda: f(a, b).block_until_ready()}
 
 
 def jax_flops(compiled) -> float:
@@ -263,8 +264,6 @@ def run(quick: bool = False) -> dict:
         "jax_device": str(jax.devices()[0].device_kind),
         "torch_device": str(torch_device()),
     }
-    results["matmul"] = matmul_peak(1024 if quick else 2048, repeats)
-
     with_compile = compile_ok and not quick
 
     sides = {"latentjax": jax_autoencoder(ae_size, ae_batch)}
@@ -279,11 +278,13 @@ def run(quick: bool = False) -> dict:
         sides["torch_eager"] = torch_dit_step(variant, dit_batch, compile=False)
         if with_compile:
             sides["torch_compile"] = torch_dit_step(variant, dit_batch, compile=True)
+        sides["matmul"] = matmul_peak(1024 if quick else 2048)
         d = {"batch": dit_batch, **_timed(sides, repeats)}
         del sides
-        jx = d["latentjax"]
+        jx, mm = d["latentjax"], d["matmul"]
         jx["flops_per_s"] = jx["flops"] / jx["step_s"]
-        jx["fraction_of_matmul"] = jx["flops_per_s"] / results["matmul"]["flops_per_s"]
+        mm["flops_per_s"] = mm["flops"] / mm["matmul_s"]
+        jx["fraction_of_matmul"] = jx["flops_per_s"] / mm["flops_per_s"]
         results[f"dit_{variant}"] = d
     return results
 
@@ -320,7 +321,7 @@ def rows(results: dict) -> list[tuple[str, str, str, str]]:
                 out.append((name, f"{jx:.3f}", f"{pt:.3f}", f"{jx / pt:.2f}x"))
         frac = d["latentjax"]["fraction_of_matmul"]
         gf = d["latentjax"]["flops_per_s"] / 1e9
-        mm = results["matmul"]["flops_per_s"] / 1e9
+        mm = d["matmul"]["flops_per_s"] / 1e9
         out.append(
             (f"DiT-{key[4:]} train GFLOP/s vs f32 matmul", f"{gf:.1f}", f"{mm:.1f}", f"{frac:.0%}")
         )
