@@ -16,8 +16,9 @@ Rows, all float32, at the shapes of the peers section (decoder at 128 px, batch 
 - an AdamW update of 130 M floats (DiT-B/2 with its EMA is about that size): optax with donated
   buffers vs ``torch.optim.AdamW`` (its default, foreach implementation).
 
-The ratio column is PyTorch's time over XLA's (above 1: XLA is faster). No targets here: the
-section explains the peers' ratios.
+The ratio column is PyTorch's time over XLA's (above 1: XLA is faster); the two sides of a row
+are timed in turns (``benchmarks.timing.interleaved``). No targets here: the section explains
+the peers' ratios.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -35,18 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.timing import interleaved
+
 DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def median_time(fn: Callable[..., object], repeats: int, *args: object) -> float:
-    """Median wall time of ``fn(*args)`` until its result is ready, after one warm-up call."""
-    jax.block_until_ready(fn(*args))  # warm-up (and compilation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _timed(repeats: int, **fns: Callable[[], object]) -> dict[str, float]:
+    """Median time of each ``fn()`` until its result is ready, all timed in turns."""
+    return interleaved({k: lambda f=f: jax.block_until_ready(f()) for k, f in fns.items()}, repeats)
 
 
 def _row(rows: list, name: str, jax_s: float, torch_s: float, flops: float | None = None) -> None:
@@ -96,13 +91,17 @@ def decoder_ops(rows: list, quick: bool, repeats: int) -> None:
         gn = jax.jit(functools.partial(_norm_silu, norm))
         gn_t = torch.nn.Sequential(torch.nn.GroupNorm(32, c), torch.nn.SiLU())
         with torch.inference_mode():
-            t_torch = median_time(conv_t, repeats, xt)
-            t_conv = median_time(conv, repeats, x, w)
-            _row(rows, f"conv3x3 {c}ch {hw}px", t_conv, t_torch, flops)
-            t_im2col = median_time(im2col, repeats, x, w)
-            _row(rows, f"conv3x3 {c}ch {hw}px as im2col+matmul", t_im2col, t_torch, flops)
-            t_gn = median_time(gn, repeats, params, x)
-            _row(rows, f"GroupNorm+SiLU {c}ch {hw}px", t_gn, median_time(gn_t, repeats, xt))
+            t = _timed(
+                repeats,
+                conv=functools.partial(conv, x, w),
+                im2col=functools.partial(im2col, x, w),
+                torch=functools.partial(conv_t, xt),
+                gn=functools.partial(gn, params, x),
+                gn_torch=functools.partial(gn_t, xt),
+            )
+        _row(rows, f"conv3x3 {c}ch {hw}px", t["conv"], t["torch"], flops)
+        _row(rows, f"conv3x3 {c}ch {hw}px as im2col+matmul", t["im2col"], t["torch"], flops)
+        _row(rows, f"GroupNorm+SiLU {c}ch {hw}px", t["gn"], t["gn_torch"])
 
 
 def dit_ops(rows: list, quick: bool, repeats: int) -> None:
@@ -123,8 +122,9 @@ def dit_ops(rows: list, quick: bool, repeats: int) -> None:
         mm = jax.jit(jnp.matmul)
         at, bt = torch.randn(n, k), torch.randn(k, m)
         with torch.inference_mode():
-            t_xla, t_torch = median_time(mm, repeats, a, b), median_time(torch.mm, repeats, at, bt)
-        _row(rows, f"matmul {what} {n}x{k} @ {k}x{m}", t_xla, t_torch, 2 * n * k * m)
+            xla, ref = functools.partial(mm, a, b), functools.partial(torch.mm, at, bt)
+            t = _timed(repeats, xla=xla, torch=ref)
+        _row(rows, f"matmul {what} {n}x{k} @ {k}x{m}", t["xla"], t["torch"], 2 * n * k * m)
 
     head_dim = width // heads
     shape = (batch, tokens, heads, head_dim)
@@ -132,20 +132,26 @@ def dit_ops(rows: list, quick: bool, repeats: int) -> None:
     qt, kt, vt = (torch.randn(batch, heads, tokens, head_dim, requires_grad=True) for _ in range(3))
     sdpa = torch.nn.functional.scaled_dot_product_attention
     flops = 4 * batch * heads * tokens * tokens * head_dim
-    with torch.inference_mode():
-        t_fwd = median_time(sdpa, repeats, qt, kt, vt)
+
+    def torch_fwd():
+        with torch.inference_mode():
+            sdpa(qt, kt, vt)
 
     def torch_both():
         out = sdpa(qt, kt, vt)
         (out**2).sum().backward()
 
-    t_both = median_time(torch_both, repeats)
-    for name, f in (("latentjax heads-first", attention), ("jax.nn", jax.nn.dot_product_attention)):
+    forms = {"latentjax heads-first": attention, "jax.nn": jax.nn.dot_product_attention}
+    fns = {"torch fwd": torch_fwd, "torch both": torch_both}
+    for name, f in forms.items():
         fwd = jax.jit(f)
         both = jax.jit(jax.grad(functools.partial(_squared_sum, f), argnums=(0, 1, 2)))
-        _row(rows, f"attention fwd, {name}", median_time(fwd, repeats, q, k, v), t_fwd, flops)
-        t_xla = median_time(both, repeats, q, k, v)
-        _row(rows, f"attention fwd+bwd, {name}", t_xla, t_both, 3 * flops)
+        fns[f"{name} fwd"] = functools.partial(fwd, q, k, v)
+        fns[f"{name} both"] = functools.partial(both, q, k, v)
+    t = _timed(repeats, **fns)
+    for name in forms:
+        _row(rows, f"attention fwd, {name}", t[f"{name} fwd"], t["torch fwd"], flops)
+        _row(rows, f"attention fwd+bwd, {name}", t[f"{name} both"], t["torch both"], 3 * flops)
 
     floats = 2_000_000 if quick else 130_000_000
     shapes = [floats // 8] * 8
@@ -162,18 +168,14 @@ def dit_ops(rows: list, quick: bool, repeats: int) -> None:
 
     def jax_adamw():
         state[:] = update(state[0], state[1], grads)
-        jax.block_until_ready(state)
+        return state
 
     pt = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
     for p in pt:
         p.grad = torch.full_like(p, 1e-2)
     opt = torch.optim.AdamW(pt, lr=1e-4, weight_decay=0.0)
-    _row(
-        rows,
-        f"AdamW update, {floats / 1e6:.0f} M floats",
-        median_time(jax_adamw, repeats),
-        median_time(opt.step, repeats),
-    )
+    t = _timed(repeats, xla=jax_adamw, torch=opt.step)
+    _row(rows, f"AdamW update, {floats / 1e6:.0f} M floats", t["xla"], t["torch"])
 
 
 def main() -> None:
