@@ -39,11 +39,6 @@ from benchmarks.timing import interleaved
 DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _timed(repeats: int, **fns: Callable[[], object]) -> dict[str, float]:
-    """Median time of each ``fn()`` until its result is ready, all timed in turns."""
-    return interleaved({k: lambda f=f: jax.block_until_ready(f()) for k, f in fns.items()}, repeats)
-
-
 def _row(rows: list, name: str, jax_s: float, torch_s: float, flops: float | None = None) -> None:
     row = {"op": name, "xla_ms": jax_s * 1e3, "torch_ms": torch_s * 1e3, "ratio": torch_s / jax_s}
     if flops:
@@ -91,14 +86,14 @@ def decoder_ops(rows: list, quick: bool, repeats: int) -> None:
         gn = jax.jit(functools.partial(_norm_silu, norm))
         gn_t = torch.nn.Sequential(torch.nn.GroupNorm(32, c), torch.nn.SiLU())
         with torch.inference_mode():
-            t = _timed(
-                repeats,
+            fns = dict(
                 conv=functools.partial(conv, x, w),
                 im2col=functools.partial(im2col, x, w),
                 torch=functools.partial(conv_t, xt),
                 gn=functools.partial(gn, params, x),
                 gn_torch=functools.partial(gn_t, xt),
             )
+            t = interleaved(fns, repeats)
         _row(rows, f"conv3x3 {c}ch {hw}px", t["conv"], t["torch"], flops)
         _row(rows, f"conv3x3 {c}ch {hw}px as im2col+matmul", t["im2col"], t["torch"], flops)
         _row(rows, f"GroupNorm+SiLU {c}ch {hw}px", t["gn"], t["gn_torch"])
@@ -123,7 +118,7 @@ def dit_ops(rows: list, quick: bool, repeats: int) -> None:
         at, bt = torch.randn(n, k), torch.randn(k, m)
         with torch.inference_mode():
             xla, ref = functools.partial(mm, a, b), functools.partial(torch.mm, at, bt)
-            t = _timed(repeats, xla=xla, torch=ref)
+            t = interleaved({"xla": xla, "torch": ref}, repeats)
         _row(rows, f"matmul {what} {n}x{k} @ {k}x{m}", t["xla"], t["torch"], 2 * n * k * m)
 
     head_dim = width // heads
@@ -148,7 +143,7 @@ def dit_ops(rows: list, quick: bool, repeats: int) -> None:
         both = jax.jit(jax.grad(functools.partial(_squared_sum, f), argnums=(0, 1, 2)))
         fns[f"{name} fwd"] = functools.partial(fwd, q, k, v)
         fns[f"{name} both"] = functools.partial(both, q, k, v)
-    t = _timed(repeats, **fns)
+    t = interleaved(fns, repeats)
     for name in forms:
         _row(rows, f"attention fwd, {name}", t[f"{name} fwd"], t["torch fwd"], flops)
         _row(rows, f"attention fwd+bwd, {name}", t[f"{name} both"], t["torch both"], 3 * flops)
@@ -174,7 +169,7 @@ def dit_ops(rows: list, quick: bool, repeats: int) -> None:
     for p in pt:
         p.grad = torch.full_like(p, 1e-2)
     opt = torch.optim.AdamW(pt, lr=1e-4, weight_decay=0.0)
-    t = _timed(repeats, xla=jax_adamw, torch=opt.step)
+    t = interleaved({"xla": jax_adamw, "torch": opt.step}, repeats)
     _row(rows, f"AdamW update, {floats / 1e6:.0f} M floats", t["xla"], t["torch"])
 
 

@@ -13,16 +13,19 @@ import statistics
 import time
 from collections.abc import Callable, Hashable
 
+import jax
+
 
 def interleaved(fns: dict[Hashable, Callable[[], object]], repeats: int) -> dict[Hashable, float]:
-    """Median wall time of each ``fn()`` (which must block until its work is done) over
+    """Median wall time of each ``fn()`` until its result is ready (``jax.block_until_ready``;
+    a function that returns no arrays must itself block until its work is done) over
     ``repeats`` rounds that call every ``fn`` once, in turn, after one warm-up call of each."""
     for fn in fns.values():
-        fn()
+        jax.block_until_ready(fn())
     times: dict[Hashable, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
-            fn()
+            jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
