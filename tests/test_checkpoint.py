@@ -151,6 +151,39 @@ def test_a_save_holds_the_state_and_position_it_was_given(tmp_path, monkeypatch,
     ckpt.close()
 
 
+def test_a_held_save_writes_the_callers_arrays_without_a_copy(tmp_path, monkeypatch):
+    # held=True: the caller keeps the arrays alive and undonated (the loop's undonated step);
+    # the save makes no snapshot, and writes the values at the call while the caller computes
+    # new states from them.
+    release = _hold_orbax_saves(monkeypatch)
+    state, it = jax.tree.map(jnp.copy, _state(0)), _iterator()
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, state, it, held=True)
+    assert ckpt._copy is None and ckpt.saving()
+    expected = jax.tree.map(np.asarray, state)
+    bump = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s))  # no donation
+    later = bump(bump(state))
+    next(it)
+    release.set()
+    ckpt.wait()
+    assert not ckpt.saving()
+    restored = Checkpointer(tmp_path).restore(_abstract(_state(1)))
+    jax.tree.map(np.testing.assert_array_equal, restored, expected)
+    assert not any(x.is_deleted() for x in jax.tree.leaves(later))
+    ckpt.close()
+
+
+def test_which_saves_are_held(tmp_path):
+    state = _state(0)
+    prefers = {}
+    for mode in ("auto", "hold", "device", "off"):
+        ckpt = Checkpointer(tmp_path / mode, snapshot=mode)
+        prefers[mode] = ckpt.prefers_held(state)
+        ckpt.close()
+    # On these CPU devices "auto" holds: the state already lives in host memory.
+    assert prefers == {"auto": True, "hold": True, "device": False, "off": False}
+
+
 def test_save_returns_before_orbax_has_the_state(tmp_path, monkeypatch):
     # Orbax's own save is held until the caller has returned from ours: with the hand-off to a
     # background thread our save returns at once; without it this would wait out the timeout

@@ -120,3 +120,63 @@ def test_workdir_of_another_model(tmp_path):
     other.model.width = 4
     with pytest.raises(WorkdirError, match=r"different run \(model.width: saved 3, now 4\)"):
         loop.prepare_workdir(tmp_path, other)
+
+
+def _saves(monkeypatch) -> list[tuple[int, bool]]:
+    """(step, held) of every ``Checkpointer.save`` from now on."""
+    calls = []
+    original = Checkpointer.save
+
+    def save(self, step, *args, held=False, **kwargs):
+        calls.append((step, held))
+        return original(self, step, *args, held=held, **kwargs)
+
+    monkeypatch.setattr(Checkpointer, "save", save)
+    return calls
+
+
+def test_held_saves_write_the_state_the_undonated_next_step_reads(tmp_path, monkeypatch):
+    # snapshot="hold": no copy of the state; the step after each save must not donate it, or
+    # the background write would read deleted (or overwritten) buffers.
+    saves = _saves(monkeypatch)
+    held = _run(tmp_path / "held", 8, checkpoint_snapshot="hold")
+    assert saves == [(2, True), (4, True), (6, True), (8, False)]  # nothing runs after step 8
+    straight = _run(tmp_path / "straight", 8, checkpoint_every=100)
+    np.testing.assert_array_equal(held["params"]["w"], straight["params"]["w"])
+    ckpt = Checkpointer(tmp_path / "held" / "checkpoints")
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), held
+    )
+    for step in (2, 4, 6):
+        expected = _run(tmp_path / f"to{step}", step, checkpoint_every=100)
+        restored = ckpt.restore(abstract, step=step)
+        np.testing.assert_array_equal(restored["params"]["w"], expected["params"]["w"])
+        assert int(restored["step"]) == step
+    ckpt.close()
+
+
+def test_auto_holds_saves_on_cpu_once_the_undonated_step_is_compiled(tmp_path, monkeypatch):
+    # The undonated step compiles in the background; saves before it is ready are snapshots.
+    compiled = []
+    original = loop.UndonatedSteps._compile
+
+    def compile_(self, phase, avals):
+        compiled.append(phase)
+        return original(self, phase, avals)
+
+    monkeypatch.setattr(loop.UndonatedSteps, "_compile", compile_)
+    calls = _saves(monkeypatch)
+    result = _run(tmp_path / "auto", 12)
+    saves = list(calls)
+    straight = _run(tmp_path / "straight", 12, checkpoint_every=100)
+    np.testing.assert_array_equal(result["params"]["w"], straight["params"]["w"])
+    assert compiled == ["main"]
+    assert saves[0] == (2, False) and saves[-1] == (12, False)
+    # The run's own thread raced the compilation: how many saves were held varies, but a held
+    # save is never followed by a snapshot one (the compiled step stays).
+    flags = [h for _, h in saves[:-1]]
+    assert flags == sorted(flags)
+    # A last save (or a save with no later one that could use it) compiles nothing.
+    compiled.clear()
+    _run(tmp_path / "short", 4, checkpoint_every=2)
+    assert compiled == []

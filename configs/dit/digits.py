@@ -73,9 +73,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 1000
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 2
-    # How a save leaves the loop: "auto" snapshots the state (pinned host memory if the device
-    # has it, else device memory) and writes from a background thread; "device" forces the
-    # device-memory copy; "off" lets Orbax copy to host on the loop's thread (no extra memory).
+    # How a save leaves the loop: "auto" hands the state to a background writer as is on CPU
+    # (the step after the save runs undonated, so nothing is copied) and as a snapshot in
+    # pinned host memory on accelerators; "hold" holds it on any device (device memory stays
+    # in use until written); "device" snapshots into device memory; "off" lets Orbax copy to
+    # host on the loop's thread (no extra memory).
     c.train.checkpoint_snapshot = "auto"
     c.train.keep_best = 0  # also keep this many best checkpoints by train.best_metric
     c.train.best_metric = "loss"

@@ -4,14 +4,20 @@ Each checkpoint step holds two items: ``state`` (step, parameters, optimiser sta
 pytree of jax.Arrays, saved sharded) and ``data`` (the Grain iterator position, one JSON file per
 process). Saves are asynchronous in two layers. Orbax's own ``save`` blocks its caller while it
 walks the tree, starts threads and copies every array to the host, which on a small model takes
-as long as a training step; so ``save`` here only snapshots the state (one compiled copy of every
-array, into pinned host memory where the device has it, else into device memory; the copy is
-what lets the next, donating train step reuse the buffers) and records the iterator's position,
-then hands both to a background thread that calls Orbax. On CPU devices the next snapshot is
-written into the buffers of the previous one once that save is on disk (fresh buffers cost the
-kernel's page faults, as much time as the copy). ``snapshot="off"`` calls Orbax on the
-caller's thread instead (no extra memory; Orbax's reads of the live state hold up the next,
-donating step: on a 2 GB state on CPU that blocked the loop 15x longer than the snapshot).
+as long as a training step; so ``save`` here only records the iterator's position and either
+hands the state itself to a background thread that calls Orbax (``held=True``: the caller
+promises not to donate or delete those arrays until the save is on disk; the training loop keeps
+that promise by running the step after a save without donation) or, by default, first
+snapshots it (one compiled copy of every array, into pinned host memory where the device has
+it, else into device memory; the copy is what lets the next, donating train step reuse the
+buffers). Which of the two a run should use is :meth:`Checkpointer.prefers_held`: on CPU
+devices, where device memory is host memory and a copy costs as much as the step's own memory
+traffic, the state is held (no copy); on accelerators the snapshot frees device memory at once.
+On CPU devices a snapshot is written into the buffers of the previous one once that save is on
+disk (fresh buffers cost the kernel's page faults, as much time as the copy). ``snapshot="off"``
+calls Orbax on the caller's thread instead (no extra memory; Orbax's reads of the live state
+hold up the next, donating step: on a 2 GB state on CPU that blocked the loop 15x longer than
+the snapshot).
 An error of a background save is raised by the next ``save`` or ``wait``.
 
 Orbax writes each step into a temporary directory (``<step>.orbax-checkpoint-tmp-*``) and renames
@@ -42,7 +48,10 @@ import orbax.checkpoint as ocp
 from latentjax.errors import WorkdirError
 
 BEST_MODES = ("min", "max")
-SNAPSHOTS = ("auto", "device", "off")
+# "auto": hold the state on CPU devices, else snapshot it (pinned host memory where the device
+# has it); "hold": hold it on any device (it stays in device memory until written); "device":
+# always snapshot it into device memory; "off": Orbax on the caller's thread.
+SNAPSHOTS = ("auto", "hold", "device", "off")
 
 
 class CheckpointError(WorkdirError):
@@ -111,17 +120,33 @@ class Checkpointer:
         self._finish_handoff()
         return sorted(self._manager.all_steps())
 
+    def prefers_held(self, state: Any) -> bool:
+        """Whether saves of ``state`` should be ``held`` (no snapshot copy) by a caller that can
+        keep the state's arrays alive and undonated until each save is on disk."""
+        if self.snapshot == "hold":
+            return True
+        # "auto": on CPU devices of a single process. The step after a held save is compiled
+        # in the background and used once ready; processes that got there at different saves
+        # would run different programs with collectives in them.
+        arrays = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
+        return self.snapshot == "auto" and jax.process_count() == 1 and _on_cpu(arrays)
+
     def save(
         self,
         step: int,
         state: Any,
         data_iterator: Any | None = None,
         metrics: dict[str, float] | None = None,
+        *,
+        held: bool = False,
     ) -> None:
         """Starts writing ``step`` (returns before the write ends; see :meth:`wait`).
 
         ``metrics`` ranks the step for ``keep_best``; a step without the best metric is kept
-        only while it is among the last ``max_to_keep``.
+        only while it is among the last ``max_to_keep``. ``held=True`` writes ``state``'s own
+        arrays, without a snapshot: the caller must not donate or delete them before
+        :meth:`wait` returns or :meth:`saving` is False (ignored with ``snapshot="off"``,
+        which has written them when this returns).
         """
         # One save at a time is handed over: an earlier one still being handed to Orbax is
         # waited for here (and its error, if any, raised), so at most one snapshot exists.
@@ -133,13 +158,21 @@ class Checkpointer:
         if self._worker is None:
             self._save_now(step, state, data_iterator, metrics)
             return
-        copier = self._copier(state)
-        # The last snapshot's buffers are free once Orbax has written them (the hand-off of
-        # that save has finished: waited for above).
-        snapshot = copier(state, reuse=not self._manager.is_saving_in_progress())
+        if held:
+            snapshot = state
+        else:
+            copier = self._copier(state)
+            # The last snapshot's buffers are free once Orbax has written them (the hand-off
+            # of that save has finished: waited for above).
+            snapshot = copier(state, reuse=not self._manager.is_saving_in_progress())
+            copier.prepare(self._worker)
         position = None if data_iterator is None else _Position(data_iterator)
         self._in_flight = self._worker.submit(self._hand_over, step, snapshot, position, metrics)
-        copier.prepare(self._worker)
+
+    def saving(self) -> bool:
+        """Whether a save is still being handed over or written."""
+        in_flight = self._in_flight is not None and not self._in_flight.done()
+        return in_flight or self._manager.is_saving_in_progress()
 
     def _hand_over(self, step: int, snapshot: Any, position: Any, metrics: Any) -> None:
         """On the checkpoint thread: waits (without the GIL) until the snapshot copy is done,
@@ -163,13 +196,12 @@ class Checkpointer:
         key = (jax.tree.structure(state), tuple((x.shape, x.dtype, x.sharding) for x in arrays))
         if self._copy is None or self._copy[0] != key:
             targets = [self._target(x.sharding) for x in arrays]
-            cpu = bool(arrays) and next(iter(arrays[0].devices())).platform == "cpu"
-            self._copy = (key, _StateCopy(arrays, targets, cpu=cpu))
+            self._copy = (key, _StateCopy(arrays, targets, cpu=_on_cpu(arrays)))
         return self._copy[1]
 
     def _target(self, sharding):
         kinds = {m.kind for d in sharding.addressable_devices for m in d.addressable_memories()}
-        if self.snapshot == "auto" and "pinned_host" in kinds:
+        if self.snapshot in ("auto", "hold") and "pinned_host" in kinds:
             return sharding.with_memory_kind("pinned_host")
         return sharding
 
@@ -325,6 +357,10 @@ def _copy_all(arrays: list[jax.Array], tick: Any = None, buffers: Any = None) ->
     del buffers
     copies = [jnp.copy(x) for x in arrays]
     return copies if tick is None else (copies, jnp.sum(tick * tick))
+
+
+def _on_cpu(arrays: list[jax.Array]) -> bool:
+    return bool(arrays) and next(iter(arrays[0].devices())).platform == "cpu"
 
 
 def _replicated(sharding: jax.sharding.Sharding) -> jax.sharding.Sharding | None:

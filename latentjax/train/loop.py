@@ -16,6 +16,7 @@ ends the run cleanly; the next ``train`` on the same workdir resumes from it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -190,19 +191,70 @@ def guard_nonfinite(step_fn: Callable, skip: bool) -> Callable:
     return step
 
 
-def jit_steps(task: Task, shardings, mesh: Mesh, on_nonfinite: str = "stop") -> dict[str, Callable]:
-    """Each phase's step jitted with explicit shardings and the state donated (compiled on
-    first use)."""
+def jit_steps(
+    task: Task, shardings, mesh: Mesh, on_nonfinite: str = "stop", *, donate: bool = True
+) -> dict[str, Callable]:
+    """Each phase's step jitted with explicit shardings and the state donated (unless
+    ``donate=False``; compiled on first use)."""
     repl = mesh_lib.replicated(mesh)
     return {
         name: jax.jit(
             guard_nonfinite(fn, skip=on_nonfinite == "skip"),
             in_shardings=(shardings, task.frozen_shardings, mesh_lib.batch_sharding(mesh), repl),
             out_shardings=(shardings, repl),
-            donate_argnums=(0,),
+            donate_argnums=(0,) if donate else (),
         )
         for name, fn in task.train_steps.items()
     }
+
+
+class UndonatedSteps:
+    """The steps that run right after a held checkpoint save (``Checkpointer.save(...,
+    held=True)``): the same steps without donation, so the saved state's buffers stay intact
+    while a background thread writes them. That replaces the snapshot copy of the whole state;
+    on CPU devices the copy's memory traffic is the cost of a save to the loop (measured in
+    ``benchmarks/checkpoint.py``).
+
+    A phase's undonated step is compiled ahead of time, with the shapes of a step's arguments:
+    ``eager`` (``train.checkpoint_snapshot = "hold"``) on the loop's thread when a save first
+    needs it; otherwise on a background thread, the save that started it (and any other before
+    it is ready) taking the snapshot copy instead of holding the state.
+    """
+
+    def __init__(self, steps: dict[str, Callable], mesh: Mesh, rules, *, eager: bool):
+        self._steps, self._mesh, self._rules, self._eager = steps, mesh, rules, eager
+        self._compiled: dict[str, concurrent.futures.Future] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def ready(self, phase: str, args: tuple, *, start: bool = True) -> Callable | None:
+        """The compiled undonated step of ``phase`` for arguments shaped like ``args``, or None
+        while it is being compiled (started by this call if it is the first and ``start``:
+        a later save will need it)."""
+        if phase not in self._compiled and (start or self._eager):
+            avals = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args
+            )
+            if self._eager:
+                done: concurrent.futures.Future = concurrent.futures.Future()
+                done.set_result(self._compile(phase, avals))
+                self._compiled[phase] = done
+            else:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        1, thread_name_prefix="latentjax-compile"
+                    )
+                self._compiled[phase] = self._pool.submit(self._compile, phase, avals)
+        future = self._compiled.get(phase)
+        return future.result() if future is not None and future.done() else None
+
+    def _compile(self, phase: str, avals: tuple) -> Callable:
+        with mesh_lib.activation_rules(self._mesh, self._rules):
+            return self._steps[phase].lower(*avals).compile()
+
+    def close(self) -> None:
+        """Drops compilations that have not started; waits for one under way."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 class PreemptionWatch:
@@ -276,6 +328,17 @@ def run(
     writer = MetricsWriter(workdir / "metrics.jsonl", start)
 
     step_fns = jit_steps(task, shardings, mesh, on_nonfinite)
+    # Saves hand the state itself to the checkpoint thread where that is cheaper than a
+    # snapshot copy (CPU devices); the step after such a save then must not donate it.
+    undonated = None
+    if checkpointer.prefers_held(state):
+        undonated = UndonatedSteps(
+            jit_steps(task, shardings, mesh, on_nonfinite, donate=False),
+            mesh,
+            rules,
+            eager=checkpointer.snapshot == "hold",
+        )
+    after_save = None  # the undonated step to run next, after a held save
 
     num_steps = config.train.num_steps
     log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
@@ -311,7 +374,8 @@ def run(
             batch = next(data_iterator)
             if not isinstance(next(iter(batch.values())), jax.Array):  # not yet on devices
                 batch = mesh_lib.global_batch(batch, mesh)
-            step_fn = step_fns[task.step_for(step - 1)]
+            step_fn = after_save or step_fns[task.step_for(step - 1)]
+            after_save = None
             # Traced (on first use) with the rules in context: the models' activation
             # constraints (tensor parallelism) apply.
             with mesh_lib.activation_rules(mesh, rules):
@@ -335,7 +399,13 @@ def run(
                 writer.write(step, host)
                 bar.set_postfix({k: f"{host[k]:.4g}" for k in PROGRESS_KEYS if k in host})
             if saving:
-                checkpointer.save(step, state, data_iterator, metrics=host)
+                if undonated is not None and not is_last and not preempted:
+                    args = (state, task.frozen, batch, step_rng)
+                    later = step + ckpt_every < num_steps  # another save with steps after it
+                    after_save = undonated.ready(task.step_for(step), args, start=later)
+                checkpointer.save(
+                    step, state, data_iterator, metrics=host, held=after_save is not None
+                )
                 last_good = step
             if preempted:
                 checkpointer.wait()
@@ -343,6 +413,8 @@ def run(
                 break
     finally:
         preemption.close()
+        if undonated is not None:
+            undonated.close()
         bar.close()
         checkpointer.wait()
         checkpointer.close()
