@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,13 +184,6 @@ def _valid_shard(path: Path, labels: np.ndarray, image_shape: tuple[int, ...]) -
     )
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def write_sample_shards(
     generator: Generator,
     labels: np.ndarray,
@@ -256,7 +248,7 @@ def write_sample_shards(
     def write_index():
         listed = [sh for sh, ok in zip(shards, done, strict=True) if ok]
         text = json.dumps({**settings, "shards": listed}, indent=1)
-        _write_atomic(index_path, lambda f: f.write(text.encode()))
+        loop.write_atomic(index_path, lambda f: f.write(text.encode()))
 
     if writer:
         write_index()
@@ -275,7 +267,7 @@ def write_sample_shards(
             part = labels[start : start + chunk]
             images = generator.sample_chunk(part, start, seed, spec, chunk)
             if writer:
-                _write_atomic(
+                loop.write_atomic(
                     shard_dir / _shard_name(i),
                     lambda f, images=images, part=part: np.savez(f, images=images, labels=part),
                 )

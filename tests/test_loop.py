@@ -180,3 +180,19 @@ def test_auto_holds_saves_on_cpu_once_the_undonated_step_is_compiled(tmp_path, m
     compiled.clear()
     _run(tmp_path / "short", 4, checkpoint_every=2)
     assert compiled == []
+
+
+def test_the_workdir_config_is_replaced_whole(tmp_path):
+    # The other processes of a run read config.json while process 0 writes it (one of them
+    # once read an empty file): a write that stops midway leaves the old file.
+    path = tmp_path / "config.json"
+    loop.write_atomic(path, lambda f: f.write(b'{"a": 1}'))
+
+    def interrupted(f):
+        f.write(b'{"a": ')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        loop.write_atomic(path, interrupted)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

@@ -20,6 +20,7 @@ import concurrent.futures
 import dataclasses
 import json
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -85,8 +86,21 @@ def prepare_workdir(workdir: str | Path, config) -> Path:
                 )
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(config_lib.to_json(config))
+        # Whole or not at all: the other processes of a run read it at the same time.
+        write_atomic(saved, lambda f: f.write(config_lib.to_json(config).encode()))
     return workdir
+
+
+def write_atomic(path: Path, write: Callable[[Any], Any]) -> None:
+    """Calls ``write`` on a binary file beside ``path`` and renames it to ``path``: a reader
+    sees the old file or the new one, never a part of it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _plain(x: Any) -> Any:
