@@ -36,3 +36,33 @@ def coordinator_address() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _wait_processes(procs, timeout: float, grace: float = 60.0) -> None:
+    """Waits until every process in ``procs`` has exited, at most ``timeout`` seconds. Once one
+    has failed, the others get ``grace`` seconds more: a peer of a failed ``jax.distributed``
+    process waits for it at its next collective or at the shutdown barrier, and would
+    otherwise hold the test for the whole timeout. Processes still running are killed."""
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                deadline = min(deadline, time.monotonic() + grace)
+            try:
+                next(p for p in procs if p.poll() is None).wait(timeout=0.5)
+            except (subprocess.TimeoutExpired, StopIteration):
+                pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def wait_processes():
+    """:func:`_wait_processes`: waits for several processes of one run, failing fast."""
+    return _wait_processes

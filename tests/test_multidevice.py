@@ -104,7 +104,7 @@ def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir)
 
 
 @pytest.mark.multidevice
-def test_two_processes_match_one(single, coordinator_address, tmp_path):
+def test_two_processes_match_one(single, coordinator_address, tmp_path, wait_processes):
     """Two local processes, one CPU device each, coordinated over 127.0.0.1 (gloo collectives)."""
     env = dict(os.environ, PYTHONPATH=str(SCRIPT.parents[2]), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
@@ -116,13 +116,7 @@ def test_two_processes_match_one(single, coordinator_address, tmp_path):
     for i, (out_file, err_file) in enumerate(files):
         with open(out_file, "wb") as out, open(err_file, "wb") as err:
             procs.append(subprocess.Popen([*cmd, str(i)], env=env, stdout=out, stderr=err))
-    try:
-        for p in procs:
-            p.wait(timeout=600)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    wait_processes(procs, timeout=600)
     outputs = [(o.read_text(errors="replace"), e.read_text(errors="replace")) for o, e in files]
     logs = "\n".join(
         f"--- process {i} ---\n{err[-12000:]}\n(stdout) {out[-300:]}"

@@ -111,7 +111,9 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert f'"step": {steps[0]},' in last_logged
 
 
-def test_preemption_of_one_process_saves_all_at_one_step(tmp_path, coordinator_address):
+def test_preemption_of_one_process_saves_all_at_one_step(
+    tmp_path, coordinator_address, wait_processes
+):
     # Two processes of one jax.distributed run; the preemption notice (SIGTERM) reaches only
     # the second. JAX's preemption service picks a step at which both save and stop together.
     run = tmp_path / "run"
@@ -120,12 +122,12 @@ def test_preemption_of_one_process_saves_all_at_one_step(tmp_path, coordinator_a
     procs = [_start(run, *args, "--process-id", str(i)) for i in range(2)]
     try:
         _wait_for(run / "metrics.jsonl", procs[0])
-        procs[1].send_signal(signal.SIGTERM)
-        outs = [_output(p, timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    except BaseException:
+        wait_processes(procs, timeout=0)  # kills both
+        raise
+    procs[1].send_signal(signal.SIGTERM)
+    wait_processes(procs, timeout=120)
+    outs = [p.log.read_text(errors="replace") for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out
     said = [re.findall(r"preempted; saved step (\d+)", out) for out in outs]

@@ -13,7 +13,9 @@ slice of every global batch, as on a multi-host pod.
 import faulthandler
 import json
 import math
+import os
 import sys
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -155,4 +157,11 @@ if __name__ == "__main__":
         coordinator, num, pid = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         distributed.initialize(coordinator, num, pid)
     jnp.zeros(())  # start the backend before printing anything else
-    main(json.loads(sys.argv[1]))
+    try:
+        main(json.loads(sys.argv[1]))
+    except Exception:
+        traceback.print_exc()
+        sys.stdout.flush()
+        # Not through JAX's shutdown barrier, where a failed peer would keep this process
+        # waiting for minutes (and the test with it).
+        os._exit(1)
