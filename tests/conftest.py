@@ -2,7 +2,9 @@
 
 import os
 import socket
+import subprocess
 import tempfile
+import time
 
 import absl.flags
 import pytest
@@ -43,9 +45,6 @@ def _wait_processes(procs, timeout: float, grace: float = 60.0) -> None:
     has failed, the others get ``grace`` seconds more: a peer of a failed ``jax.distributed``
     process waits for it at its next collective or at the shutdown barrier, and would
     otherwise hold the test for the whole timeout. Processes still running are killed."""
-    import subprocess
-    import time
-
     deadline = time.monotonic() + timeout
     try:
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import pytest
 from latentjax.errors import NonFiniteError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
-from latentjax.train.checkpoint import Checkpointer
+from latentjax.train.checkpoint import Checkpointer, abstract_like
 
 
 def _config(num_steps: int, **train) -> ml_collections.ConfigDict:
@@ -144,9 +144,7 @@ def test_held_saves_write_the_state_the_undonated_next_step_reads(tmp_path, monk
     straight = _run(tmp_path / "straight", 8, checkpoint_every=100)
     np.testing.assert_array_equal(held["params"]["w"], straight["params"]["w"])
     ckpt = Checkpointer(tmp_path / "held" / "checkpoints")
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), held
-    )
+    abstract = abstract_like(held, jax.tree.map(lambda x: x.sharding, held))
     for step in (2, 4, 6):
         expected = _run(tmp_path / f"to{step}", step, checkpoint_every=100)
         restored = ckpt.restore(abstract, step=step)

@@ -158,16 +158,14 @@ class Checkpointer:
         if self._worker is None:
             self._save_now(step, state, data_iterator, metrics)
             return
-        if held:
-            snapshot = state
-        else:
-            copier = self._copier(state)
-            # The last snapshot's buffers are free once Orbax has written them (the hand-off
-            # of that save has finished: waited for above).
-            snapshot = copier(state, reuse=not self._manager.is_saving_in_progress())
-            copier.prepare(self._worker)
+        copier = None if held else self._copier(state)
+        # The last snapshot's buffers are free once Orbax has written them (the hand-off of
+        # that save has finished: waited for above).
+        snapshot = state if held else copier(state, reuse=not self._manager.is_saving_in_progress())
         position = None if data_iterator is None else _Position(data_iterator)
         self._in_flight = self._worker.submit(self._hand_over, step, snapshot, position, metrics)
+        if copier is not None:  # after the hand-off, which the worker thread runs first
+            copier.prepare(self._worker)
 
     def saving(self) -> bool:
         """Whether a save is still being handed over or written."""

@@ -245,9 +245,7 @@ class UndonatedSteps:
         while it is being compiled (started by this call if it is the first and ``start``:
         a later save will need it)."""
         if phase not in self._compiled and (start or self._eager):
-            avals = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args
-            )
+            avals = abstract_like(args, jax.tree.map(lambda x: x.sharding, args))
             if self._eager:
                 done: concurrent.futures.Future = concurrent.futures.Future()
                 done.set_result(self._compile(phase, avals))
