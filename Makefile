@@ -1,31 +1,39 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   creates .venv, installs latentjax, runs both stages on the embedded digits
-#   make test   creates .venv, installs latentjax with its test extras, runs the suite
+#   make demo   creates .venv, installs latentjax (runtime dependencies only), runs both stages
+#               on the embedded digits
+#   make test   creates .venv, installs latentjax with its test extras (PyTorch and diffusers as
+#               references), runs ruff and the suite
 # and one more: make bench  runs every benchmark and writes benchmarks/BENCHMARKS.md
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+TESTS := $(VENV)/.installed-test
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(TESTS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(TESTS) $(RUNTIME)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(VENV)/bin/latentjax demo --workdir runs/demo
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check latentjax configs tests benchmarks
+test: $(TESTS)
+	$(VENV)/bin/ruff check latentjax tests benchmarks
 	$(VENV)/bin/python -m pytest tests -q
 
-bench: $(STAMP)
+bench: $(TESTS)
 	$(VENV)/bin/python -m benchmarks
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check latentjax configs tests benchmarks
-	$(VENV)/bin/ruff format --check latentjax configs tests benchmarks
+lint: $(TESTS)
+	$(VENV)/bin/ruff check latentjax tests benchmarks
+	$(VENV)/bin/ruff format --check latentjax tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs

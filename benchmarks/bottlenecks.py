@@ -2,13 +2,13 @@
 
     python benchmarks/bottlenecks.py [--workdir runs/bottlenecks] [--only kl,vq] [--steps N]
 
-Each bottleneck uses its config (``configs/ae/digits.py`` for KL, ``digits_{ae,vq,fsq}.py``):
+Each bottleneck uses its config (``ae/digits.py`` for KL, ``digits_{ae,vq,fsq}.py``):
 the same encoder/decoder (f = 4, 4 latent channels on 16 px digits: a tensor size reduction of
 4) and the same schedule (1000 steps of batch 64, PatchGAN for the last 150). Runs resume from
 their workdir, so a second call only evaluates. Prints a markdown table and writes
 ``WORKDIR/bottlenecks.json``.
 
-PSNR is ``latentjax.train.autoencoder.psnr`` on the reconstruction through the posterior mode
+PSNR is ``latentjax.eval.metrics.psnr`` on the reconstruction through the posterior mode
 (quantised for VQ/FSQ), clipped to [-1, 1]. SSIM is ``latentjax.eval.metrics.ssim`` (Gaussian
 window sigma 1.5, the population covariance, data range 2: the settings of Wang et al. 2004).
 """
@@ -24,9 +24,12 @@ import jax
 import numpy as np
 
 from latentjax.config import load_config
+from latentjax.data.pipeline import split_arrays
+from latentjax.eval.metrics import psnr
 from latentjax.parallel.mesh import make_mesh
-from latentjax.train.autoencoder import load_autoencoder, psnr
-from latentjax.train.main import split_arrays, train
+from latentjax.run import Run
+from latentjax.train.autoencoder import load_autoencoder
+from latentjax.train.trainer import train
 
 CONFIGS = {
     "kl": "ae/digits.py",
@@ -53,8 +56,8 @@ def tensor_reduction(config) -> float:
 
 def evaluate(workdir: Path, config) -> dict:
     mesh = make_mesh(config.mesh.shape)
-    _, stage, params = load_autoencoder(workdir, mesh)
-    images = split_arrays(config, config.data.eval_split)["image"]
+    stage, params = load_autoencoder(Run.open(workdir), mesh)
+    images = split_arrays(config.data, config.data.eval_split)["image"]
     x = jax.numpy.asarray(images)
     x_hat, stats = jax.jit(stage.reconstruct_with_stats)(params, x)
     x_hat = np.asarray(x_hat)

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DIT_XL = "configs/dit/dit_xl2_imagenet256.py"
-AE_SD = "configs/ae/kl_f8c4_imagenet256.py"
+DIT_XL = "dit/dit_xl2_imagenet256.py"
+AE_SD = "ae/kl_f8c4_imagenet256.py"
 # (name, config, extra args) swept over 1, 2, 4, 8 devices.
 SWEEPS = {
     "DiT-XL/2 256px": (DIT_XL, ["--latent-shape", "32,32,4"]),

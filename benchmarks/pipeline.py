@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline.py [--batches 200] [--steps 20] [--out FILE.json]
 
-Measures (1) the examples per second the pipeline of ``configs/ae/digits.py`` delivers (decode
+Measures (1) the examples per second the pipeline of ``ae/digits.py`` delivers (decode
 PNG, resize 8 -> 16 px, normalise, shuffle, batch 64), decoding every record each epoch or from
 the in-memory cache (``data.cache``), in the main process and with worker processes, with and
 without random crop + flip; (2) the examples per second the digits train
@@ -60,8 +60,10 @@ def pipeline_rate(
 
 def step_rates(ae_config, dit_config, steps: int) -> dict[str, float]:
     """Examples per second of each digits train step (warm, median over ``steps``)."""
+    from latentjax.factory import latent_shape
     from latentjax.parallel import mesh as mesh_lib
-    from latentjax.train import autoencoder, dit, loop
+    from latentjax.train import autoencoder, dit
+    from latentjax.train.state import build_state, jit_steps
 
     mesh = mesh_lib.make_mesh(ae_config.mesh.shape)
     rules = tuple(tuple(r) for r in ae_config.mesh.rules)
@@ -76,17 +78,18 @@ def step_rates(ae_config, dit_config, steps: int) -> dict[str, float]:
     )
     out = {}
     ae_task = autoencoder.make_task(ae_config, mesh)
-    _, shardings, init = loop.build_state(ae_task, mesh, rules, jax.random.key(0))
+    _, shardings, init = build_state(ae_task.init_state, mesh, rules, jax.random.key(0))
     ae_state = init(jax.random.key(0))
     ae_params = jax.tree.map(lambda x: x.copy(), ae_state["params"]["ae"])
-    fns = loop.jit_steps(ae_task, shardings, mesh)
+    fns = jit_steps(ae_task, shardings, mesh)
     tasks = [("ae reconstruction step", ae_task, fns["reconstruction"], ae_state)]
     tasks.append(("ae adversarial step", ae_task, fns["adversarial"], None))
 
-    stage = dit.DiTStage(dit_config, autoencoder.AutoencoderStage(ae_config))
+    ae = autoencoder.AutoencoderStage(ae_config).ae
+    stage = dit.DiTStage(dit_config, ae, latent_shape(ae_config))
     dit_task = dit.make_task(stage, ae_params, {"shift": 0.0, "scale": 1.0}, mesh)
-    _, dit_shardings, dit_init = loop.build_state(dit_task, mesh, rules, jax.random.key(1))
-    dit_fn = loop.jit_steps(dit_task, dit_shardings, mesh)["diffusion"]
+    _, dit_shardings, dit_init = build_state(dit_task.init_state, mesh, rules, jax.random.key(1))
+    dit_fn = jit_steps(dit_task, dit_shardings, mesh)["diffusion"]
     tasks.append(("dit step", dit_task, dit_fn, dit_init(jax.random.key(1))))
 
     for name, task, fn, state in tasks:

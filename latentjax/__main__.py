@@ -2,6 +2,6 @@
 
 import sys
 
-from latentjax.cli import main
+from latentjax.commands import main
 
 sys.exit(main())

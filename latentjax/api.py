@@ -24,8 +24,10 @@ import ml_collections
 from latentjax.convert import common, diffusers_ae
 from latentjax.convert import dit as dit_convert
 from latentjax.errors import LatentjaxError
+from latentjax.factory import build_autoencoder, build_dit
 from latentjax.models.autoencoder import AutoencoderKL
 from latentjax.models.dit import DiT
+from latentjax.run import CONFIG_FILE, Run
 
 
 @dataclasses.dataclass
@@ -91,26 +93,26 @@ def load_autoencoder(path: str | Path) -> Autoencoder:
         config = _from_description(desc)
     elif diffusers_ae.is_diffusers_autoencoder(path):
         config, params = diffusers_ae.load_diffusers_autoencoder(path)
-    elif (path / "config.json").exists():
-        return _load_workdir_autoencoder(path)
+    elif (path / CONFIG_FILE).exists():
+        return _load_run_autoencoder(Run.open(path, stage="ae"))
     else:
         raise LatentjaxError(
             f"{path} is neither a diffusers AutoencoderKL directory, a converted checkpoint, "
             "nor a latentjax training run"
         )
     stats = config.latent_stats
-    return Autoencoder(diffusers_ae.build(config.model), params, stats.shift, stats.scale, config)
+    return Autoencoder(build_autoencoder(config.model), params, stats.shift, stats.scale, config)
 
 
-def _load_workdir_autoencoder(workdir: Path) -> Autoencoder:
-    from latentjax.config import from_json
+def _load_run_autoencoder(run: Run) -> Autoencoder:
     from latentjax.parallel.mesh import make_mesh
     from latentjax.train.autoencoder import load_autoencoder as load_run
 
-    config = from_json((workdir / "config.json").read_text())
-    _, stage, params = load_run(workdir, make_mesh(config.mesh.shape))
-    # A stage-1 run has no latent statistics of its own (a stage-2 run measures them).
-    return Autoencoder(stage.ae, params, 0.0, 1.0, config)
+    stage, params = load_run(run, make_mesh(run.config.mesh.shape))
+    # A trained stage-1 run has no latent statistics of its own (a stage-2 run measures them);
+    # a converted one holds its scaling factor.
+    stats = run.latent_stats() or {"shift": 0.0, "scale": 1.0}
+    return Autoencoder(stage.ae, params, stats["shift"], stats["scale"], run.config)
 
 
 def load_dit(path: str | Path, num_heads: int | None = None) -> DiTModel:
@@ -124,4 +126,5 @@ def load_dit(path: str | Path, num_heads: int | None = None) -> DiTModel:
         config = _from_description(desc)
     else:
         config, params = dit_convert.load_dit(path, num_heads)
-    return DiTModel(dit_convert.build(config.model), params, config)
+    m = config.model
+    return DiTModel(build_dit(m, (m.input_size, m.input_size, m.in_channels)), params, config)

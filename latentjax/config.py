@@ -1,19 +1,26 @@
 """Experiment configs: one Python file per experiment, overridden by dotted keys.
 
 A config file defines ``get_config() -> ml_collections.ConfigDict`` (the big_vision / Flax-examples
-convention). ``load_config`` imports it, locks it (so a typo can never add a key) and applies
-``a.b=value`` overrides, parsing each value as a Python literal and checking it against the type
-of the field it replaces. Unknown keys and ill-typed values raise :class:`ConfigError` with one
-readable line.
+convention). The built-in configs live in the package (``latentjax/configs/``, as big_vision's
+``big_vision/configs/``), named relative to it: ``ae/digits.py``. Each stage has a base config
+(``latentjax/configs/{ae,dit}/base.py``) holding every key with its default and a comment; a
+config is completed from its stage's base (:func:`complete`), so a key missing from a user's file
+or from a run saved before the key existed takes the one default there is, and a key the base does
+not know is an error.
+
+``load_config`` runs the file, completes and locks the config (so a typo can never add a key) and
+applies ``a.b=value`` overrides, parsing each value as a Python literal and checking it against the
+type of the field it replaces. Unknown keys and ill-typed values raise :class:`ConfigError` with
+one readable line.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,38 +29,113 @@ import ml_collections
 
 from latentjax.errors import ConfigError
 
-# Repository root: configs/ lives beside the package in a source checkout.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS_DIR = REPO_ROOT / "configs"
+BUILTIN_DIR = Path(__file__).resolve().parent / "configs"
+# The base config of each stage: the one place its defaults live.
+BASES = {"ae": "latentjax.configs.ae.base", "dit": "latentjax.configs.dit.base"}
 
 
-def resolve_config_path(path: str | Path) -> Path:
-    """Finds a config file given as a path, or relative to the repository's ``configs/``."""
+def builtin_names() -> list[str]:
+    """The built-in configs, as names ``load_config`` takes (``ae/digits.py``, ...)."""
+    return sorted(
+        str(p.relative_to(BUILTIN_DIR))
+        for p in BUILTIN_DIR.rglob("*.py")
+        if p.name != "__init__.py" and p.parent != BUILTIN_DIR
+    )
+
+
+def resolve_config(path: str | Path) -> tuple[Path, str | None]:
+    """-> (file, module name if built-in). A path that exists is the user's file; otherwise the
+    name of a built-in config (``ae/digits.py``, also written ``configs/ae/digits.py``)."""
     p = Path(path)
-    for candidate in (p, CONFIGS_DIR / p, REPO_ROOT / p):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"config file not found: {path}")
+    if p.is_file():
+        return p, None
+    name = p.as_posix().removeprefix("configs/")
+    builtin = BUILTIN_DIR / name
+    if p.suffix == ".py" and builtin.is_file() and ".." not in p.parts:
+        return builtin, "latentjax.configs." + name.removesuffix(".py").replace("/", ".")
+    raise ConfigError(
+        f"config file not found: {path} (neither a file nor a built-in config such as "
+        f"{', '.join(builtin_names()[:3])}, …)"
+    )
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Imports ``path``, calls its ``get_config()`` and applies ``key=value`` overrides."""
-    file = resolve_config_path(path)
-    # Config files may import shared pieces (``configs/common.py``) from the repository root.
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    spec = importlib.util.spec_from_file_location(f"latentjax_config_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
+    """Runs ``path``'s ``get_config()`` (a file the user named, or a built-in config's name),
+    completes it from its stage's base and applies ``key=value`` overrides."""
+    file, module_name = resolve_config(path)
+    return _finish(_import(file, module_name), file, overrides)
+
+
+def load_builtin(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """A built-in config by name, never a file of the current directory (the defaults of
+    ``latentjax demo`` and ``latentjax convert``)."""
+    file = BUILTIN_DIR / name
+    if not file.is_file() or ".." in Path(name).parts:
+        raise ConfigError(f"no built-in config {name!r}; built-in: {', '.join(builtin_names())}")
+    module_name = "latentjax.configs." + name.removesuffix(".py").replace("/", ".")
+    return _finish(_import(file, module_name), file, overrides)
+
+
+def _import(file: Path, module_name: str | None):
     try:
+        if module_name is not None:
+            return importlib.import_module(module_name)
+        spec = importlib.util.spec_from_file_location(f"latentjax_config_{file.stem}", file)
+        module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+        return module
     except Exception as e:  # a broken config file is a user error, not a crash
         raise ConfigError(f"could not import config {file}: {type(e).__name__}: {e}") from e
+
+
+def _finish(module, file: Path, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config {file} defines no get_config()")
-    config = module.get_config()
-    config.lock()
+    try:
+        config = module.get_config()
+    except Exception as e:
+        raise ConfigError(f"config {file}: get_config() failed: {type(e).__name__}: {e}") from e
+    config = complete(config, str(file))
     apply_overrides(config, overrides)
     return config
+
+
+def base_config(stage: Any) -> ml_collections.ConfigDict | None:
+    """The base config of ``stage`` ("ae", "dit"), or None for a stage without one."""
+    if stage not in BASES:
+        return None
+    return importlib.import_module(BASES[stage]).get_config()
+
+
+def complete(config: ml_collections.ConfigDict, source: str) -> ml_collections.ConfigDict:
+    """``config`` with every key its stage's base config has and it lacks, locked. A key the
+    base does not know is a :class:`ConfigError` naming it and ``source``. Configs of a stage
+    without a base (tests' toy stages) are only locked."""
+    stage = config["stage"] if "stage" in config else None
+    base = base_config(stage)
+    if base is None:
+        config.lock()
+        return config
+
+    def merge(defaults: dict, given: dict, prefix: str) -> dict:
+        out = dict(defaults)
+        for key, value in given.items():
+            if key not in defaults:
+                hint = difflib.get_close_matches(key, list(defaults), n=1)
+                also = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+                raise ConfigError(
+                    f"unknown config key '{prefix}{key}' in {source}: the {stage} base config "
+                    f"has no such key{also}"
+                )
+            if isinstance(defaults[key], dict) and isinstance(value, dict):
+                out[key] = merge(defaults[key], value, f"{prefix}{key}.")
+            else:
+                out[key] = value
+        return out
+
+    merged = ml_collections.ConfigDict(merge(base.to_dict(), config.to_dict(), ""))
+    merged.lock()
+    return merged
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
@@ -129,8 +211,9 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
-def from_json(text: str) -> ml_collections.ConfigDict:
-    """Rebuilds a config saved by :func:`to_json` (lists come back as tuples)."""
+def from_json(text: str, source: str = "config.json") -> ml_collections.ConfigDict:
+    """Rebuilds a config saved by :func:`to_json` (lists come back as tuples), completed from
+    its stage's base config; ``source`` names it in errors."""
 
     def tuplify(x: Any) -> Any:
         if isinstance(x, dict):
@@ -139,6 +222,10 @@ def from_json(text: str) -> ml_collections.ConfigDict:
             return tuple(tuplify(v) for v in x)
         return x
 
-    config = ml_collections.ConfigDict(tuplify(json.loads(text)))
-    config.lock()
-    return config
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: not a config (a JSON object)")
+    return complete(ml_collections.ConfigDict(tuplify(data)), source)

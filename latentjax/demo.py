@@ -1,6 +1,6 @@
 """``latentjax demo``: both stages on the embedded digits, then a class-conditional sample grid.
 
-Trains the autoencoder (configs/ae/digits.py) and the DiT (configs/dit/digits.py) into
+Trains the autoencoder (built-in ``ae/digits.py``) and the DiT (``dit/digits.py``) into
 ``WORKDIR/ae`` and ``WORKDIR/dit`` (resuming if they exist), samples 100 images of each class
 (10 with ``--quick``), and writes ``WORKDIR/samples.npz`` (all of them), ``WORKDIR/samples.png``
 (10 per class, row k for digit k) and ``WORKDIR/summary.json``, where a classifier trained on the
@@ -9,16 +9,22 @@ real training split judges the samples beside its accuracy on the real test spli
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from latentjax.config import load_config
+from latentjax.config import load_builtin
+from latentjax.data.pipeline import split_arrays
 from latentjax.eval.digits_classifier import DigitsClassifier
 from latentjax.eval.images import to_uint8
-from latentjax.train.main import describe_devices, split_arrays, train
+from latentjax.factory import latent_shape
+from latentjax.generate import collect_samples, load_generator, spec_from_config, write_samples
+from latentjax.parallel.mesh import make_mesh
+from latentjax.run import Run, write_json
+from latentjax.train.loop import read_metrics
+from latentjax.train.trainer import train
 
 # A few steps of each stage: exercises every part, makes no claim about quality.
 QUICK = {
@@ -41,27 +47,23 @@ QUICK = {
 }
 
 
-def _last(path: Path, key: str):
-    values = [json.loads(line).get(key) for line in path.read_text().splitlines() if line]
-    values = [v for v in values if v is not None]
+def _last(run: Run, key: str):
+    """The last value of ``key`` logged in the run's metrics.jsonl."""
+    values = [r[key] for r in read_metrics(run.metrics_path) if r.get(key) is not None]
     return values[-1] if values else None
 
 
 def run_demo(workdir: str | Path, quick: bool = False) -> dict:
-    from latentjax.cli import collect_samples, write_samples
-    from latentjax.generate import load_generator
-    from latentjax.parallel.mesh import make_mesh
-
+    """Runs the demo into ``workdir`` (resuming what is there); -> the summary it wrote."""
     workdir = Path(workdir)
     times = {}
-    print(f"latentjax demo on {describe_devices()} -> {workdir}")
 
-    ae_config = load_config("ae/digits.py", QUICK["ae"] if quick else [])
+    ae_config = load_builtin("ae/digits.py", QUICK["ae"] if quick else [])
     t = time.time()
     train(ae_config, workdir / "ae")
     times["ae_train_s"] = time.time() - t
 
-    dit_config = load_config(
+    dit_config = load_builtin(
         "dit/digits.py", [f"ae_workdir={workdir / 'ae'}", *(QUICK["dit"] if quick else [])]
     )
     t = time.time()
@@ -74,21 +76,26 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
     # shows the first 10 of each, row k for digit k.
     per_class = 10 if quick else 100
     labels = np.repeat(np.arange(10, dtype=np.int32), per_class)
-    images = collect_samples(generator, labels, dit_config)
+    spec = spec_from_config(dit_config)
+    images = collect_samples(generator, labels, spec, dit_config.sample.batch_size)
     shown = images.reshape(10, per_class, *images.shape[1:])[:, :10].reshape(-1, *images.shape[1:])
     grid = write_samples(workdir / "samples.npz", images, labels, grid=shown)
     times["sample_s"] = time.time() - t
 
-    train_split = split_arrays(ae_config, ae_config.data.train_split)
-    test_split = split_arrays(ae_config, ae_config.data.eval_split)
+    train_split = split_arrays(ae_config.data, ae_config.data.train_split)
+    test_split = split_arrays(ae_config.data, ae_config.data.eval_split)
     classifier = DigitsClassifier(to_uint8(train_split["image"]), train_split["label"])
-    stats = json.loads((workdir / "dit" / "latent_stats.json").read_text())
+    ae_run, dit_run = Run.open(workdir / "ae"), Run.open(workdir / "dit")
+    stats = dit_run.latent_stats()
+    image_size = ae_config.data.image_size
     summary = {
-        "ae_test_psnr_db": _last(workdir / "ae" / "metrics.jsonl", "test_psnr"),
-        "ae_tensor_reduction": _reduction(ae_config),
+        "ae_test_psnr_db": _last(ae_run, "test_psnr"),
+        "ae_tensor_reduction": (
+            image_size**2 * ae_config.model.in_channels / math.prod(latent_shape(ae_config))
+        ),
         "latent_scale": stats["scale"],
         "latent_shift": stats["shift"],
-        "dit_final_loss": _last(workdir / "dit" / "metrics.jsonl", "loss"),
+        "dit_final_loss": _last(dit_run, "loss"),
         "classifier_acc_real_test": classifier.accuracy(
             to_uint8(test_split["image"]), test_split["label"]
         ),
@@ -97,15 +104,5 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
         **{k: round(v, 1) for k, v in times.items()},
         "grid": str(grid),
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\nlatentjax demo summary")
-    for k, v in summary.items():
-        print(f"  {k:28s} {v:.4g}" if isinstance(v, float) else f"  {k:28s} {v}")
+    write_json(workdir / "summary.json", summary)
     return summary
-
-
-def _reduction(config) -> float:
-    m = config.model
-    f = 2 ** (len(m.ch_mult) - 1)
-    latent = (config.data.image_size // f) ** 2 * (m.embed_dim or m.z_channels)
-    return config.data.image_size**2 * m.in_channels / latent

@@ -28,14 +28,16 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from latentjax.config import from_json
 from latentjax.diffusion.samplers import check_sampler
 from latentjax.diffusion.samplers import sample as sample_latents
 from latentjax.errors import LatentjaxError, WorkdirError
+from latentjax.eval.images import image_grid, save_png
+from latentjax.factory import latent_shape
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.train import loop
+from latentjax.run import Run, write_atomic
+from latentjax.train import state as state_lib
 from latentjax.train.autoencoder import load_autoencoder
-from latentjax.train.dit import DiTStage, frozen_inputs, read_latent_stats
+from latentjax.train.dit import DiTStage, frozen_inputs
 
 INDEX_FILE = "index.json"
 
@@ -60,15 +62,14 @@ class SampleSpec:
 
 
 def spec_from_config(config, **overrides) -> SampleSpec:
-    """A :class:`SampleSpec` from ``config.sample`` (older runs lack some keys), then overrides
-    that are not None."""
+    """A :class:`SampleSpec` from ``config.sample``, then overrides that are not None."""
     s = config.sample
     values = {
-        "sampler": s.get("sampler", "ddim"),
+        "sampler": s.sampler,
         "num_steps": s.num_steps,
         "cfg_scale": s.cfg_scale,
-        "eta": s.get("eta", 0.0),
-        "guidance_interval": tuple(s.get("guidance_interval", (0.0, 1.0))),
+        "eta": s.eta,
+        "guidance_interval": tuple(s.guidance_interval),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SampleSpec(**values)
@@ -80,14 +81,10 @@ class Generator:
     ema_params: Any
     frozen: dict[str, Any]
     mesh: Mesh
+    image_shape: tuple[int, int, int]  # [H, W, C] of the decoded images
 
     def __post_init__(self):
         self._programs: dict[tuple, Any] = {}
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        c = self.stage.ae_stage.config
-        return (c.data.image_size, c.data.image_size, c.model.in_channels)
 
     def program(self, sampler: str, guided: bool):
         """The jitted ``run(params, frozen, labels, indices, key, num_steps, eta, cfg, interval)``
@@ -95,7 +92,7 @@ class Generator:
         key = (sampler, guided)
         if key not in self._programs:
             d = self.stage.config.diffusion
-            ae = self.stage.ae_stage.ae
+            ae = self.stage.ae
             batch = mesh_lib.batch_sharding(self.mesh)
             shape = self.stage.latent_shape
 
@@ -248,7 +245,7 @@ def write_sample_shards(
     def write_index():
         listed = [sh for sh, ok in zip(shards, done, strict=True) if ok]
         text = json.dumps({**settings, "shards": listed}, indent=1)
-        loop.write_atomic(index_path, lambda f: f.write(text.encode()))
+        write_atomic(index_path, lambda f: f.write(text.encode()))
 
     if writer:
         write_index()
@@ -267,7 +264,7 @@ def write_sample_shards(
             part = labels[start : start + chunk]
             images = generator.sample_chunk(part, start, seed, spec, chunk)
             if writer:
-                loop.write_atomic(
+                write_atomic(
                     shard_dir / _shard_name(i),
                     lambda f, images=images, part=part: np.savez(f, images=images, labels=part),
                 )
@@ -301,54 +298,47 @@ def read_shards(shard_dir: str | Path, limit: int | None = None) -> tuple[np.nda
 
 def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
     """Loads a stage-2 run (and the stage-1 run it names) for sampling."""
-    workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise WorkdirError(f"no run at {workdir} (missing config.json)")
-    config = from_json(config_path.read_text())
-    if config.stage != "dit":
-        raise WorkdirError(
-            f"{workdir} holds a '{config.stage}' run; sampling needs a stage-2 (dit) run"
-        )
-    if not config.get("ae_workdir"):
-        raise WorkdirError(
-            f"{workdir} names no autoencoder to decode with (ae_workdir is empty); for a "
-            "converted DiT, convert it again with --ae AE_DIR (from `latentjax convert ae`)"
-        )
-    _, ae_stage, ae_params = load_autoencoder(config.ae_workdir, mesh)
-    stage = DiTStage(config, ae_stage)
-    stats = read_latent_stats(workdir)
+    run = Run.open(workdir, stage="dit")
+    ae_run = run.ae_run()
+    stats = run.latent_stats()
     if stats is None:
-        raise WorkdirError(f"{workdir} has no latent statistics; was it trained?")
-    state = loop.restore_latest(workdir, stage.init_state, config, mesh)
+        raise WorkdirError(f"{run.path} has no latent statistics; was it trained?")
+    ae_stage, ae_params = load_autoencoder(ae_run, mesh)
+    stage = DiTStage(run.config, ae_stage.ae, latent_shape(ae_run.config))
+    state = state_lib.restore(run, stage.init_state, mesh)
     frozen, _ = frozen_inputs(ae_params, stats, mesh)
-    return Generator(stage, state["ema_params"], frozen, mesh)
+    ae = ae_run.config
+    image_shape = (ae.data.image_size, ae.data.image_size, ae.model.in_channels)
+    return Generator(stage, state["ema_params"], frozen, mesh, image_shape)
 
 
-def parse_labels(spec: str | None, num: int, num_classes: int) -> np.ndarray:
-    """``None`` -> classes in turn (0, 1, ..., 0, 1, ...); "3" -> all 3; "1,2,3" -> cycled."""
-    if num <= 0:
-        raise LatentjaxError(f"--num must be positive, got {num}")
-    if spec is None or spec == "":
-        base = np.arange(max(num_classes, 1))
-    else:
-        try:
-            base = np.array([int(s) for s in spec.split(",")])
-        except ValueError:
-            msg = f"--labels must be comma-separated integers, got {spec!r}"
-            raise LatentjaxError(msg) from None
-        bad = base[(base < 0) | (base >= max(num_classes, 1))]
-        if bad.size:
-            raise LatentjaxError(f"label {int(bad[0])} out of range [0, {num_classes})")
-    return np.resize(base, num).astype(np.int32)
+def collect_samples(generator: Generator, labels, spec: SampleSpec, chunk: int, seed: int = 0):
+    """All samples for ``labels`` as one uint8 array [N, H, W, C] (small N), with a progress
+    bar."""
+    from tqdm.auto import tqdm
+
+    out = []
+    with tqdm(total=len(labels), desc="sample", unit="img", dynamic_ncols=True) as bar:
+        for images in generator.sample(labels, seed, spec, chunk):
+            out.append(images)
+            bar.update(len(images))
+    return np.concatenate(out)
 
 
-def parse_interval(spec: str | None) -> tuple[float, float] | None:
-    """ "0.2,0.8" -> (0.2, 0.8)."""
-    if spec is None:
-        return None
-    try:
-        lo, hi = (float(s) for s in spec.split(","))
-    except ValueError:
-        raise LatentjaxError(f"--guidance-interval must be LO,HI, got {spec!r}") from None
-    return lo, hi
+def write_samples(
+    out: str | Path, images: np.ndarray, labels: np.ndarray, ncol: int = 10, grid=None
+) -> Path:
+    """``out`` (.npz: ``images`` uint8 [N, H, W, C], ``labels`` [N]) and a PNG grid beside it of
+    ``grid`` (default: all the images); -> the grid's path."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise LatentjaxError(f"--out must end in .npz, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, images=images, labels=labels)
+    shown = images if grid is None else grid
+    return save_grid(out.with_suffix(".png"), shown, ncol)
+
+
+def save_grid(path: Path, images: np.ndarray, ncol: int = 10) -> Path:
+    """A PNG grid of uint8 images, enlarged so a side is at least about 128 px."""
+    return save_png(path, image_grid(images, ncol=ncol), scale=max(1, 128 // images.shape[1]))

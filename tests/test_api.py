@@ -9,9 +9,9 @@ from test_convert_ae import make_diffusers_ae, rel_l2
 from test_convert_dit import RefDiT, inputs
 
 import latentjax
-from latentjax.cli import main
-from latentjax.convert.cli import convert
+from latentjax.commands import main
 from latentjax.errors import LatentjaxError
+from latentjax.train.converted import convert
 
 
 def test_autoencoder_from_diffusers_and_converted(tmp_path):

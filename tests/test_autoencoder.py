@@ -236,12 +236,12 @@ def test_discriminator_runs_and_rejects_unknown_norm():
 
 
 def test_stable_diffusion_autoencoder_parameter_count():
-    """configs/ae/kl_f8c4_256.py is SD 1.x's AutoencoderKL: 83,653,863 parameters (the count
+    """ae/base.py (the stage-1 defaults) is SD 1.x's AutoencoderKL: 83,653,863 parameters (the count
     diffusers reports for it, quant convs included), without materialising them."""
     from latentjax.config import load_config
     from latentjax.train.autoencoder import build_autoencoder
 
-    config = load_config("ae/kl_f8c4_256.py")
+    config = load_config("ae/base.py")
     model = build_autoencoder(config.model)
     assert model.downsample_factor == 8 and model.latent_channels == 4
     x = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)

@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from latentjax.errors import WorkdirError
-from latentjax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
+from latentjax.train.checkpoint import Checkpointer, CheckpointError
+from latentjax.train.state import abstract_like
 
 
 def _state(seed: int):
@@ -125,12 +126,12 @@ def _hold_orbax_saves(monkeypatch) -> threading.Event:
     return release
 
 
-@pytest.mark.parametrize("snapshot", ["auto", "device", "off"])
+@pytest.mark.parametrize("snapshot", ["auto", "on", "off"])
 def test_a_save_holds_the_state_and_position_it_was_given(tmp_path, monkeypatch, snapshot):
     # The training loop donates the state to the next step and keeps reading batches while a
-    # save is still being written: the checkpoint must hold the values at the call. Orbax is
-    # held until the loop has moved on (except with snapshot="off", where it runs in the call).
-    release = _hold_orbax_saves(monkeypatch) if snapshot != "off" else threading.Event()
+    # save is still being written: the checkpoint must hold the values at the call. With a
+    # snapshot ("on"; "auto" on accelerators) Orbax is held until the loop has moved on.
+    release = _hold_orbax_saves(monkeypatch) if snapshot == "on" else threading.Event()
     state, it = jax.tree.map(jnp.copy, _state(0)), _iterator()  # no buffer shared by two leaves
     next(it)
     ckpt = Checkpointer(tmp_path, snapshot=snapshot)
@@ -151,55 +152,25 @@ def test_a_save_holds_the_state_and_position_it_was_given(tmp_path, monkeypatch,
     ckpt.close()
 
 
-def test_a_held_save_writes_the_callers_arrays_without_a_copy(tmp_path, monkeypatch):
-    # held=True: the caller keeps the arrays alive and undonated (the loop's undonated step);
-    # the save makes no snapshot, and writes the values at the call while the caller computes
-    # new states from them.
-    release = _hold_orbax_saves(monkeypatch)
-    state, it = jax.tree.map(jnp.copy, _state(0)), _iterator()
-    ckpt = Checkpointer(tmp_path)
-    ckpt.save(1, state, it, held=True)
-    assert ckpt._copy is None and ckpt.saving()
-    expected = jax.tree.map(np.asarray, state)
-    bump = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s))  # no donation
-    later = bump(bump(state))
-    next(it)
-    release.set()
-    ckpt.wait()
-    assert not ckpt.saving()
-    restored = Checkpointer(tmp_path).restore(_abstract(_state(1)))
-    jax.tree.map(np.testing.assert_array_equal, restored, expected)
-    assert not any(x.is_deleted() for x in jax.tree.leaves(later))
-    ckpt.close()
-
-
-def test_which_saves_are_held(tmp_path):
-    state = _state(0)
-    prefers = {}
-    for mode in ("auto", "hold", "device", "off"):
-        ckpt = Checkpointer(tmp_path / mode, snapshot=mode)
-        prefers[mode] = ckpt.prefers_held(state)
-        ckpt.close()
-    # On these CPU devices "auto" holds: the state already lives in host memory.
-    assert prefers == {"auto": True, "hold": True, "device": False, "off": False}
-
-
-def test_save_returns_before_orbax_has_the_state(tmp_path, monkeypatch):
+def test_a_snapshot_save_returns_before_orbax_has_the_state(tmp_path, monkeypatch):
     # Orbax's own save is held until the caller has returned from ours: with the hand-off to a
     # background thread our save returns at once; without it this would wait out the timeout
-    # and the step would already be on disk below.
+    # and the step would already be on disk below. The snapshot is compiled once per layout.
     release = _hold_orbax_saves(monkeypatch)
-    ckpt = Checkpointer(tmp_path)
+    ckpt = Checkpointer(tmp_path, snapshot="on", max_to_keep=3)
     ckpt.save(1, _state(0), _iterator())
     assert not (tmp_path / "1").exists()
     release.set()
+    copy = ckpt._copy[1]
+    ckpt.save(2, _state(1), _iterator())
+    assert ckpt._copy[1] is copy
     ckpt.wait()
-    assert ckpt.all_steps() == [1]
+    assert ckpt.all_steps() == [1, 2]
     ckpt.close()
 
 
 def test_a_failed_background_save_is_raised_by_the_next_save(tmp_path, monkeypatch):
-    ckpt = Checkpointer(tmp_path)
+    ckpt = Checkpointer(tmp_path, snapshot="on")
     ckpt.save(1, _state(0))
     ckpt.wait()
 
@@ -216,36 +187,3 @@ def test_a_failed_background_save_is_raised_by_the_next_save(tmp_path, monkeypat
 def test_unknown_snapshot_mode(tmp_path):
     with pytest.raises(WorkdirError, match="snapshot='host'"):
         Checkpointer(tmp_path, snapshot="host")
-
-
-def test_cpu_snapshots_run_asynchronously_and_reuse_written_buffers(tmp_path, monkeypatch):
-    # On CPU devices the snapshot copy carries enough flops for XLA to dispatch it
-    # asynchronously, and a save whose predecessor is on disk copies into that predecessor's
-    # buffers (donated) instead of fresh ones; one still being written is never overwritten.
-    ckpt = Checkpointer(tmp_path, max_to_keep=4)
-    states = [_state(i) for i in range(4)]  # "ema" and "params" share buffers in each
-    ckpt.save(1, states[0])
-    ckpt.wait()
-    copier = ckpt._copy[1]
-    lowered = copier._fresh.lower([x for x in jax.tree.leaves(states[0])], copier._tick)
-    assert lowered.compile().cost_analysis()["flops"] >= 1000  # XLA:CPU's inline threshold
-    copier._into.result()  # compiled on the checkpoint thread after the first save
-    first = copier._last
-    ckpt.save(2, states[1])
-    assert all(x.is_deleted() for x in first)  # written into the first snapshot's buffers
-    ckpt.wait()
-
-    monkeypatch.setattr(ocp.CheckpointManager, "is_saving_in_progress", lambda self: True)
-    second = copier._last
-    ckpt.save(3, states[2])
-    assert not any(x.is_deleted() for x in second)
-    ckpt.wait()
-    monkeypatch.undo()
-    ckpt.save(4, states[3])
-    ckpt.wait()
-    ckpt.close()
-    reopened = Checkpointer(tmp_path, max_to_keep=4)
-    for step, state in enumerate(states, start=1):
-        restored = reopened.restore(_abstract(_state(9)), step=step)
-        jax.tree.map(np.testing.assert_array_equal, restored, state)
-    reopened.close()

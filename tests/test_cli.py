@@ -8,9 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from latentjax.cli import main
+from latentjax.commands import main
 from latentjax.config import load_config
-from latentjax.train import autoencoder, loop
+from latentjax.run import Run
+from latentjax.train import autoencoder, state
 from latentjax.train.checkpoint import Checkpointer
 
 TINY_AE = [
@@ -65,7 +66,7 @@ def _params(workdir: Path, overrides: list[str]):
     config = load_config("ae/digits.py", [o.removeprefix("--config.") for o in overrides])
     stage = autoencoder.AutoencoderStage(config)
     mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"))
-    return loop.restore_latest(workdir, stage.init_state, config, mesh)
+    return state.restore(Run.open(workdir), stage.init_state, mesh)
 
 
 @pytest.fixture(scope="module")

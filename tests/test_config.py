@@ -4,14 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from latentjax.config import CONFIGS_DIR, from_json, load_config, to_json
+from latentjax.config import builtin_names, from_json, load_config, to_json
 from latentjax.errors import ConfigError
+from latentjax.factory import latent_shape
 
-ALL_CONFIGS = sorted(
-    str(p.relative_to(CONFIGS_DIR))
-    for p in CONFIGS_DIR.rglob("*.py")
-    if p.name not in ("__init__.py", "common.py")
-)
+ALL_CONFIGS = builtin_names()
 
 
 def test_there_are_configs():
@@ -77,8 +74,9 @@ def test_stage2_choices_are_checked_before_tracing(override):
     from latentjax.train.autoencoder import AutoencoderStage
     from latentjax.train.dit import DiTStage
 
-    ae_stage = AutoencoderStage(load_config("ae/digits.py"))
+    ae_config = load_config("ae/digits.py")
+    ae = AutoencoderStage(ae_config).ae
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"^{key}=.*; use one of") as e:
-        DiTStage(load_config("dit/digits.py", [override]), ae_stage)
+        DiTStage(load_config("dit/digits.py", [override]), ae, latent_shape(ae_config))
     assert "\n" not in str(e.value)

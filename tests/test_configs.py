@@ -1,22 +1,22 @@
-"""Every config in configs/ parses and builds: its stage's state is built abstractly
+"""Every built-in config parses and builds: its stage's state is built abstractly
 (``jax.eval_shape``), so even pod-size configs are checked on a CPU without allocating them."""
 
 import functools
-from pathlib import Path
 
 import flax.linen as nn
 import jax
 import pytest
 
-from latentjax.config import load_config
+from latentjax.config import builtin_names, load_config
 from latentjax.data import pipeline
+from latentjax.errors import ConfigError
+from latentjax.factory import latent_shape
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.parallel.plan import latents_stand_in
+from latentjax.plan import LatentsAsImages
 from latentjax.train.autoencoder import AutoencoderStage
 from latentjax.train.dit import DiTStage
 
-CONFIGS = Path(__file__).parents[1] / "configs"
-ALL = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.py") if p.stem != "__init__")
+ALL = builtin_names()
 
 
 def _num_params(tree) -> int:
@@ -25,7 +25,7 @@ def _num_params(tree) -> int:
 
 def _ae_for(config):
     """The stage-1 config whose latents a stage-2 config is trained on: same data and size."""
-    candidates = [load_config(f"ae/{p.name}") for p in sorted((CONFIGS / "ae").glob("[!_]*.py"))]
+    candidates = [load_config(n) for n in ALL if n.startswith("ae/")]
     same = [a for a in candidates if a.data.image_size == config.data.image_size]
     same.sort(key=lambda a: a.data.name != config.data.name)
     assert same, f"no stage-1 config for {config.data.image_size}px"
@@ -41,11 +41,19 @@ def _abstract_state(name: str):
 def _trace_state(config):
     if config.stage == "ae":
         return jax.eval_shape(AutoencoderStage(config).init_state, jax.random.key(0))
-    ae = _ae_for(config)
-    f = 2 ** (len(ae.model.ch_mult) - 1)
-    s = config.data.image_size // f
-    stand_in = latents_stand_in(config.data.image_size, (s, s, ae.model.embed_dim))
-    return jax.eval_shape(DiTStage(config, stand_in).init_state, jax.random.key(0))
+    stage = DiTStage(config, LatentsAsImages(), latent_shape(_ae_for(config)))
+    return jax.eval_shape(stage.init_state, jax.random.key(0))
+
+
+def _devices_for(name: str, config) -> tuple[int, ...]:
+    """The device counts a config is written for: a v5p-64 slice (32 chips) for a config that
+    shards over fsdp or tensor; one device and the 8 fake CPU devices of the tests for the CPU
+    configs; one device for a stage's base config (the defaults launch configs start from, each
+    of which is checked on its own slice)."""
+    fixed = [s for axis, s in config.mesh.shape.items() if axis != "data"]
+    if max(fixed) > 1:
+        return (32,)
+    return (1,) if name.endswith("/base.py") else (1, 8)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -54,9 +62,21 @@ def test_config_parses_and_builds(name):
     mesh_lib.check_rules(config.mesh.rules)
     state = _abstract_state(name)
     assert _num_params(state["params"]) > 0
-    # The mesh resolves on a pod-size device count (one axis is -1).
-    sizes = mesh_lib.mesh_shape(config.mesh.shape, 256)
-    assert config.train.batch_size % (sizes[0] * sizes[1]) == 0 or sizes[0] * sizes[1] > 1
+    # The mesh resolves on the devices the config is written for, and the global batch splits
+    # evenly over its data-parallel devices there.
+    for devices in _devices_for(name, config):
+        sizes = mesh_lib.mesh_shape(config.mesh.shape, devices)
+        named = dict(zip(("data", "fsdp", "tensor"), sizes, strict=True))
+        mesh_lib.check_batch_size(config.train.batch_size, named, "train.batch_size")
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused():
+    sizes = {"data": 2, "fsdp": 4, "tensor": 1}
+    mesh_lib.check_batch_size(64, sizes, "train.batch_size")
+    with pytest.raises(ConfigError, match="train.batch_size=7 is not a positive multiple of the 8"):
+        mesh_lib.check_batch_size(7, sizes, "train.batch_size")
+    with pytest.raises(ConfigError, match="multiple of the 2"):
+        mesh_lib.check_batch_size(7, {"data": 2, "fsdp": 1, "tensor": 2}, "train.batch_size")
 
 
 def test_real_scale_configs_have_the_reference_sizes():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from latentjax.convert import ConvertError, load_diffusers_autoencoder
-from latentjax.convert.diffusers_ae import build
+from latentjax.factory import build_autoencoder as build
 
 # Tiny versions of the published layouts (scaling/shift factors are the real ones).
 LAYOUTS = {

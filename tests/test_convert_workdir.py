@@ -14,9 +14,10 @@ from test_convert_ae import rel_l2
 from test_convert_dit import RefDiT, perturb
 
 import latentjax
-from latentjax.cli import main
+from latentjax.commands import main
 from latentjax.config import from_json
 from latentjax.parallel.mesh import make_mesh
+from latentjax.run import Run
 
 # The digits' run config around the converted network: 8 x 8 x 1 images, f = 2 -> 4 x 4 x 4.
 AE_RUN = ["--config", "ae/digits.py", "--config.data.image_size=8"]
@@ -73,7 +74,7 @@ def test_converted_autoencoder_is_a_stage1_run(converted_ae, tmp_path):
     assert config.stage == "ae" and config.model.ch_mult == (1, 2)
     assert config.data.image_size == 8 and config.mesh.shape.to_dict()["fsdp"] == 1
 
-    _, stage, params = load_autoencoder(out, make_mesh(config.mesh.shape))
+    stage, params = load_autoencoder(Run.open(out), make_mesh(config.mesh.shape))
     x = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 1)).astype(np.float32)
     with torch.no_grad():
         want = vae.encode(torch.from_numpy(x).permute(0, 3, 1, 2)).latent_dist.mean
@@ -167,12 +168,12 @@ def test_converted_diffusers_dit_keeps_its_numerics(tmp_path):
     config carries them into the trainer's `build_dit`."""
     from test_convert_dit import inputs, make_diffusers_dit
 
-    from latentjax.train.dit import build_dit
+    from latentjax.factory import build_dit
 
     _, src = make_diffusers_dit(tmp_path)
     assert main(["convert", "dit", str(src), "--out", str(tmp_path / "c")]) == 0
     config = from_json((tmp_path / "c" / "config.json").read_text())
-    dit = build_dit(config.model, 8, 4)
+    dit = build_dit(config.model, (8, 8, 4))
     assert (dit.timestep_freq_shift, dit.mlp_norm_eps) == (1.0, 1e-5)
     converted = latentjax.load_dit(tmp_path / "c")
     x, t, y = inputs(8, 4, 6)

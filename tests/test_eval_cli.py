@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentjax.cli import main
+from latentjax.commands import main
 from latentjax.config import load_config, to_json
 
 # test_cli.py's tiny run (same programs, so the persistent compile cache serves both): 8 px
@@ -85,7 +85,7 @@ def test_missing_and_stage2_workdirs_are_one_line(tmp_path, capsys):
     (tmp_path / "dit").mkdir()
     (tmp_path / "dit" / "config.json").write_text(to_json(load_config("dit/digits.py")))
     assert main(["eval", "--workdir", str(tmp_path / "dit")]) == 2
-    assert "holds a 'dit' run, not an autoencoder" in _error_line(capsys)
+    assert "holds a 'dit' run; this needs a stage-1 (ae) run" in _error_line(capsys)
     (tmp_path / "empty").mkdir()
     assert main(["eval", "--workdir", str(tmp_path / "empty")]) == 2
     assert "missing config.json" in _error_line(capsys)

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentjax.cli import main
+from latentjax.commands import main
 from latentjax.convert import ConvertError
+from latentjax.convert.inception import load_inception
 from latentjax.errors import LatentjaxError
 from latentjax.eval import fid
 
@@ -203,7 +204,7 @@ def weights(tmp_path_factory):
     net = random_reference()
     path = tmp_path_factory.mktemp("fid") / "pt_inception.pth"
     torch.save(net.state_dict(), path)
-    return net, path, fid.load_inception(path, resize=False)
+    return net, path, load_inception(path, resize=False)
 
 
 def test_inception_matches_torch_reference(weights):
@@ -257,4 +258,4 @@ def test_bad_weights_file(tmp_path):
     with pytest.raises(
         ConvertError, match=r"missing key 'Conv2d_1a_3x3\.bn\.(running_mean|weight)'"
     ):
-        fid.load_inception(tmp_path / "w.pth")
+        load_inception(tmp_path / "w.pth")

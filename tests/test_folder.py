@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentjax.cli import main
+from latentjax.commands import main
 from latentjax.data import folder, pipeline
 
 

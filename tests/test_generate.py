@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentjax.cli import main
+from latentjax.commands import main
 from latentjax.config import load_config, to_json
 from latentjax.errors import LatentjaxError
 from latentjax.generate import SampleSpec, read_shards, write_sample_shards

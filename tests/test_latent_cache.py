@@ -13,12 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from latentjax.cli import main
+from latentjax.commands import main
 from latentjax.config import from_json
 from latentjax.data import latents, pipeline
+from latentjax.factory import latent_shape
 from latentjax.generate import load_generator
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import dit
+from latentjax.run import Run
 from latentjax.train.autoencoder import load_autoencoder
 
 TINY_AE = [
@@ -74,7 +76,9 @@ def _direct(root: Path, flip: bool):
     """The test split's images and their posterior mean and std computed here in one batch;
     also the stage-1 stage and parameters. Cached: several tests compare against it."""
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    config, stage, params = load_autoencoder(root / "ae", mesh)
+    run = Run.open(root / "ae")
+    config = run.config
+    stage, params = load_autoencoder(run, mesh)
     source = pipeline.load_source(config.data.name, "test", _data_dir())
     ds = pipeline.make_dataset(
         source,
@@ -115,7 +119,7 @@ def test_cached_step_draws_the_same_latents_as_encoding(runs):
     from latentjax.config import load_config
 
     dit_config = load_config("dit/digits.py", [o.removeprefix("--config.") for o in TINY_DIT])
-    stage = dit.DiTStage(dit_config, ae_stage)
+    stage = dit.DiTStage(dit_config, ae_stage.ae, latent_shape(ae_stage.config))
     frozen, _ = dit.frozen_inputs(params, {"shift": 0.3, "scale": 2.0}, mesh)
     rng = jax.random.key(5)
     from_images = stage.latents(frozen, {"image": images}, rng)
@@ -161,8 +165,8 @@ def test_cache_errors(runs, tmp_path, capsys):
 def test_export_is_read_by_load_autoencoder_and_load_generator(runs, tmp_path):
     assert main(["export", "--workdir", str(runs / "ae"), "--out", str(tmp_path / "ae")]) == 0
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    _, _, from_run = load_autoencoder(runs / "ae", mesh)
-    _, _, from_export = load_autoencoder(tmp_path / "ae", mesh)
+    _, from_run = load_autoencoder(Run.open(runs / "ae"), mesh)
+    _, from_export = load_autoencoder(Run.open(tmp_path / "ae"), mesh)
     jax.tree.map(np.testing.assert_array_equal, from_export, from_run)
     # Parameters alone: no optimiser state, no discriminator.
     assert json.loads((tmp_path / "ae" / "export.json").read_text())["keys"] == ["params.ae"]

@@ -9,10 +9,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from latentjax import run as run_lib
+from latentjax.configs.common import train_config
 from latentjax.errors import NonFiniteError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
-from latentjax.train.checkpoint import Checkpointer, abstract_like
+from latentjax.train.checkpoint import Checkpointer
+from latentjax.train.state import Task
 
 
 def _config(num_steps: int, **train) -> ml_collections.ConfigDict:
@@ -22,19 +25,21 @@ def _config(num_steps: int, **train) -> ml_collections.ConfigDict:
             "seed": 0,
             "model": {"width": 3},
             "mesh": {"shape": {"data": -1}, "rules": (("batch", ("data", "fsdp")),)},
-            "train": {
-                "num_steps": num_steps,
-                "log_every": 2,
-                "eval_every": 4,
-                "checkpoint_every": 2,
-                "keep_checkpoints": 5,
-                **train,
-            },
+            "train": train_config(
+                **{
+                    "num_steps": num_steps,
+                    "log_every": 2,
+                    "eval_every": 4,
+                    "checkpoint_every": 2,
+                    "keep_checkpoints": 5,
+                    **train,
+                }
+            ).to_dict(),
         }
     )
 
 
-def _task(nan_at: tuple[int, ...] = (), zero_at: tuple[int, ...] = ()) -> loop.Task:
+def _task(nan_at: tuple[int, ...] = (), zero_at: tuple[int, ...] = ()) -> Task:
     def init_state(rng):
         return {"step": jnp.zeros((), jnp.int32), "params": {"w": jax.random.normal(rng, (3,))}}
 
@@ -52,7 +57,7 @@ def _task(nan_at: tuple[int, ...] = (), zero_at: tuple[int, ...] = ()) -> loop.T
         metrics = {"loss": loss, "grad_norm": jnp.sqrt(jnp.sum(jnp.square(grad)))}
         return {"step": state["step"] + 1, "params": {"w": w}}, metrics
 
-    return loop.Task("toy", init_state, {"main": step}, {}, {}, evaluate=lambda s, i: {"ev": 1.0})
+    return Task("toy", init_state, {"main": step}, evaluate=lambda s, i: {"ev": 1.0})
 
 
 def _data():
@@ -63,7 +68,7 @@ def _data():
 
 def _run(workdir, num_steps, task=None, **train):
     config = _config(num_steps, **train)
-    loop.prepare_workdir(workdir, config)
+    run_lib.prepare(workdir, config, write=True)
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     return loop.run(task or _task(), config, workdir, _data(), mesh, progress=False)
 
@@ -119,78 +124,33 @@ def test_workdir_of_another_model(tmp_path):
     other = _config(2)
     other.model.width = 4
     with pytest.raises(WorkdirError, match=r"different run \(model.width: saved 3, now 4\)"):
-        loop.prepare_workdir(tmp_path, other)
+        run_lib.prepare(tmp_path, other, write=True)
 
 
-def _saves(monkeypatch) -> list[tuple[int, bool]]:
-    """(step, held) of every ``Checkpointer.save`` from now on."""
-    calls = []
-    original = Checkpointer.save
-
-    def save(self, step, *args, held=False, **kwargs):
-        calls.append((step, held))
-        return original(self, step, *args, held=held, **kwargs)
-
-    monkeypatch.setattr(Checkpointer, "save", save)
-    return calls
-
-
-def test_held_saves_write_the_state_the_undonated_next_step_reads(tmp_path, monkeypatch):
-    # snapshot="hold": no copy of the state; the step after each save must not donate it, or
-    # the background write would read deleted (or overwritten) buffers.
-    saves = _saves(monkeypatch)
-    held = _run(tmp_path / "held", 8, checkpoint_snapshot="hold")
-    assert saves == [(2, True), (4, True), (6, True), (8, False)]  # nothing runs after step 8
-    straight = _run(tmp_path / "straight", 8, checkpoint_every=100)
-    np.testing.assert_array_equal(held["params"]["w"], straight["params"]["w"])
-    ckpt = Checkpointer(tmp_path / "held" / "checkpoints")
-    abstract = abstract_like(held, jax.tree.map(lambda x: x.sharding, held))
-    for step in (2, 4, 6):
-        expected = _run(tmp_path / f"to{step}", step, checkpoint_every=100)
-        restored = ckpt.restore(abstract, step=step)
-        np.testing.assert_array_equal(restored["params"]["w"], expected["params"]["w"])
-        assert int(restored["step"]) == step
-    ckpt.close()
-
-
-def test_auto_holds_saves_on_cpu_once_the_undonated_step_is_compiled(tmp_path, monkeypatch):
-    # The undonated step compiles in the background; saves before it is ready are snapshots.
-    compiled = []
-    original = loop.UndonatedSteps._compile
-
-    def compile_(self, phase, avals):
-        compiled.append(phase)
-        return original(self, phase, avals)
-
-    monkeypatch.setattr(loop.UndonatedSteps, "_compile", compile_)
-    calls = _saves(monkeypatch)
-    result = _run(tmp_path / "auto", 12)
-    saves = list(calls)
-    straight = _run(tmp_path / "straight", 12, checkpoint_every=100)
-    np.testing.assert_array_equal(result["params"]["w"], straight["params"]["w"])
-    assert compiled == ["main"]
-    assert saves[0] == (2, False) and saves[-1] == (12, False)
-    # The run's own thread raced the compilation: how many saves were held varies, but a held
-    # save is never followed by a snapshot one (the compiled step stays).
-    flags = [h for _, h in saves[:-1]]
-    assert flags == sorted(flags)
-    # A last save (or a save with no later one that could use it) compiles nothing.
-    compiled.clear()
-    _run(tmp_path / "short", 4, checkpoint_every=2)
-    assert compiled == []
+def test_metrics_of_a_killed_write_are_dropped_on_resume(tmp_path):
+    # A kill while a line is written leaves half a line: the resume drops it (it is logged
+    # again); a damaged line before the last one is a one-line error.
+    _run(tmp_path, 4)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 6, "lo')
+    _run(tmp_path, 6)
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [2, 4, 6]
+    metrics.write_text('{"step": 2}\nnot json\n{"step": 4}\n')
+    with pytest.raises(WorkdirError, match="line 2 is damaged"):
+        _run(tmp_path, 8)
 
 
 def test_the_workdir_config_is_replaced_whole(tmp_path):
     # The other processes of a run read config.json while process 0 writes it (one of them
     # once read an empty file): a write that stops midway leaves the old file.
     path = tmp_path / "config.json"
-    loop.write_atomic(path, lambda f: f.write(b'{"a": 1}'))
+    run_lib.write_atomic(path, lambda f: f.write(b'{"a": 1}'))
 
     def interrupted(f):
         f.write(b'{"a": ')
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        loop.write_atomic(path, interrupted)
+        run_lib.write_atomic(path, interrupted)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

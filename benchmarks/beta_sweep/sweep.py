@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/beta_sweep/sweep.py [--workdir runs/beta_sweep] [--steps 200]
 
-Trains ``configs/ae/digits.py`` (16 px digits, f = 4, 4 latent channels) once per
+Trains ``ae/digits.py`` (16 px digits, f = 4, 4 latent channels) once per
 ``loss.kl_weight`` in {0, 1e-6, 1e-4, 1e-2, 1}, once with the KL weight switched on at once
 (``kl_warmup_steps=0``) and once ramped up linearly over the first half of the run (KL
 annealing, Bowman et al. 2016). The PatchGAN is off (``disc_start`` past the end) so only beta
@@ -37,11 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentjax.config import load_config
+from latentjax.data.pipeline import split_arrays
 from latentjax.eval import latent_report
 from latentjax.eval.images import image_grid, to_uint8
 from latentjax.parallel.mesh import make_mesh
+from latentjax.run import Run
 from latentjax.train.autoencoder import load_autoencoder
-from latentjax.train.main import split_arrays, train
+from latentjax.train.trainer import train
 
 BETAS = (0.0, 1e-6, 1e-4, 1e-2, 1.0)
 HERE = Path(__file__).resolve().parent
@@ -66,7 +68,7 @@ def overrides(beta: float, warmup: bool, steps: int) -> list[str]:
 
 def evaluate(workdir: Path, mesh, images: np.ndarray, num_show: int, seed: int = 0) -> dict:
     """Held-out reconstruction error, KL and active units; reconstructions and prior samples."""
-    _, stage, params = load_autoencoder(workdir, mesh)
+    stage, params = load_autoencoder(Run.open(workdir), mesh)
     ae = stage.ae
     encode = jax.jit(lambda p, x: ae.apply(p, x, method=ae.encode))
     decode = jax.jit(lambda p, z: ae.apply(p, z, method=ae.decode))
@@ -170,12 +172,12 @@ def main() -> None:
     for warmup in (False, True):
         for beta in BETAS:
             workdir = root / run_name(beta, warmup)
-            config = load_config("configs/ae/digits.py", overrides(beta, warmup, args.steps))
+            config = load_config("ae/digits.py", overrides(beta, warmup, args.steps))
             t0 = time.time()
             train(config, workdir, progress=False)
             seconds = time.time() - t0
             mesh = mesh or make_mesh(config.mesh.shape)
-            test = split_arrays(config, config.data.eval_split)["image"]
+            test = split_arrays(config.data, config.data.eval_split)["image"]
             r = evaluate(workdir, mesh, test, args.num_show)
             r.update(beta=beta, warmup=warmup, train_seconds=round(seconds, 1))
             results.append(r)

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
+from latentjax.config import base_config
 from latentjax.convert.common import (
     ConvertError,
     conv_kernel,
@@ -44,6 +45,7 @@ from latentjax.convert.common import (
     read_json,
     read_safetensors,
 )
+from latentjax.factory import build_autoencoder
 from latentjax.models.autoencoder import AutoencoderKL
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -61,7 +63,7 @@ def is_diffusers_autoencoder(path: str | Path) -> bool:
 
 def model_config(dcfg: dict, source: str) -> ml_collections.ConfigDict:
     """A diffusers ``AutoencoderKL`` config -> latentjax's ``model`` config section (the fields
-    ``latentjax.train.autoencoder.build_autoencoder`` reads). Layouts latentjax's networks cannot
+    ``latentjax.factory.build_autoencoder`` reads). Layouts latentjax's networks cannot
     express raise :class:`ConvertError` naming the field."""
     if dcfg.get("_class_name") != "AutoencoderKL":
         raise ConvertError(
@@ -90,7 +92,7 @@ def model_config(dcfg: dict, source: str) -> ml_collections.ConfigDict:
         if dcfg.get(key) is not None:
             raise ConvertError(f"{source}: per-channel {key} is not supported (scalar only)")
     latent = dcfg.get("latent_channels", 4)
-    m = ml_collections.ConfigDict()
+    m = base_config("ae").model  # every field; those a diffusers AutoencoderKL sets follow
     m.ch = ch
     m.ch_mult = tuple(b // ch for b in blocks)
     m.num_res_blocks = dcfg.get("layers_per_block", 1)
@@ -101,19 +103,6 @@ def model_config(dcfg: dict, source: str) -> ml_collections.ConfigDict:
     m.embed_dim = latent if quant else 0  # 0: no quant convs (build_autoencoder reads `or None`)
     m.bottleneck = "kl"
     return m
-
-
-def build(m: ml_collections.ConfigDict) -> AutoencoderKL:
-    return AutoencoderKL(
-        ch=m.ch,
-        ch_mult=tuple(m.ch_mult),
-        num_res_blocks=m.num_res_blocks,
-        z_channels=m.z_channels,
-        in_channels=m.in_channels,
-        attn_resolutions=tuple(m.attn_resolutions),
-        num_groups=m.num_groups,
-        embed_dim=m.embed_dim or None,
-    )
 
 
 def expected_shapes(model: AutoencoderKL) -> dict:
@@ -170,7 +159,7 @@ def convert_state_dict(
     m: ml_collections.ConfigDict, state_dict: dict[str, np.ndarray], source: str
 ) -> dict:
     """diffusers tensors -> latentjax ``{"params": ...}`` for the model ``m`` describes."""
-    model = build(m)
+    model = build_autoencoder(m)
     expected = expected_shapes(model)
     mapping = {p: _source_key(p, len(m.ch_mult)) for p in expected}
     return {"params": fill_params(expected, state_dict, mapping, source)}
@@ -179,7 +168,8 @@ def convert_state_dict(
 def load_diffusers_autoencoder(path: str | Path) -> tuple[ml_collections.ConfigDict, dict]:
     """A diffusers ``AutoencoderKL`` directory -> (config, params).
 
-    ``config.model`` holds ``build_autoencoder``'s fields; ``config.latent_stats`` holds the
+    ``config.model`` is a stage-1 ``model`` section (``latentjax.factory.build_autoencoder``);
+    ``config.latent_stats`` holds the
     latent normalisation ``{"shift": shift_factor or 0, "scale": scaling_factor}`` used as
     ``(z - shift) * scale``; ``params`` is ``{"params": ...}`` for ``AutoencoderKL.apply``.
     """

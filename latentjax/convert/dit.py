@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
+from latentjax.config import base_config
 from latentjax.convert.common import (
     ConvertError,
     conv_kernel,
@@ -39,26 +40,26 @@ from latentjax.convert.common import (
     read_safetensors,
     read_torch_state_dict,
 )
-from latentjax.models.dit import DIT_VARIANTS, DiT, sincos_2d
+from latentjax.factory import build_dit
+from latentjax.models.dit import DIT_VARIANTS, sincos_2d
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 HEADS_BY_WIDTH = {hidden: heads for hidden, _, heads in DIT_VARIANTS.values()}
 
 
-def build(m: ml_collections.ConfigDict) -> DiT:
-    return DiT(
-        input_size=m.input_size,
-        patch_size=m.patch_size,
-        in_channels=m.in_channels,
-        hidden_size=m.hidden_size,
-        depth=m.depth,
-        num_heads=m.num_heads,
-        mlp_ratio=m.mlp_ratio,
-        num_classes=m.num_classes,
-        learn_sigma=m.learn_sigma,
-        timestep_freq_shift=m.timestep_freq_shift,
-        mlp_norm_eps=m.mlp_norm_eps,
-    )
+def model_section() -> ml_collections.ConfigDict:
+    """A stage-2 ``model`` section with every field, plus the two that a converted DiT's
+    description carries because no stage-1 run gives them: ``input_size``, ``in_channels``."""
+    m = base_config("dit").model
+    with m.unlocked():
+        m.input_size = 0
+        m.in_channels = 0
+    return m
+
+
+def build(m: ml_collections.ConfigDict):
+    """The DiT a converted description's ``model`` section describes."""
+    return build_dit(m, (m.input_size, m.input_size, m.in_channels))
 
 
 def _need(sd: dict, key: str, source: str) -> np.ndarray:
@@ -87,7 +88,7 @@ def original_model_config(
                 f"{source}: hidden size {hidden} is not in the DiT table; pass num_heads"
             )
         num_heads = HEADS_BY_WIDTH[hidden]
-    m = ml_collections.ConfigDict()
+    m = model_section()
     m.input_size = grid * p
     m.patch_size = p
     m.in_channels = in_ch
@@ -216,7 +217,7 @@ def diffusers_model_config(dcfg: dict, source: str) -> ml_collections.ConfigDict
     out = dcfg.get("out_channels") or in_ch
     if out not in (in_ch, 2 * in_ch):
         raise ConvertError(f"{source}: out_channels {out} for in_channels {in_ch}")
-    m = ml_collections.ConfigDict()
+    m = model_section()
     m.input_size = dcfg.get("sample_size", 32)
     m.patch_size = dcfg.get("patch_size", 2)
     m.in_channels = in_ch

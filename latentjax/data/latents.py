@@ -1,8 +1,9 @@
 """Latent caching: a dataset encoded once by a frozen stage-1 encoder, for stage 2 to read.
 
-``latentjax encode --workdir AE_RUN --out CACHE_DIR`` runs the encoder over a dataset (the run's
-own by default), its batches split over every device of the run's mesh, and writes an
-array_record tfds dataset ``latentjax_latents`` (or ``--name``) into the data_dir ``CACHE_DIR``:
+``latentjax encode --workdir AE_RUN --out CACHE_DIR`` (``latentjax/train/latent_cache.py``) runs
+the encoder over a dataset (the run's own by default), its batches split over every device of the
+run's mesh (:func:`encoded_batches`), and writes (:func:`write_cache`) an array_record tfds
+dataset ``latentjax_latents`` (or ``--name``) into the data_dir ``CACHE_DIR``:
 
     {"mean": f32 [h, w, c], "std": f32 [h, w, c], "label": int64}
 
@@ -20,20 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from latentjax.data import pipeline
-from latentjax.data.digits import default_data_dir
 from latentjax.data.pipeline import DataError
+from latentjax.parallel import mesh as mesh_lib
 
 DEFAULT_NAME = "latentjax_latents"
 CACHE_INFO = "latentjax_cache.json"
@@ -46,8 +46,6 @@ def encoded_batches(
     """Host batches ``{"mean", "std", "label"}`` of the whole ``source`` (every process's shard,
     gathered), encoded by ``encode(images) -> (mean, std)``; the last batch is padded to the
     global batch for the devices and the padding dropped."""
-    from latentjax.parallel import mesh as mesh_lib
-
     n = jax.process_count()
     dp = mesh_lib.data_parallel_size(mesh)
     if batch_size <= 0 or batch_size % dp or batch_size % n:
@@ -153,76 +151,6 @@ def write_cache(
     (Path(builder.data_dir) / CACHE_INFO).write_text(json.dumps(info, indent=2))
 
 
-def encode_run(
-    workdir: str,
-    *,
-    out: str,
-    data: str | None = None,
-    split: str | None = None,
-    data_dir: str | None = None,
-    name: str | None = None,
-    flip: bool = False,
-    batch_size: int = 64,
-) -> str:
-    """``latentjax encode``: the latents of a dataset under a trained stage-1 run."""
-    from latentjax.parallel import mesh as mesh_lib
-    from latentjax.train.autoencoder import load_autoencoder
-
-    config_path = Path(workdir) / "config.json"
-    if not config_path.exists():
-        raise DataError(f"no stage-1 run at {workdir} (missing config.json)")
-    from latentjax.config import from_json
-
-    run_config = from_json(config_path.read_text())
-    mesh = mesh_lib.make_mesh(run_config.mesh.shape)
-    ae_config, stage, params = load_autoencoder(workdir, mesh)
-    data = data or ae_config.data.name
-    split = split or ae_config.data.train_split
-    data_dir = data_dir or ae_config.data.data_dir or default_data_dir()
-    name = name or DEFAULT_NAME
-    source = pipeline.load_source(data, split, data_dir)
-
-    @jax.jit
-    def encode(images):
-        posterior = stage.ae.apply(params, images, method=stage.ae.encode)
-        mean = posterior.mode()
-        std = posterior.std if hasattr(posterior, "logvar") else jnp.zeros_like(mean)
-        return mean, std
-
-    latent_shape = jax.eval_shape(encode, jnp.zeros((1, *stage.example_input().shape[1:])))[
-        0
-    ].shape[1:]
-    common = dict(
-        batch_size=batch_size,
-        image_size=ae_config.data.image_size,
-        crop=ae_config.data.get("crop", "none"),
-        mesh=mesh,
-    )
-
-    def batches(flipped: bool):
-        return lambda: encoded_batches(encode, source, flip=flipped, **common)
-
-    splits = {split: batches(False)}
-    if flip:
-        splits[split + FLIP_SUFFIX] = batches(True)
-    info = {
-        "ae_workdir": str(Path(workdir).absolute()),
-        "data": data,
-        "split": split,
-        "data_dir": data_dir,
-        "image_size": ae_config.data.image_size,
-        "flip": flip,
-        "latent_shape": list(latent_shape),
-    }
-    write_cache(out, name, tuple(latent_shape), splits, info)
-    if jax.process_index() == 0:
-        print(
-            f"latentjax: wrote {len(source)} latents {tuple(latent_shape)} of {data}:{split}"
-            f"{' (and flipped)' if flip else ''} as {name!r} in {out}"
-        )
-    return name
-
-
 # --- reading the cache (stage 2) ------------------------------------------------------------
 
 
@@ -277,21 +205,21 @@ class LatentRecord(grain.transforms.Map):
         }
 
 
-def measure_stats(batches, seed: int = 0) -> dict[str, Any]:
-    """The latent shift/scale statistics (as ``dit.measure_latent_stats``) from cached batches,
-    on samples ``mean + std * eps`` like the ones the trainer draws."""
-    rng = np.random.default_rng(seed)
+def latent_stats(moments: Iterable[tuple[Any, Any, Any]]) -> dict[str, Any]:
+    """The latent normalisation from per-batch moments ``(E[z], E[z^2], Var[posterior mean])``,
+    each per channel [C], of posterior samples z: the shift and scale ``(z - shift) * scale``
+    that give the latents zero mean and unit variance over all elements (Stable Diffusion's
+    ``scaling_factor`` is 1 / std of its latents; Rombach et al. 2022, sec. 4.3.2), and the
+    per-channel figures. Batches are weighted equally (they are of one size); the sums are
+    taken in the moments' own dtype."""
     sums, count = None, 0
-    for batch in batches:
-        mean, std = np.asarray(batch["mean"]), np.asarray(batch["std"])
-        z = mean + std * rng.standard_normal(mean.shape, np.float32)
-        axes = tuple(range(z.ndim - 1))
-        m = (z.mean(axes), np.square(z).mean(axes), mean.var(axes))
+    for m in moments:
+        m = tuple(np.asarray(v) for v in m)
         sums = m if sums is None else tuple(a + b for a, b in zip(sums, m, strict=True))
         count += 1
     if sums is None:
         raise DataError("no batches to measure latent statistics on")
-    mean_c, sq_c, var_of_mean_c = (np.asarray(s, np.float64) / count for s in sums)
+    mean_c, sq_c, var_of_mean_c = (s / count for s in sums)
     mean = float(mean_c.mean())
     std = float(np.sqrt(sq_c.mean() - mean**2))
     return {
@@ -303,3 +231,14 @@ def measure_stats(batches, seed: int = 0) -> dict[str, Any]:
         "channel_var_of_posterior_mean": var_of_mean_c.tolist(),
         "num_batches": count,
     }
+
+
+def cached_moments(batches, seed: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
+    """:func:`latent_stats`' moments of latent-cache batches, on samples ``mean + std * eps``
+    like the ones the trainer draws."""
+    rng = np.random.default_rng(seed)
+    for batch in batches:
+        mean, std = np.asarray(batch["mean"]), np.asarray(batch["std"])
+        z = mean + std * rng.standard_normal(mean.shape, np.float32)
+        axes = tuple(range(z.ndim - 1))
+        yield tuple(np.float64(m) for m in (z.mean(axes), np.square(z).mean(axes), mean.var(axes)))

@@ -234,6 +234,25 @@ def _decode_all(ds: grain.MapDataset) -> list[Any]:
     return [first] + [ds[i] for i in range(1, len(ds))]
 
 
+def split_arrays(data, split: str) -> dict[str, np.ndarray]:
+    """A whole (small) split of the dataset a ``data`` config section names, preprocessed as for
+    evaluation (centre crop where training crops, no flips), as host arrays in dataset order."""
+    source = load_source(data.name, split, data.data_dir or digits.default_data_dir())
+    dataset = make_dataset(
+        source,
+        global_batch_size=len(source),
+        image_size=data.image_size,
+        crop="center" if data.crop != "none" else "none",
+        seed=0,
+        shuffle=False,
+        repeat=False,
+        drop_remainder=False,
+        process_index=0,
+        process_count=1,
+    )
+    return next(iter(dataset))
+
+
 def make_iterator(
     dataset: grain.MapDataset, *, worker_count: int = 0, prefetch: int = 4
 ) -> grain.DatasetIterator:

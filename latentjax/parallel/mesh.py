@@ -106,6 +106,18 @@ def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape[axes.DATA] * mesh.shape[axes.FSDP]
 
 
+def check_batch_size(batch_size: int, mesh: Mesh | Mapping[str, int], what: str) -> None:
+    """A global batch must split evenly over the data-parallel devices (``data`` x ``fsdp``)
+    of ``mesh`` (a Mesh, or resolved axis sizes); ``what`` names the key in the error."""
+    shape = dict(mesh.shape) if isinstance(mesh, Mesh) else dict(mesh)
+    dp = shape.get(axes.DATA, 1) * shape.get(axes.FSDP, 1)
+    if batch_size <= 0 or batch_size % dp:
+        raise ConfigError(
+            f"{what}={batch_size} is not a positive multiple of the {dp} data-parallel devices "
+            f"of the mesh {shape}"
+        )
+
+
 def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles a global batch from each process's local slice (one path for 1 or N hosts)."""
     sharding = batch_sharding(mesh)

@@ -10,10 +10,8 @@ same step.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -21,77 +19,30 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from latentjax.config import from_json
-from latentjax.errors import ConfigError, WorkdirError
+from latentjax.errors import ConfigError
+from latentjax.eval.metrics import psnr
+from latentjax.factory import build_autoencoder, build_discriminator
 from latentjax.losses import autoencoder as losses
 from latentjax.losses import perceptual
-from latentjax.models.autoencoder import AutoencoderKL
-from latentjax.models.bottleneck import BOTTLENECKS, restart_dead_codes
-from latentjax.models.discriminator import NORMS, PatchDiscriminator
+from latentjax.models.bottleneck import restart_dead_codes
+from latentjax.models.lpips import LPIPS
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.train import loop
-
-
-def _get(node, key: str, default):
-    """A config value with a default, so runs saved before an option existed still load."""
-    return node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-
-
-def build_autoencoder(model_config) -> AutoencoderKL:
-    m = model_config
-    bottleneck = _get(m, "bottleneck", "kl")
-    if bottleneck not in BOTTLENECKS:
-        raise ConfigError(f"model.bottleneck={bottleneck!r}; use one of {BOTTLENECKS}")
-    latent_channels = m.embed_dim or m.z_channels
-    levels = tuple(_get(m, "fsq_levels", ()))
-    if bottleneck == "fsq" and (len(levels) != latent_channels or min(levels, default=0) < 2):
-        raise ConfigError(
-            f"model.fsq_levels={levels}: FSQ needs one level count >= 2 per latent channel "
-            f"({latent_channels})"
-        )
-    estimator = _get(m, "vq_estimator", "ste")
-    if bottleneck == "vq" and (estimator not in ("ste", "rotation") or m.codebook_size < 2):
-        raise ConfigError(
-            f"VQ needs model.codebook_size >= 2 (got {m.codebook_size}) and "
-            f"model.vq_estimator in ('ste', 'rotation') (got {estimator!r})"
-        )
-    return AutoencoderKL(
-        ch=m.ch,
-        ch_mult=tuple(m.ch_mult),
-        num_res_blocks=m.num_res_blocks,
-        z_channels=m.z_channels,
-        in_channels=m.in_channels,
-        attn_resolutions=tuple(m.attn_resolutions),
-        num_groups=m.num_groups,
-        embed_dim=m.embed_dim or None,
-        bottleneck=bottleneck,
-        codebook_size=_get(m, "codebook_size", 512),
-        vq_estimator=estimator,
-        fsq_levels=levels,
-    )
-
-
-def build_discriminator(loss_config) -> PatchDiscriminator:
-    lc = loss_config
-    if lc.disc_norm not in NORMS:
-        raise ConfigError(f"loss.disc_norm={lc.disc_norm!r}; use one of {NORMS}")
-    if lc.disc_layers < 1:
-        raise ConfigError(f"loss.disc_layers={lc.disc_layers}; use 1 or more")
-    return PatchDiscriminator(ndf=lc.disc_ndf, n_layers=lc.disc_layers, norm=lc.disc_norm)
+from latentjax.run import Run
+from latentjax.train import state as state_lib
 
 
 def _check_loss_config(lc) -> None:
     if lc.reconstruction not in ("l1", "l2"):
         raise ConfigError(f"loss.reconstruction={lc.reconstruction!r}; use 'l1' or 'l2'")
-    gan = _get(lc, "gan_loss", "hinge")
-    if gan not in losses.GAN_LOSSES:
-        raise ConfigError(f"loss.gan_loss={gan!r}; use one of {losses.GAN_LOSSES}")
-    kind = _get(lc, "perceptual", "none")
-    if kind not in perceptual.PERCEPTUAL_LOSSES:
-        raise ConfigError(f"loss.perceptual={kind!r}; use one of {perceptual.PERCEPTUAL_LOSSES}")
+    if lc.gan_loss not in losses.GAN_LOSSES:
+        raise ConfigError(f"loss.gan_loss={lc.gan_loss!r}; use one of {losses.GAN_LOSSES}")
+    if lc.perceptual not in perceptual.PERCEPTUAL_LOSSES:
+        raise ConfigError(
+            f"loss.perceptual={lc.perceptual!r}; use one of {perceptual.PERCEPTUAL_LOSSES}"
+        )
     for key in ("kl_free_bits", "r1_weight", "lecam_weight", "perceptual_weight"):
-        if _get(lc, key, 0.0) < 0:
-            raise ConfigError(f"loss.{key}={_get(lc, key, 0.0)} must be >= 0")
+        if lc[key] < 0:
+            raise ConfigError(f"loss.{key}={lc[key]} must be >= 0")
 
 
 def _optimizer(lr: float, config) -> optax.GradientTransformation:
@@ -108,40 +59,34 @@ def _last_layer(tree: Any) -> jax.Array:
     return tree["params"]["decoder"]["conv_out"]["kernel"]
 
 
-@dataclasses.dataclass(frozen=True)
 class AutoencoderStage:
-    """``features``: the feature network for ``loss.perceptual="lpips"`` (images -> list of
-    activations; see ``latentjax/losses/perceptual.py``), None otherwise."""
+    """The stage-1 networks, optimisers and pure steps of a config. ``features``: the feature
+    network for ``loss.perceptual="lpips"`` (images -> list of activations; see
+    ``latentjax/losses/perceptual.py``), None otherwise."""
 
-    config: Any
-    features: Callable[[jax.Array], Sequence[jax.Array]] | None = None
-
-    def __post_init__(self):
-        lc = self.config.loss
+    def __init__(self, config, features: Callable[[jax.Array], Sequence[jax.Array]] | None = None):
+        lc = config.loss
         _check_loss_config(lc)
-        if (
-            _get(lc, "perceptual", "none") == "lpips"
-            and self.features is None
-            and not _get(lc, "lpips_weights", "")
-        ):
+        if lc.perceptual == "lpips" and features is None and not lc.lpips_weights:
             raise ConfigError(
                 "loss.perceptual='lpips' needs loss.lpips_weights: a directory written by "
                 "`latentjax convert lpips`, or 'VGG16.pth,HEADS.pth' (torchvision VGG16 and the "
                 "lpips package's vgg.pth); or use 'haar' or 'fft', which need no weights"
             )
-        object.__setattr__(self, "ae", build_autoencoder(self.config.model))
-        object.__setattr__(self, "disc", build_discriminator(lc))
-        object.__setattr__(self, "tx", _optimizer(self.config.optim.lr, self.config))
-        object.__setattr__(self, "disc_tx", _optimizer(self.config.optim.disc_lr, self.config))
+        self.config, self.features = config, features
+        self.ae = build_autoencoder(config.model)
+        self.disc = build_discriminator(lc)
+        self.tx = _optimizer(config.optim.lr, config)
+        self.disc_tx = _optimizer(config.optim.disc_lr, config)
 
     def lpips_variables(self) -> dict | None:
         """The LPIPS network's variables from ``loss.lpips_weights`` (None unless the
         perceptual term is LPIPS). ``make_task`` passes them to the steps as frozen inputs, so
         evaluation and sampling never need the files."""
-        weights = _get(self.config.loss, "lpips_weights", "")
-        if _get(self.config.loss, "perceptual", "none") != "lpips" or not weights:
+        weights = self.config.loss.lpips_weights
+        if self.config.loss.perceptual != "lpips" or not weights:
             return None
-        from latentjax.models.lpips import lpips_variables
+        from latentjax.convert.lpips import lpips_variables
 
         return lpips_variables(*[w.strip() for w in weights.split(",")][:2])
 
@@ -151,11 +96,11 @@ class AutoencoderStage:
 
     @property
     def uses_restart(self) -> bool:
-        return self.bottleneck == "vq" and _get(self.config.loss, "vq_restart_threshold", 0.0) > 0
+        return self.bottleneck == "vq" and self.config.loss.vq_restart_threshold > 0
 
     @property
     def uses_lecam(self) -> bool:
-        return _get(self.config.loss, "lecam_weight", 0.0) > 0
+        return self.config.loss.lecam_weight > 0
 
     def example_input(self) -> jax.Array:
         s, c = self.config.data.image_size, self.config.model.in_channels
@@ -187,16 +132,14 @@ class AutoencoderStage:
         metrics = {**terms, **posterior.stats()}
         if self.bottleneck == "kl":
             kl_scale = lc.kl_weight * losses.linear_warmup(step, lc.kl_warmup_steps)
-            free_bits = _get(lc, "kl_free_bits", 0.0)
             kl = terms["kl"]
-            if free_bits > 0:
-                kl = losses.free_bits_kl(posterior.kl_elements(), free_bits)
+            if lc.kl_free_bits > 0:
+                kl = losses.free_bits_kl(posterior.kl_elements(), lc.kl_free_bits)
             return kl_scale * kl, {**metrics, "kl_scale": kl_scale}
         if self.bottleneck == "vq":
             # VQ-VAE's eq. 3 codebook + beta * commitment, weighted as taming's codebook_weight.
-            beta = _get(lc, "commitment_weight", 0.25)
-            reg = terms["codebook"] + beta * terms["commitment"]
-            return _get(lc, "codebook_weight", 1.0) * reg, metrics
+            reg = terms["codebook"] + lc.commitment_weight * terms["commitment"]
+            return lc.codebook_weight * reg, metrics
         return jnp.zeros((), jnp.float32), metrics
 
     def _losses(self, state, batch, rng, frozen=None):
@@ -205,11 +148,9 @@ class AutoencoderStage:
         autoencoder parameters."""
         lc = self.config.loss
         x = batch["image"]  # [B, H, W, C] in [-1, 1]
-        kind = _get(lc, "perceptual", "none")
+        kind = lc.perceptual
         distance = None
         if frozen and "lpips" in frozen:
-            from latentjax.models.lpips import LPIPS
-
             distance = functools.partial(LPIPS().apply, frozen["lpips"])
 
         def nll_loss(p):
@@ -218,7 +159,7 @@ class AutoencoderStage:
             aux = {"x_hat": x_hat, "rec": rec}
             if kind != "none":
                 term = jnp.mean(perceptual.perceptual_loss(kind, x, x_hat, self.features, distance))
-                rec = rec + _get(lc, "perceptual_weight", 1.0) * term
+                rec = rec + lc.perceptual_weight * term
                 aux["perceptual"] = term
             reg, reg_metrics = self.regulariser(posterior, state["step"])
             if self.uses_restart:
@@ -228,7 +169,7 @@ class AutoencoderStage:
         def generator_losses(p):
             nll, aux = nll_loss(p)
             logits = self.disc.apply(state["params"]["disc"], aux["x_hat"])
-            return (nll, losses.g_loss(_get(lc, "gan_loss", "hinge"), logits)), aux
+            return (nll, losses.g_loss(lc.gan_loss, logits)), aux
 
         return nll_loss, generator_losses
 
@@ -257,7 +198,7 @@ class AutoencoderStage:
         zero = jnp.zeros((), jnp.float32)
         lc = self.config.loss
         out = {}
-        if _get(lc, "r1_weight", 0.0) > 0:
+        if lc.r1_weight > 0:
             out["r1"] = zero
         if self.uses_lecam:
             out["lecam"] = zero
@@ -281,9 +222,7 @@ class AutoencoderStage:
         grads = jax.tree.map(lambda a, b: a + weight * b, g_nll, g_adv)
 
         x, fake = batch["image"], jax.lax.stop_gradient(aux["x_hat"])
-        gan = _get(lc, "gan_loss", "hinge")
-        r1_weight = _get(lc, "r1_weight", 0.0)
-        lecam_weight = _get(lc, "lecam_weight", 0.0)
+        gan, r1_weight, lecam_weight = lc.gan_loss, lc.r1_weight, lc.lecam_weight
         ema = state.get("lecam")
 
         def disc_loss(dp):
@@ -310,7 +249,7 @@ class AutoencoderStage:
         metrics = {"nll": nll, "g_adv": adv, "d_loss": d_loss, "adaptive_weight": weight}
         extra_state = {}
         if ema is not None:
-            decay = _get(lc, "lecam_decay", 0.99)
+            decay = lc.lecam_decay
             extra_state["lecam"] = {
                 k: decay * ema[k] + (1.0 - decay) * jax.lax.stop_gradient(means[k]) for k in ema
             }
@@ -338,7 +277,7 @@ class AutoencoderStage:
                 aux["vq"]["indices"],
                 aux["vq"]["inputs"],
                 jax.random.fold_in(rng, 1),  # the step's key, not used for anything else
-                decay=_get(lc, "vq_usage_decay", 0.99),
+                decay=lc.vq_usage_decay,
                 threshold=lc.vq_restart_threshold,
             )
             quantize = {**ae["params"]["quantize"], "embedding": codebook}
@@ -379,13 +318,7 @@ def _scalars(aux: dict[str, Any]) -> dict[str, jax.Array]:
     return {k: v for k, v in aux.items() if isinstance(v, jax.Array) and v.ndim == 0}
 
 
-def psnr(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2). [B, H, W, C] -> [B]."""
-    mse = jnp.mean(jnp.square(x - y), axis=tuple(range(1, x.ndim)))
-    return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
-
-
-def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
+def make_task(config, mesh, eval_images: Any | None = None) -> state_lib.Task:
     stage = AutoencoderStage(config)
     repl = mesh_lib.replicated(mesh)
     # The perceptual network, when there is one, is a frozen input of the steps (replicated).
@@ -404,7 +337,7 @@ def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
             out = {"test_psnr": float(jnp.mean(psnr(x, x_hat)))}
             return {**out, **{f"test_{k}": float(v) for k, v in stats.items()}}
 
-    return loop.Task(
+    return state_lib.Task(
         name="ae",
         init_state=stage.init_state,
         train_steps={
@@ -418,15 +351,8 @@ def make_task(config, mesh, eval_images: Any | None = None) -> loop.Task:
     )
 
 
-def load_autoencoder(workdir: str | Path, mesh) -> tuple[Any, AutoencoderStage, Any]:
-    """Restores a trained stage-1 run: (config, stage, autoencoder params on ``mesh``)."""
-    workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise WorkdirError(f"no stage-1 run at {workdir} (missing config.json); train it first")
-    config = from_json(config_path.read_text())
-    if config.stage != "ae":
-        raise WorkdirError(f"{workdir} holds a '{config.stage}' run, not an autoencoder")
-    stage = AutoencoderStage(config)
-    state = loop.restore_latest(workdir, stage.init_state, config, mesh)
-    return config, stage, state["params"]["ae"]
+def load_autoencoder(run: Run, mesh) -> tuple[AutoencoderStage, Any]:
+    """A finished stage-1 run (training run or inference checkpoint): (stage, autoencoder
+    parameters placed on ``mesh``)."""
+    stage = AutoencoderStage(run.config)
+    return stage, state_lib.restore(run, stage.init_state, mesh)["params"]["ae"]

@@ -10,9 +10,6 @@ one network learns the conditional and unconditional models used by classifier-f
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -20,34 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from latentjax.data.latents import latent_stats
 from latentjax.diffusion import paths as paths_lib
 from latentjax.diffusion.samplers import SAMPLERS
 from latentjax.errors import ConfigError
+from latentjax.factory import build_dit
 from latentjax.losses.diffusion import T_SAMPLINGS, WEIGHTINGS, diffusion_loss
-from latentjax.models.dit import DiT
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.train import loop
-from latentjax.train.autoencoder import AutoencoderStage
-
-LATENT_STATS_FILE = "latent_stats.json"
-
-
-def build_dit(model_config, latent_size: int, latent_channels: int) -> DiT:
-    m = model_config
-    return DiT(
-        input_size=latent_size,
-        patch_size=m.patch_size,
-        in_channels=latent_channels,
-        hidden_size=m.hidden_size,
-        depth=m.depth,
-        num_heads=m.num_heads,
-        mlp_ratio=m.mlp_ratio,
-        num_classes=m.num_classes,
-        learn_sigma=m.learn_sigma,
-        # Only converted DiTs set these (latentjax/convert/workdir.py); the defaults are DiT's.
-        timestep_freq_shift=m.get("timestep_freq_shift", 0.0),
-        mlp_norm_eps=m.get("mlp_norm_eps", 1e-6),
-    )
+from latentjax.train import state as state_lib
 
 
 def ema_decay(step: jax.Array, decay: float) -> jax.Array:
@@ -64,33 +41,24 @@ def check_diffusion_config(config) -> None:
         "diffusion.path": (d.path, paths_lib.PATHS),
         "diffusion.prediction": (d.prediction, paths_lib.PREDICTIONS),
         "diffusion.t_sampling": (d.t_sampling, T_SAMPLINGS),
-        "diffusion.loss_weighting": (d.get("loss_weighting", "none"), WEIGHTINGS),
-        "sample.sampler": (smp.get("sampler", "ddim"), SAMPLERS),
+        "diffusion.loss_weighting": (d.loss_weighting, WEIGHTINGS),
+        "sample.sampler": (smp.sampler, SAMPLERS),
     }
     for key, (value, known) in choices.items():
         if value not in known:
             raise ConfigError(f"{key}={value!r}; use one of {', '.join(known)}")
 
 
-@dataclasses.dataclass(frozen=True)
 class DiTStage:
-    config: Any
-    ae_stage: AutoencoderStage
+    """The stage-2 network, optimiser and pure step of a config, over the latents of a frozen
+    stage-1 network ``ae`` (anything with ``apply(params, images, method=ae.encode)`` returning
+    a posterior) of shape ``latent_shape`` (h, w, c)."""
 
-    def __post_init__(self):
-        check_diffusion_config(self.config)
-        ae_model = self.ae_stage.config.model
-        f = 2 ** (len(ae_model.ch_mult) - 1)
-        size = self.config.data.image_size
-        if size != self.ae_stage.config.data.image_size:
-            raise ConfigError(
-                f"data.image_size={size} but the stage-1 run was trained at "
-                f"{self.ae_stage.config.data.image_size}"
-            )
-        channels = ae_model.embed_dim or ae_model.z_channels
-        object.__setattr__(self, "latent_shape", (size // f, size // f, channels))
-        object.__setattr__(self, "dit", build_dit(self.config.model, size // f, channels))
-        o = self.config.optim
+    def __init__(self, config, ae, latent_shape: tuple[int, int, int]):
+        check_diffusion_config(config)
+        self.config, self.ae, self.latent_shape = config, ae, tuple(latent_shape)
+        self.dit = build_dit(config.model, self.latent_shape)
+        o = config.optim
         tx = optax.adamw(
             optax.linear_schedule(0.0, o.lr, max(o.warmup_steps, 1)),
             b1=0.9,
@@ -99,7 +67,7 @@ class DiTStage:
         )
         if o.grad_clip:
             tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
-        object.__setattr__(self, "tx", tx)
+        self.tx = tx
 
     @property
     def null_label(self) -> int:
@@ -120,7 +88,7 @@ class DiTStage:
 
     def encode(self, frozen, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Normalised latents of a sample from the frozen encoder's posterior."""
-        posterior = self.ae_stage.ae.apply(frozen["ae"], images, method=self.ae_stage.ae.encode)
+        posterior = self.ae.apply(frozen["ae"], images, method=self.ae.encode)
         z = posterior.sample(rng)
         return (z - frozen["latent_shift"]) * frozen["latent_scale"]
 
@@ -155,8 +123,8 @@ class DiTStage:
                 path=c.diffusion.path,
                 prediction=c.diffusion.prediction,
                 t_sampling=c.diffusion.t_sampling,
-                weighting=c.diffusion.get("loss_weighting", "none"),  # older runs lack it
-                min_snr_gamma=c.diffusion.get("min_snr_gamma", 5.0),
+                weighting=c.diffusion.loss_weighting,
+                min_snr_gamma=c.diffusion.min_snr_gamma,
             )
 
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -174,50 +142,24 @@ class DiTStage:
         return new_state, metrics
 
 
-def measure_latent_stats(
-    ae_stage: AutoencoderStage, ae_params, batches, mesh, seed: int = 0
-) -> dict[str, Any]:
-    """Mean and std of posterior samples over ``batches`` (host dicts with "image")."""
+def measure_latent_stats(ae, ae_params, batches, mesh, seed: int = 0) -> dict[str, Any]:
+    """The latent normalisation (``latentjax.data.latents.latent_stats``) of posterior samples
+    of the frozen encoder over ``batches`` (host dicts with "image")."""
     rng = jax.random.key(seed)
 
     @jax.jit
     def moments(params, images, rng):
-        posterior = ae_stage.ae.apply(params, images, method=ae_stage.ae.encode)
+        posterior = ae.apply(params, images, method=ae.encode)
         z = posterior.sample(rng)
         axes = tuple(range(z.ndim - 1))
         return z.mean(axes), jnp.square(z).mean(axes), posterior.mean.var(axes)
 
-    sums = None
-    for i, local in enumerate(batches):
-        batch = mesh_lib.global_batch({"image": local["image"]}, mesh)
-        m = jax.device_get(moments(ae_params, batch["image"], jax.random.fold_in(rng, i)))
-        sums = m if sums is None else tuple(a + b for a, b in zip(sums, m, strict=True))
-        count = i + 1
-    if sums is None:
-        raise ConfigError("no batches to measure latent statistics on")
-    mean_c, sq_c, var_of_mean_c = (np.asarray(s) / count for s in sums)
-    mean = float(mean_c.mean())
-    std = float(np.sqrt(sq_c.mean() - mean**2))
-    return {
-        "shift": mean,
-        "scale": 1.0 / std,
-        "std": std,
-        "channel_mean": mean_c.tolist(),
-        "channel_std": np.sqrt(np.maximum(sq_c - mean_c**2, 0.0)).tolist(),
-        "channel_var_of_posterior_mean": var_of_mean_c.tolist(),
-        "num_batches": count,
-    }
+    def per_batch():
+        for i, local in enumerate(batches):
+            batch = mesh_lib.global_batch({"image": local["image"]}, mesh)
+            yield jax.device_get(moments(ae_params, batch["image"], jax.random.fold_in(rng, i)))
 
-
-def read_latent_stats(workdir: str | Path) -> dict[str, Any] | None:
-    path = Path(workdir) / LATENT_STATS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_latent_stats(workdir: str | Path, stats: dict[str, Any]) -> None:
-    if jax.process_index() == 0:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        (Path(workdir) / LATENT_STATS_FILE).write_text(json.dumps(stats, indent=2))
+    return latent_stats(per_batch())
 
 
 def frozen_inputs(ae_params, stats: dict[str, Any], mesh) -> tuple[dict, dict]:
@@ -230,9 +172,9 @@ def frozen_inputs(ae_params, stats: dict[str, Any], mesh) -> tuple[dict, dict]:
     return frozen, jax.tree.map(lambda a: a.sharding, frozen)
 
 
-def make_task(stage: DiTStage, ae_params, stats: dict[str, Any], mesh) -> loop.Task:
+def make_task(stage: DiTStage, ae_params, stats: dict[str, Any], mesh) -> state_lib.Task:
     frozen, frozen_shardings = frozen_inputs(ae_params, stats, mesh)
-    return loop.Task(
+    return state_lib.Task(
         name="dit",
         init_state=stage.init_state,
         train_steps={"diffusion": stage.train_step},

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from latentjax.config import load_config
+from latentjax.factory import latent_shape
 from latentjax.generate import Generator, SampleSpec
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import autoencoder, dit
@@ -39,7 +40,7 @@ def tiny_generator(mesh) -> Generator:
     ae_stage = autoencoder.AutoencoderStage(ae_config)
     ae_params = jax.jit(ae_stage.init_state)(jax.random.key(0))["params"]["ae"]
     config = load_config("dit/digits.py", DIT_OVERRIDES)
-    stage = dit.DiTStage(config, ae_stage)
+    stage = dit.DiTStage(config, ae_stage.ae, latent_shape(ae_config))
     params = jax.jit(stage.init_state)(jax.random.key(1))["params"]
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(2), len(leaves))
@@ -47,7 +48,8 @@ def tiny_generator(mesh) -> Generator:
     params = jax.device_put(jax.tree.unflatten(tree, leaves), mesh_lib.replicated(mesh))
     stats = {"shift": 0.1, "scale": 2.0}
     frozen, _ = dit.frozen_inputs(jax.device_put(ae_params, mesh_lib.replicated(mesh)), stats, mesh)
-    return Generator(stage, params, frozen, mesh)
+    image_shape = (ae_config.data.image_size, ae_config.data.image_size, 1)
+    return Generator(stage, params, frozen, mesh, image_shape)
 
 
 def main(shape, chunk):

@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentjax.config import load_config
+from latentjax.factory import latent_shape
 from latentjax.parallel import distributed
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.train import autoencoder, dit, loop
+from latentjax.train import autoencoder, dit
+from latentjax.train.state import build_state, jit_steps
 
 AE_OVERRIDES = [
     "model.ch=16",
@@ -67,10 +69,10 @@ def sharding_report(state) -> dict:
 def run_steps(task, config, mesh, batches):
     rules = tuple(tuple(r) for r in config.mesh.rules)
     rng = jax.random.key(0)
-    _, shardings, init = loop.build_state(task, mesh, rules, rng)
+    _, shardings, init = build_state(task.init_state, mesh, rules, rng)
     state = init(rng)
     report = sharding_report(state)
-    steps = loop.jit_steps(task, shardings, mesh)
+    steps = jit_steps(task, shardings, mesh)
     losses = []
     n, pi, pc = len(batches[0]["label"]), jax.process_index(), jax.process_count()
     for i, b in enumerate(batches):
@@ -87,8 +89,8 @@ def run_steps(task, config, mesh, batches):
 def dit_task_lowered_text(task, config, mesh, batch) -> str:
     rules = tuple(tuple(r) for r in config.mesh.rules)
     rng = jax.random.key(0)
-    abstract, shardings, _ = loop.build_state(task, mesh, rules, rng)
-    step = loop.jit_steps(task, shardings, mesh)["diffusion"]
+    abstract, shardings, _ = build_state(task.init_state, mesh, rules, rng)
+    step = jit_steps(task, shardings, mesh)["diffusion"]
     sharding = mesh_lib.batch_sharding(mesh)
     b = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in batch.items()}
     with mesh_lib.activation_rules(mesh, rules):
@@ -114,7 +116,7 @@ def main(shape):
         lambda r: stage1.init_state(r)["params"]["ae"], out_shardings=mesh_lib.replicated(mesh)
     )(jax.random.key(1))
     dit_config = load_config("dit/digits.py", DIT_OVERRIDES)
-    stage2 = dit.DiTStage(dit_config, stage1)
+    stage2 = dit.DiTStage(dit_config, stage1.ae, latent_shape(ae_config))
     dit_task = dit.make_task(stage2, ae_params, {"shift": 0.1, "scale": 2.0}, mesh)
     dit_losses, dit_report, dit_state = run_steps(dit_task, dit_config, mesh, batches)
     qkv = dit_state["params"]["params"]["block_0"]["attn"]["qkv"]["kernel"]

@@ -6,8 +6,8 @@
         [--coordinator HOST:PORT --num-processes N --process-id I]
 
 ``--hang-after-batches N``: after drawing N batches, write ``W/hung`` and sleep (to be killed).
-``--hang-in-save-after S``: saves of steps > S write everything, then hang before Orbax's final
-rename (so a kill lands in the middle of a save); ``W/hung`` marks it.
+``--hang-in-save-after S``: saves of steps > S hang while writing the data item, before Orbax
+commits the step (so a kill lands in the middle of a save); ``W/hung`` marks it.
 ``--coordinator``: one of N processes of a ``jax.distributed`` run (all on this machine), each
 feeding its own half of every batch; the workdir is shared, as on a pod.
 """
@@ -15,11 +15,10 @@ feeding its own half of every batch; the workdir is shared, as on a pod.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-import time
+import threading
 import traceback
 from pathlib import Path
 
@@ -32,6 +31,15 @@ import numpy as np
 
 
 def config(steps: int, checkpoint_every: int, fsdp: int) -> ml_collections.ConfigDict:
+    from latentjax.configs.common import train_config
+
+    train = train_config(
+        num_steps=steps,
+        log_every=1,
+        eval_every=1000,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=3,
+    )
     return ml_collections.ConfigDict(
         {
             "stage": "toy",
@@ -41,19 +49,13 @@ def config(steps: int, checkpoint_every: int, fsdp: int) -> ml_collections.Confi
                 "shape": {"data": -1, "fsdp": fsdp, "tensor": 1},
                 "rules": (("batch", ("data", "fsdp")), ("embed", "fsdp")),
             },
-            "train": {
-                "num_steps": steps,
-                "log_every": 1,
-                "eval_every": 1000,
-                "checkpoint_every": checkpoint_every,
-                "keep_checkpoints": 3,
-            },
+            "train": train.to_dict(),
         }
     )
 
 
 def task():
-    from latentjax.train import loop
+    from latentjax.train.state import Task
 
     def init_state(rng):
         w = nn.Partitioned(jax.random.normal(rng, (8,)), names=("embed",))
@@ -68,7 +70,7 @@ def task():
         w = w - 0.1 * 2 * (w - target)
         return {"step": state["step"] + 1, "params": {"w": w}}, {"loss": loss}
 
-    return loop.Task("toy", init_state, {"main": step}, {}, {})
+    return Task("toy", init_state, {"main": step})
 
 
 def data(batch: int = 8):
@@ -77,23 +79,41 @@ def data(batch: int = 8):
     return iter(ds.to_iter_dataset())
 
 
+def track_checkpointers() -> list:
+    """The checkpointers the loop makes from now on (so the script can wait for their saves)."""
+    from latentjax.train.checkpoint import Checkpointer
+
+    made = []
+    original = Checkpointer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    Checkpointer.__init__ = init
+    return made
+
+
 class Hanging:
-    """Yields from ``it``; after ``n`` items, marks ``marker`` and sleeps until killed.
+    """Yields from ``it``; after ``n`` items, waits until the checkpoints saved so far are on
+    disk, marks ``marker`` and blocks until killed.
 
     The loop checkpoints the Grain iterator's state, passed through here as JSON bytes (what
     Grain's checkpoint handler expects of an iterator that is not its own)."""
 
-    def __init__(self, it, n: int, marker: Path):
+    def __init__(self, it, n: int, marker: Path, checkpointers: list):
         self.it, self.n, self.marker, self.count = it, n, marker, 0
+        self.checkpointers = checkpointers
 
     def __iter__(self):
         return self
 
     def __next__(self):
         if self.count == self.n:
-            time.sleep(1.0)  # let the asynchronous save of the last checkpoint finish
+            for checkpointer in self.checkpointers:
+                checkpointer.wait()
             self.marker.write_text("hung")
-            time.sleep(3600)
+            threading.Event().wait()  # until killed
         self.count += 1
         return next(self.it)
 
@@ -105,20 +125,19 @@ class Hanging:
 
 
 def hang_in_save_after(step: int, marker: Path) -> None:
-    """Makes Orbax's rename of a finished temporary checkpoint directory (the commit of a save)
-    hang for saves of steps above ``step``."""
-    from orbax.checkpoint._src.path import atomicity
+    """Makes the save of the data item (Grain's public checkpoint handler) hang for steps above
+    ``step``: the step's temporary directory exists, its commit never happens."""
+    original = grain.checkpoint.CheckpointHandler.save
 
-    original = atomicity.AtomicRenameTemporaryPath.finalize
-
-    async def finalize(self, *args, **kwargs):
-        name = Path(self.get_final()).name  # a step directory, or an item inside one
-        if name.isdigit() and int(name) > step:
+    def save(self, directory, *args, **kwargs):
+        # directory: CHECKPOINTS/<step>.orbax-checkpoint-tmp-<n>/data
+        saving = int(Path(directory).parent.name.split(".")[0])
+        if saving > step:
             marker.write_text("hung")
-            await asyncio.sleep(3600)
-        return await original(self, *args, **kwargs)
+            threading.Event().wait()  # until killed
+        return original(self, directory, *args, **kwargs)
 
-    atomicity.AtomicRenameTemporaryPath.finalize = finalize
+    grain.checkpoint.CheckpointHandler.save = save
 
 
 def main() -> None:
@@ -139,15 +158,16 @@ def main() -> None:
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
+    from latentjax import run as run_lib
     from latentjax.parallel import mesh as mesh_lib
     from latentjax.train import loop
 
     workdir = Path(args.workdir)
     c = config(args.steps, args.checkpoint_every, args.fsdp)
-    loop.prepare_workdir(workdir, c)
+    run_lib.prepare(workdir, c, write=jax.process_index() == 0)
     it = data()
     if args.hang_after_batches is not None:
-        it = Hanging(it, args.hang_after_batches, workdir / "hung")
+        it = Hanging(it, args.hang_after_batches, workdir / "hung", track_checkpointers())
     if args.hang_in_save_after is not None:
         hang_in_save_after(args.hang_in_save_after, workdir / "hung")
     mesh = mesh_lib.make_mesh(c.mesh.shape)

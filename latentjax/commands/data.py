@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import argparse
 
-from latentjax.data.digits import default_data_dir
+from latentjax.commands.common import add_parser
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("data", help="prepare datasets")
+    p = add_parser(
+        subparsers,
+        "data",
+        "prepare datasets",
+        "latentjax data build-folder ~/photos --name my_photos",
+    )
     sub = p.add_subparsers(dest="data_command", required=True)
     b = sub.add_parser(
         "build-folder",
         help="a folder of images (class subfolders = labels) -> array_record tfds dataset",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="A folder of images (class subfolders = labels) -> an array_record tfds "
+        "dataset.\n\nexample:\n  latentjax data build-folder ~/photos --name my_photos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     b.add_argument("dir", help="folder with one subfolder of images per class")
     b.add_argument("--name", required=True, help="dataset name (lower case, digits, '_')")
     b.add_argument("--data-dir", default=None, help="tfds data_dir (default: $LATENTJAX_DATA_DIR)")
     b.add_argument("--strict", action="store_true", help="a non-image file is an error")
-    b.add_argument("--channels", type=int, default=3, help="3 (RGB) or 1 (grey)")
-    b.set_defaults(run=cmd_build_folder)
+    b.add_argument("--channels", type=int, default=3, help="3 (RGB) or 1 (grey); default 3")
+    b.set_defaults(run=build_folder)
 
 
-def cmd_build_folder(args) -> None:
-    from latentjax.data.folder import build_folder
+def build_folder(args) -> None:
+    from latentjax.data.digits import default_data_dir
+    from latentjax.data.folder import build_folder as build
 
     data_dir = args.data_dir or default_data_dir()
-    scan = build_folder(args.dir, args.name, data_dir, strict=args.strict, channels=args.channels)
+    scan = build(args.dir, args.name, data_dir, strict=args.strict, channels=args.channels)
     for path, why in scan.skipped:
         print(f"latentjax: skipped {path}: {why}")
     print(

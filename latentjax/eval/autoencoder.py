@@ -1,4 +1,4 @@
-"""``latentjax eval --workdir DIR``: the report card of a trained stage-1 run.
+"""The report card of a trained stage-1 run (``latentjax eval --workdir DIR``).
 
 Runs the autoencoder over a held-out split and writes ``DIR/eval/``:
 
@@ -18,94 +18,28 @@ bottleneck works; the KL-only numbers (KL per channel, slerp) appear when the po
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from latentjax.data.pipeline import split_arrays
 from latentjax.errors import LatentjaxError
+from latentjax.eval import latent_report as lr
+from latentjax.eval import metrics
+from latentjax.eval.images import image_grid, save_png, to_uint8
+from latentjax.run import Run, write_json
 
 ImageMetric = Callable[[Any, Any], Any]  # (x [B,H,W,C], y [B,H,W,C]) in [-1, 1] -> [B]
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="report card of a stage-1 run -> DIR/eval/")
-    p.add_argument("--workdir", required=True, help="a stage-1 (ae) run directory")
-    p.add_argument("--split", default=None, help="split to evaluate (default: data.eval_split)")
-    p.add_argument("--max-images", type=int, default=1024, help="evaluate at most this many")
-    p.add_argument("--batch-size", type=int, default=128, help="images per jitted call")
-    p.add_argument("--num-show", type=int, default=8, help="images in the PNGs")
-    p.add_argument(
-        "--lpips",
-        nargs=2,
-        default=None,
-        metavar=("VGG", "HEADS"),
-        help="LPIPS from torchvision's VGG16 and lpips' vgg.pth head weights",
-    )
-    p.add_argument(
-        "--inception", default=None, metavar="WEIGHTS", help="pytorch-fid weights: adds rFID"
-    )
-    p.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> None:
-    import jax
-
-    lpips_fn = load_lpips(*args.lpips) if args.lpips else None
-    feature_fn = load_inception_features(args.inception) if args.inception else None
-    report = evaluate_run(
-        args.workdir,
-        split=args.split,
-        max_images=args.max_images,
-        batch_size=args.batch_size,
-        num_show=args.num_show,
-        lpips_fn=lpips_fn,
-        feature_fn=feature_fn,
-    )
-    if jax.process_index() == 0:
-        ssim = "n/a" if report["ssim"] is None else f"{report['ssim']:.4f}"
-        print(
-            f"latentjax: PSNR {report['psnr']:.2f} dB, SSIM {ssim}, active units "
-            f"{report['active_units']['count']}/{report['active_units']['total']}, size "
-            f"reduction {report['size_reduction']:g} -> {Path(args.workdir) / 'eval'}"
-        )
-
-
-def _rgb(x):
-    """[B, H, W, 1 or 3] -> [B, H, W, 3] (grey repeated), for networks trained on RGB."""
-    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-
-
-def load_lpips(vgg_weights: str, head_weights: str) -> ImageMetric:
-    """LPIPS (``latentjax.models.lpips``) as ``fn(x, y) -> [B]`` on [-1, 1] images."""
-    for path in (vgg_weights, head_weights):
-        if not Path(path).is_file():
-            raise LatentjaxError(f"--lpips: no such file {path}")
-    from latentjax.models.lpips import load_lpips as load
-
-    lpips = load(vgg_weights, head_weights)
-    return lambda x, y: lpips(_rgb(np.asarray(x)), _rgb(np.asarray(y)))
-
-
-def load_inception_features(weights: str) -> Callable[[Any], Any]:
-    """The FID Inception pool features (``latentjax.eval.fid``) of [-1, 1] images."""
-    if not Path(weights).is_file():
-        raise LatentjaxError(f"--inception: no such file {weights}")
-    from latentjax.eval.fid import load_inception
-
-    features = load_inception(weights)
-    return lambda x: features((_rgb(np.asarray(x)) + 1.0) / 2.0)
 
 
 def _batched(fn, x: np.ndarray, batch_size: int) -> list:
     """fn over fixed-size batches (the last one padded by repetition, so one compile), results
     cut back to ``len(x)`` and concatenated per output leaf."""
-    import jax
-
     outs = []
     for i in range(0, len(x), batch_size):
         chunk = x[i : i + batch_size]
@@ -121,8 +55,15 @@ def ms_ssim_scales(size: int, win_size: int = 11, most: int = 5) -> int:
     return max(0, min(most, int(math.floor(math.log2(size / win_size))) + 1)) if size >= 11 else 0
 
 
-def evaluate_run(
-    workdir: str | Path,
+def check_options(max_images: int, batch_size: int, num_show: int) -> None:
+    if max_images <= 0 or batch_size <= 0 or num_show < 2:
+        raise LatentjaxError("--max-images and --batch-size must be positive, --num-show >= 2")
+
+
+def evaluate(
+    run: Run,
+    ae,
+    params,
     *,
     split: str | None = None,
     max_images: int = 1024,
@@ -132,35 +73,14 @@ def evaluate_run(
     feature_fn: Callable[[Any], Any] | None = None,
     write: bool = True,
 ) -> dict[str, Any]:
-    """The report of the stage-1 run in ``workdir`` (see the module docstring); written to
-    ``workdir/eval`` when ``write``. ``lpips_fn(x, y) -> [B]`` adds LPIPS; ``feature_fn(x) ->
-    [B, D]`` (e.g. Inception pool features) adds rFID."""
-    import jax
-    import jax.numpy as jnp
-
-    from latentjax.eval import latent_report as lr
-    from latentjax.eval import metrics
-    from latentjax.parallel.mesh import make_mesh
-    from latentjax.train.autoencoder import load_autoencoder
-    from latentjax.train.main import split_arrays
-
-    if max_images <= 0 or batch_size <= 0 or num_show < 2:
-        raise LatentjaxError("--max-images and --batch-size must be positive, --num-show >= 2")
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise LatentjaxError(f"no run at {workdir} (no such directory)")
-    config_file = workdir / "config.json"
-    if config_file.exists():
-        from latentjax.config import from_json
-
-        config = from_json(config_file.read_text())
-        mesh = make_mesh(config.mesh.shape)
-    else:
-        mesh = None  # load_autoencoder reports the missing config in one line
-    config, stage, params = load_autoencoder(workdir, mesh)
+    """The report of the stage-1 ``run`` whose autoencoder ``ae`` (an ``AutoencoderKL``) has
+    ``params`` (see the module docstring); written to ``RUN/eval`` when ``write``.
+    ``lpips_fn(x, y) -> [B]`` adds LPIPS; ``feature_fn(x) -> [B, D]`` (e.g. Inception pool
+    features) adds rFID."""
+    check_options(max_images, batch_size, num_show)
+    workdir, config = run.path, run.config
     split = split or config.data.eval_split
-    x = np.asarray(split_arrays(config, split)["image"][:max_images], np.float32)
-    ae = stage.ae
+    x = np.asarray(split_arrays(config.data, split)["image"][:max_images], np.float32)
 
     @jax.jit
     def encode_decode(batch):
@@ -225,18 +145,13 @@ def evaluate_run(
             np.sum(report["latent"]["kl_per_channel"]) * z.shape[1] * z.shape[2]
         )
     if write and jax.process_index() == 0:
-        _write(workdir / "eval", report, x, res, pca, stage, params, num_show)
+        _write(workdir / "eval", report, x, res, pca, ae, params, num_show)
     return report
 
 
-def _write(out: Path, report, x, res, pca, stage, params, num_show) -> None:
-    import jax
-
-    from latentjax.eval import latent_report as lr
-    from latentjax.eval.images import image_grid, save_png, to_uint8
-
+def _write(out: Path, report, x, res, pca, ae, params, num_show) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out / "report.json", report)
     n = min(num_show, len(x))
     size = x.shape[1]
 
@@ -252,7 +167,6 @@ def _write(out: Path, report, x, res, pca, stage, params, num_show) -> None:
     scale = max(1, 96 // size)
     save_png(out / "reconstructions.png", image_grid(rows, ncol=n), scale=scale)
 
-    ae = stage.ae
     decode = jax.jit(lambda z: ae.apply(params, z, method=ae.decode))
     ts = np.linspace(0.0, 1.0, 9)
     pairs = [(i, len(x) - 1 - i) for i in range(min(3, len(x) // 2))]

@@ -1,11 +1,11 @@
-"""VQ autoencoder on the digits: ``configs/ae/digits.py`` with a 256-code codebook of
+"""VQ autoencoder on the digits: ``ae/digits.py`` with a 256-code codebook of
 4-dimensional codes (VQ-VAE losses, straight-through gradients; ``model.vq_estimator=rotation``
 for the rotation trick).
 
-    latentjax train --config configs/ae/digits_vq.py --workdir runs/digits/ae_vq
+    latentjax train --config ae/digits_vq.py --workdir runs/digits/ae_vq
 """
 
-from configs.ae import digits
+from latentjax.configs.ae import digits
 
 
 def get_config():

@@ -1,11 +1,11 @@
-"""FSQ autoencoder on the digits: ``configs/ae/digits.py`` with finite scalar quantisation,
+"""FSQ autoencoder on the digits: ``ae/digits.py`` with finite scalar quantisation,
 levels (8, 5, 5, 5) on the 4 latent channels -- an implicit codebook of 1000 codes, one of the
 level sets Mentzer et al. (2023, table 1) recommend.
 
-    latentjax train --config configs/ae/digits_fsq.py --workdir runs/digits/ae_fsq
+    latentjax train --config ae/digits_fsq.py --workdir runs/digits/ae_fsq
 """
 
-from configs.ae import digits
+from latentjax.configs.ae import digits
 
 
 def get_config():

@@ -1,0 +1,147 @@
+"""``latentjax sample``: images from a trained (or converted) stage-2 run.
+
+Samples are streamed to resumable shards (``--shard-dir``, or ``FILE.shards/`` beside ``--out``)
+and, with ``--out FILE.npz``, gathered into one file with a PNG grid beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from latentjax.commands.common import add_distributed_args, add_parser
+from latentjax.errors import LatentjaxError
+
+# --out holds every image in one array: above this size, use --shard-dir alone.
+MAX_NPZ_BYTES = 2 << 30
+
+
+def register(subparsers) -> None:
+    p = add_parser(
+        subparsers,
+        "sample",
+        "sample images from a trained stage-2 run",
+        "latentjax sample --workdir runs/digits/dit --num 100 --labels 3 --out threes.npz",
+    )
+    p.add_argument("--workdir", required=True, help="a stage-2 (dit) run directory")
+    p.add_argument("--num", type=int, required=True, help="number of images")
+    p.add_argument("--labels", default=None, help="class labels, e.g. '3' or '0,1,2' (cycled)")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="ddim, ddpm, dpmpp_2m, euler, heun or euler_maruyama (default: config)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: config)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: config)")
+    p.add_argument(
+        "--guidance-interval",
+        default=None,
+        help="LO,HI: guide only for path times t in [LO, HI] (default: config)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="images per jitted call")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output .npz with all images (small N); its .png grid and, unless --shard-dir is "
+        "given, its shards in FILE.shards/ are written beside it",
+    )
+    p.add_argument(
+        "--shard-dir",
+        default=None,
+        help="directory of shard-NNNNN.npz + index.json (resumable); grid.png in it",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_distributed_args(p)
+    p.set_defaults(run=run)
+
+
+def parse_labels(spec: str | None, num: int, num_classes: int) -> np.ndarray:
+    """``None`` -> classes in turn (0, 1, ..., 0, 1, ...); "3" -> all 3; "1,2,3" -> cycled."""
+    if num <= 0:
+        raise LatentjaxError(f"--num must be positive, got {num}")
+    if spec is None or spec == "":
+        base = np.arange(max(num_classes, 1))
+    else:
+        try:
+            base = np.array([int(s) for s in spec.split(",")])
+        except ValueError:
+            msg = f"--labels must be comma-separated integers, got {spec!r}"
+            raise LatentjaxError(msg) from None
+        bad = base[(base < 0) | (base >= max(num_classes, 1))]
+        if bad.size:
+            raise LatentjaxError(f"label {int(bad[0])} out of range [0, {num_classes})")
+    return np.resize(base, num).astype(np.int32)
+
+
+def parse_interval(spec: str | None) -> tuple[float, float] | None:
+    """ "0.2,0.8" -> (0.2, 0.8)."""
+    if spec is None:
+        return None
+    try:
+        lo, hi = (float(s) for s in spec.split(","))
+    except ValueError:
+        raise LatentjaxError(f"--guidance-interval must be LO,HI, got {spec!r}") from None
+    return lo, hi
+
+
+def run(args) -> None:
+    from pathlib import Path
+
+    import jax
+
+    from latentjax.generate import (
+        load_generator,
+        read_shards,
+        save_grid,
+        spec_from_config,
+        write_sample_shards,
+        write_samples,
+    )
+    from latentjax.parallel.mesh import make_mesh
+    from latentjax.run import Run
+
+    if args.num <= 0:
+        raise LatentjaxError(f"--num must be positive, got {args.num}")
+    if args.out is None and args.shard_dir is None:
+        raise LatentjaxError("give --out FILE.npz, --shard-dir DIR, or both")
+    if args.out is not None and Path(args.out).suffix != ".npz":
+        raise LatentjaxError(f"--out must end in .npz, got {args.out}")
+    run_ = Run.open(args.workdir, stage="dit")
+    config = run_.config
+    # Checks the sampler, steps, eta and interval before anything is loaded or compiled.
+    spec = spec_from_config(
+        config,
+        sampler=args.sampler,
+        num_steps=args.steps,
+        eta=args.eta,
+        cfg_scale=args.cfg,
+        guidance_interval=parse_interval(args.guidance_interval),
+    )
+    labels = parse_labels(args.labels, args.num, config.model.num_classes)
+    generator = load_generator(run_.path, make_mesh(config.mesh.shape))
+    if args.out is not None and args.num * np.prod(generator.image_shape) > MAX_NPZ_BYTES:
+        raise LatentjaxError(
+            f"--out would hold {args.num} images in memory; use --shard-dir alone for this many"
+        )
+    shard_dir = Path(args.shard_dir) if args.shard_dir else Path(args.out).with_suffix(".shards")
+    write_sample_shards(
+        generator,
+        labels,
+        shard_dir,
+        args.seed,
+        spec,
+        args.batch_size or config.sample.batch_size,
+        progress=not args.no_progress,
+        meta={"workdir": str(run_.path.resolve())},
+    )
+    if jax.process_index() != 0:  # only process 0 writes files
+        return
+    if args.out is not None:
+        images, got = read_shards(shard_dir)
+        grid = write_samples(args.out, images, got)
+        print(f"latentjax: wrote {len(images)} images to {args.out} and {grid} ({shard_dir})")
+    else:
+        images, _ = read_shards(shard_dir, limit=100)
+        grid = save_grid(shard_dir / "grid.png", images)
+        print(f"latentjax: wrote {args.num} images to {shard_dir} and {grid}")

@@ -1,0 +1,97 @@
+"""Stage 1, every key: Stable Diffusion's KL-f8 autoencoder recipe at 256 px.
+
+This file is the one place where a stage-1 default lives. Experiment configs start from it
+(``configs/ae/kl_f8c4_imagenet256.py`` for a pod, ``configs/ae/digits.py`` for a CPU) and
+change what differs; a run directory saved before a key existed is completed from it
+(``latentjax.config.complete``). ``latentjax config show ae/base.py`` prints every key with
+its comment.
+
+The network is latent-diffusion's ``models/first_stage_models/kl-f8/config.yaml`` (CompVis):
+ch 128, ch_mult (1, 2, 4, 4), 2 res blocks, attention in the mid block only, z 4 (mean and
+log-variance), embed_dim 4 -- 83,653,863 parameters, laid out so Stable Diffusion's weights map
+one to one. The loss is its ``LPIPSWithDiscriminator`` (kl_weight 1e-6, disc_start 50001,
+disc_weight 0.5, a 3-layer PatchGAN, hinge) except that the perceptual term defaults to the
+weight-free Haar wavelet one: LPIPS needs VGG16 weights the user supplies
+(``loss.perceptual="lpips"``, ``loss.lpips_weights``).
+"""
+
+import ml_collections
+
+from latentjax.configs.common import mesh_config, train_config
+
+BASE_LR = 4.5e-6  # latent-diffusion kl-f8: per example of the global batch
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.stage = "ae"
+    c.seed = 0  # parameters, data order and augmentation
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
+    c.data.data_dir = ""  # "" -> $LATENTJAX_DATA_DIR or ~/.cache/latentjax/tfds
+    c.data.image_size = 256  # square side after crop and resize
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"  # held-out split: eval steps and `latentjax eval`
+    c.data.worker_count = 8  # Grain worker processes per host; 0 reads in the main process
+    c.data.cache = False  # decode the split once and serve it from host memory (small data)
+    c.data.crop = "none"  # "none" | "center" | "random": a square crop before the resize
+    c.data.flip = False  # random horizontal flips
+
+    c.model = ml_collections.ConfigDict()
+    c.model.ch = 128  # width of the first level
+    c.model.ch_mult = (1, 2, 4, 4)  # width multiple per level; len - 1 downsamplings: f = 8
+    c.model.num_res_blocks = 2  # per level
+    c.model.z_channels = 4  # encoder output channels (before quant_conv)
+    c.model.in_channels = 3  # image channels
+    c.model.attn_resolutions = ()  # extra attention at these sides; the mid block always has it
+    c.model.num_groups = 32  # GroupNorm groups
+    c.model.embed_dim = 4  # 1x1 quant convs around the bottleneck (SD); 0 = none
+    c.model.bottleneck = "kl"  # "kl" | "ae" | "vq" | "fsq"
+    c.model.codebook_size = 256  # vq: number of codes
+    c.model.vq_estimator = "ste"  # vq: "ste" (straight-through) | "rotation" (rotation trick)
+    c.model.fsq_levels = ()  # fsq: one level count per latent channel
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.reconstruction = "l1"  # "l1" | "l2"
+    c.loss.kl_weight = 1e-6  # kl: beta
+    c.loss.kl_warmup_steps = 0  # kl: beta ramps linearly from 0 over these steps
+    c.loss.kl_free_bits = 0.0  # kl: nats per latent element and channel; 0 = off
+    c.loss.codebook_weight = 1.0  # vq: weight of codebook + beta * commitment
+    c.loss.commitment_weight = 0.25  # vq: beta
+    c.loss.vq_restart_threshold = 1.0  # vq: restart codes used < this often per step; 0 = off
+    c.loss.vq_usage_decay = 0.99  # vq: decay of the per-code usage average
+    c.loss.perceptual = "haar"  # "none" | "haar" | "fft" | "lpips"
+    c.loss.perceptual_weight = 1.0
+    # lpips: a `latentjax convert lpips` directory, or "VGG16.pth,HEADS.pth" (torchvision's VGG16
+    # state dict and the lpips package's weights/v0.1/vgg.pth); read when training starts.
+    c.loss.lpips_weights = ""
+    c.loss.gan_loss = "hinge"  # "hinge" | "non_saturating"
+    c.loss.disc_start = 50001  # the PatchGAN switches on at this step
+    c.loss.disc_weight = 0.5  # times latent-diffusion's adaptive weight
+    c.loss.disc_ndf = 64  # PatchGAN width
+    c.loss.disc_layers = 3  # PatchGAN depth
+    c.loss.disc_norm = "batch"  # "group" | "batch" | "none"
+    c.loss.r1_weight = 0.0  # gamma of R1 (Mescheder et al. 2018); 0 = off
+    c.loss.lecam_weight = 0.0  # LeCam (Tseng et al. 2021); 0 = off
+    c.loss.lecam_decay = 0.99  # decay of LeCam's logit averages
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = BASE_LR * 12  # latent-diffusion's base rate times its batch of 12
+    c.optim.disc_lr = BASE_LR * 12
+    c.optim.b1 = 0.5  # Adam betas of both optimisers (latent-diffusion)
+    c.optim.b2 = 0.9
+    c.optim.warmup_steps = 0  # linear learning-rate warm-up
+    c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
+
+    c.train = train_config(
+        batch_size=12,
+        num_steps=100_000,
+        log_every=100,
+        eval_every=5_000,
+        checkpoint_every=5_000,
+        best_metric="test_psnr",
+        best_mode="max",
+    )
+    c.mesh = mesh_config()
+    return c

@@ -1,0 +1,88 @@
+"""Stage 2, every key: DiT-XL/2 on 256 px ImageNet latents (Peebles & Xie 2023).
+
+This file is the one place where a stage-2 default lives. Experiment configs start from it
+(``configs/dit/dit_xl2_imagenet256.py`` for a pod, ``configs/dit/digits.py`` for a CPU) and change
+what differs; a run directory saved before a key existed is completed from it
+(``latentjax.config.complete``). ``latentjax config show dit/base.py`` prints every key with its
+comment.
+
+The paper's recipe (sec. 4 and 5): XL/2 (hidden 1152, depth 28, 16 heads, patch 2) on the
+32 x 32 x 4 latents of SD's f8 autoencoder; AdamW, constant lr 1e-4, no weight decay, no warm-up,
+global batch 256, EMA decay 0.9999, 400K steps; the DDPM linear beta schedule with T = 1000, eps
+prediction, learned sigma (the output's second half; the loss here trains the eps half only, as
+the simple objective), label dropout 0.1 for classifier-free guidance; 250 sampling steps.
+"""
+
+import ml_collections
+
+from latentjax.configs.common import mesh_config, train_config
+from latentjax.models.dit import dit_kwargs
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.stage = "dit"
+    c.seed = 0  # parameters, data order, noise and label dropout
+    c.ae_workdir = (
+        ""  # the stage-1 run (or `latentjax convert ae` directory) whose encoder is frozen
+    )
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
+    c.data.data_dir = ""  # "" -> $LATENTJAX_DATA_DIR or ~/.cache/latentjax/tfds
+    c.data.image_size = 256  # must match the autoencoder's
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.worker_count = 8  # Grain worker processes per host; 0 reads in the main process
+    c.data.cache = False  # decode the split once and serve it from host memory (small data)
+    c.data.crop = "none"  # "none" | "center" | "random": a square crop before the resize
+    c.data.flip = False  # random horizontal flips
+    # A latent cache written by `latentjax encode` (its --out DIR, or DIR/NAME); "" encodes
+    # images on the fly. With data.flip, its flipped copy is used too.
+    c.data.latent_cache = ""
+    c.data.latent_stats_batches = 32  # batches used to measure the latent shift/scale
+
+    c.model = ml_collections.ConfigDict(dit_kwargs("XL/2"))  # hidden, depth, heads, patch
+    c.model.mlp_ratio = 4.0
+    c.model.num_classes = 1000  # 0: unconditional; the label table has one more (null) row
+    c.model.learn_sigma = True  # a second output half for the variance (DiT's)
+    c.model.timestep_freq_shift = 0.0  # 1.0 for diffusers' DiT (its downscale_freq_shift)
+    c.model.mlp_norm_eps = 1e-6  # LayerNorm epsilon (diffusers' DiT: its norm_eps)
+
+    c.diffusion = ml_collections.ConfigDict()
+    # "linear" (rectified flow: x_t = (1 - t) x0 + t eps) | "cosine" | "ddpm_linear" |
+    # "ddpm_scaled_linear" | "ddpm_cosine" (latentjax/diffusion/paths.py)
+    c.diffusion.path = "ddpm_linear"  # betas linear in [1e-4, 0.02], T = 1000 (Ho et al. 2020)
+    c.diffusion.prediction = "eps"  # "eps" | "x0" | "v" | "velocity"
+    c.diffusion.t_sampling = "uniform"  # "uniform" | "logit_normal"
+    # none | min_snr | snr | snr_plus_one | truncated_snr (latentjax/losses/diffusion.py)
+    c.diffusion.loss_weighting = "none"
+    c.diffusion.min_snr_gamma = 5.0
+    c.diffusion.label_drop = 0.1  # classifier-free guidance training
+
+    c.sample = ml_collections.ConfigDict()
+    # ddim | ddpm | dpmpp_2m | euler | heun | euler_maruyama (latentjax/diffusion/samplers.py)
+    c.sample.sampler = "euler"
+    c.sample.num_steps = 250
+    c.sample.eta = 0.0  # DDIM only
+    c.sample.guidance_interval = (0.0, 1.0)  # guide for path times t in [lo, hi]
+    c.sample.cfg_scale = 4.0  # the paper's sample figures; its FID-50K table uses 1.5
+    c.sample.batch_size = 64  # images per jitted sampling call (global)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-4
+    c.optim.weight_decay = 0.0  # AdamW
+    c.optim.warmup_steps = 0  # linear learning-rate warm-up
+    c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
+    c.optim.ema_decay = 0.9999  # EMA of the weights, used for sampling
+
+    c.train = train_config(
+        batch_size=256,
+        num_steps=400_000,
+        log_every=100,
+        eval_every=50_000,
+        checkpoint_every=50_000,
+        keep_checkpoints=3,
+    )
+    c.mesh = mesh_config()
+    return c

@@ -1,0 +1,105 @@
+"""Config -> model: the one place where a config section becomes a network.
+
+Training, conversion, the Python API, planning and the demo all build their networks here, so a
+model family has one builder and its derived sizes (the downsampling factor, the latent shape)
+one formula. Each builder checks the fields it reads and raises :class:`ConfigError` naming the
+key, before anything is traced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from latentjax.errors import ConfigError
+from latentjax.models.autoencoder import AutoencoderKL
+from latentjax.models.bottleneck import BOTTLENECKS
+from latentjax.models.discriminator import NORMS, PatchDiscriminator
+from latentjax.models.dit import DiT
+
+
+def downsample_factor(model: Mapping[str, Any]) -> int:
+    """f of an autoencoder's ``model`` section: each level after the first halves the side."""
+    return 2 ** (len(model["ch_mult"]) - 1)
+
+
+def latent_channels(model: Mapping[str, Any]) -> int:
+    """Channels of the latent: ``embed_dim`` with SD's quant convs, else ``z_channels``."""
+    return model["embed_dim"] or model["z_channels"]
+
+
+def latent_shape(ae_config) -> tuple[int, int, int]:
+    """(h, w, c) of the latents of a stage-1 config's images."""
+    f = downsample_factor(ae_config.model)
+    size = ae_config.data.image_size
+    if size % f:
+        raise ConfigError(f"data.image_size={size} is not divisible by the autoencoder's f={f}")
+    return size // f, size // f, latent_channels(ae_config.model)
+
+
+def build_autoencoder(m) -> AutoencoderKL:
+    """The stage-1 network of a ``model`` section (``latentjax/configs/ae/base.py``)."""
+    if m.bottleneck not in BOTTLENECKS:
+        raise ConfigError(f"model.bottleneck={m.bottleneck!r}; use one of {BOTTLENECKS}")
+    channels = latent_channels(m)
+    levels = tuple(m.fsq_levels)
+    if m.bottleneck == "fsq" and (len(levels) != channels or min(levels, default=0) < 2):
+        raise ConfigError(
+            f"model.fsq_levels={levels}: FSQ needs one level count >= 2 per latent channel "
+            f"({channels})"
+        )
+    if m.bottleneck == "vq" and (m.vq_estimator not in ("ste", "rotation") or m.codebook_size < 2):
+        raise ConfigError(
+            f"VQ needs model.codebook_size >= 2 (got {m.codebook_size}) and "
+            f"model.vq_estimator in ('ste', 'rotation') (got {m.vq_estimator!r})"
+        )
+    return AutoencoderKL(
+        ch=m.ch,
+        ch_mult=tuple(m.ch_mult),
+        num_res_blocks=m.num_res_blocks,
+        z_channels=m.z_channels,
+        in_channels=m.in_channels,
+        attn_resolutions=tuple(m.attn_resolutions),
+        num_groups=m.num_groups,
+        embed_dim=m.embed_dim or None,
+        bottleneck=m.bottleneck,
+        codebook_size=m.codebook_size,
+        vq_estimator=m.vq_estimator,
+        fsq_levels=levels,
+    )
+
+
+def build_discriminator(loss) -> PatchDiscriminator:
+    """The PatchGAN of a stage-1 ``loss`` section."""
+    if loss.disc_norm not in NORMS:
+        raise ConfigError(f"loss.disc_norm={loss.disc_norm!r}; use one of {NORMS}")
+    if loss.disc_layers < 1:
+        raise ConfigError(f"loss.disc_layers={loss.disc_layers}; use 1 or more")
+    return PatchDiscriminator(ndf=loss.disc_ndf, n_layers=loss.disc_layers, norm=loss.disc_norm)
+
+
+def build_dit(m, latent: tuple[int, int, int]) -> DiT:
+    """The stage-2 network of a ``model`` section (``latentjax/configs/dit/base.py``) for
+    latents of shape ``latent`` (h, w, c)."""
+    h, w, c = latent
+    if h != w:
+        raise ConfigError(f"the DiT needs square latents, got {h} x {w}")
+    if h % m.patch_size:
+        raise ConfigError(f"model.patch_size={m.patch_size} does not divide the {h}px latent")
+    if m.hidden_size % m.num_heads:
+        raise ConfigError(
+            f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}"
+        )
+    return DiT(
+        input_size=h,
+        patch_size=m.patch_size,
+        in_channels=c,
+        hidden_size=m.hidden_size,
+        depth=m.depth,
+        num_heads=m.num_heads,
+        mlp_ratio=m.mlp_ratio,
+        num_classes=m.num_classes,
+        learn_sigma=m.learn_sigma,
+        timestep_freq_shift=m.timestep_freq_shift,
+        mlp_norm_eps=m.mlp_norm_eps,
+    )

@@ -1,0 +1,125 @@
+"""``latentjax train``: config -> run directory, mesh, data pipeline and stage; then the loop."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from latentjax import run as run_lib
+from latentjax.data import latents, pipeline
+from latentjax.data.digits import default_data_dir
+from latentjax.errors import ConfigError, WorkdirError
+from latentjax.factory import latent_shape
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.run import Run
+from latentjax.train import autoencoder, dit, loop
+
+STAGES = ("ae", "dit")
+
+
+def data_dir(config) -> str:
+    return config.data.data_dir or default_data_dir()
+
+
+def train_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True):
+    mesh_lib.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
+    source = pipeline.load_source(config.data.name, config.data.train_split, data_dir(config))
+    dataset = pipeline.make_dataset(
+        source,
+        global_batch_size=config.train.batch_size,
+        image_size=config.data.image_size,
+        crop=config.data.crop,
+        flip=config.data.flip,
+        seed=config.seed if seed is None else seed,
+        repeat=repeat,
+        cache=config.data.cache,
+    )
+    return pipeline.make_iterator(dataset, worker_count=config.data.worker_count)
+
+
+def cache_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True):
+    """Batches ``{"mean", "std", "label"}`` of the latent cache ``config.data.latent_cache``
+    (with its mirrored copy when ``data.flip``), checked to come from ``config.ae_workdir``."""
+    cache = config.data.latent_cache
+    info = latents.read_cache_info(cache)
+    ae_workdir = str(Path(config.ae_workdir).absolute())
+    if info["ae_workdir"] != ae_workdir or info["image_size"] != config.data.image_size:
+        raise ConfigError(
+            f"data.latent_cache={cache!r} was encoded by {info['ae_workdir']} at "
+            f"{info['image_size']} px, but this run uses {ae_workdir} at "
+            f"{config.data.image_size} px"
+        )
+    source = latents.load_cache(cache, config.data.train_split, config.data.flip)
+    dataset = pipeline.make_dataset(
+        source,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed if seed is None else seed,
+        repeat=repeat,
+        transform=latents.LatentRecord(),
+    )
+    return pipeline.make_iterator(dataset, worker_count=config.data.worker_count)
+
+
+def train(config, workdir: str | Path, *, progress: bool = True) -> Any:
+    """Trains the stage ``config.stage`` names into ``workdir`` (resuming if it has checkpoints)."""
+    if config.stage not in STAGES:
+        raise ConfigError(f"config.stage must be one of {STAGES}, got {config.stage!r}")
+    mesh_lib.check_rules(config.mesh.rules)
+    mesh = mesh_lib.make_mesh(config.mesh.shape)
+    workdir = Path(workdir)
+    if config.stage == "ae":
+        run_lib.prepare(workdir, config, write=jax.process_index() == 0)
+        eval_images = pipeline.split_arrays(config.data, config.data.eval_split)["image"]
+        task = autoencoder.make_task(config, mesh, eval_images=eval_images)
+        host_iterator = train_iterator(config, mesh)
+    else:
+        try:
+            ae_run = Run.open(config.ae_workdir, stage="ae")
+        except WorkdirError as e:
+            raise ConfigError(
+                f"ae_workdir={config.ae_workdir!r}: no stage-1 run there ({e}); train "
+                "configs/ae/… into it first or set --config.ae_workdir"
+            ) from e
+        if config.data.image_size != ae_run.config.data.image_size:
+            raise ConfigError(
+                f"data.image_size={config.data.image_size} but the stage-1 run was trained at "
+                f"{ae_run.config.data.image_size}"
+            )
+        run_lib.prepare(workdir, config, write=jax.process_index() == 0)
+        ae_stage, ae_params = autoencoder.load_autoencoder(ae_run, mesh)
+        stage = dit.DiTStage(config, ae_stage.ae, latent_shape(ae_run.config))
+        stats_file = workdir / run_lib.LATENT_STATS_FILE
+        if stats_file.exists():  # measured when the run started
+            stats = run_lib.read_json(stats_file)
+        else:
+            stats = _measure_stats(config, mesh, ae_stage, ae_params)
+            if jax.process_index() == 0:
+                run_lib.write_json(stats_file, stats)
+        task = dit.make_task(stage, ae_params, stats, mesh)
+        if config.data.latent_cache:
+            host_iterator = cache_iterator(config, mesh)
+        else:
+            host_iterator = train_iterator(config, mesh)
+    iterator = pipeline.DevicePrefetch(host_iterator, mesh)
+    try:
+        return loop.run(task, config, workdir, iterator, mesh, progress=progress)
+    finally:
+        iterator.close()
+
+
+def _measure_stats(config, mesh, ae_stage, ae_params) -> dict[str, Any]:
+    """The latent shift and scale, from the latent cache or the frozen encoder on the fly."""
+    if config.data.latent_cache:
+        batches = itertools.islice(
+            cache_iterator(config, mesh, seed=config.seed + 1, repeat=False),
+            config.data.latent_stats_batches,
+        )
+        return latents.latent_stats(latents.cached_moments(batches, config.seed))
+    batches = itertools.islice(
+        train_iterator(config, mesh, seed=config.seed + 1, repeat=False),
+        config.data.latent_stats_batches,
+    )
+    return dit.measure_latent_stats(ae_stage.ae, ae_params, batches, mesh, config.seed)
