@@ -68,7 +68,6 @@ _HF_COMMON = {
     "hidden_act": "gelu",
     "layer_norm_eps": 1e-6,
     "image_size": 224,
-    "num_channels": 3,
     "qkv_bias": True,
     "layerscale_value": 1.0,
     "use_swiglu_ffn": False,

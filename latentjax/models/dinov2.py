@@ -53,7 +53,8 @@ PRETRAIN_IMAGE_SIZE = 518  # the released weights' position table is 37 x 37 pat
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TRUNC_NORMAL = nn.initializers.truncated_normal(0.02)  # DINOv2's init for linears and tables
+# DINOv2's init of its linears and position table; only a fresh (unconverted) model sees it.
+TRUNC_NORMAL = nn.initializers.truncated_normal(0.02)
 
 
 def dinov2_kwargs(variant: str, num_register_tokens: int = 0) -> dict[str, Any]:
