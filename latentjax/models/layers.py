@@ -74,3 +74,18 @@ def group_norm(channels: int, num_groups: int, *, name: str | None = None) -> nn
         bias_init=_named(nn.initializers.zeros_init(), (NORM,)),
         name=name,
     )
+
+
+def layer_norm(*, epsilon: float = 1e-6, name: str | None = None) -> nn.LayerNorm:
+    """LayerNorm over the last axis with a learned scale and bias (axis ``norm``).
+
+    The variance is computed as E[(x - mean)^2] rather than flax's default E[x^2] - mean^2: the
+    latter cancels catastrophically in float32 when a channel's mean is large next to its spread,
+    which transformer residual streams do show."""
+    return nn.LayerNorm(
+        epsilon=epsilon,
+        use_fast_variance=False,
+        scale_init=_named(nn.initializers.ones_init(), (NORM,)),
+        bias_init=_named(nn.initializers.zeros_init(), (NORM,)),
+        name=name,
+    )
