@@ -1,7 +1,9 @@
-"""Weight converters: diffusers autoencoders and DiT checkpoints into latentjax's models."""
+"""Weight converters: diffusers autoencoders, the Wan 2.1 video VAE and DiT checkpoints into
+latentjax's models."""
 
 from latentjax.convert.common import ConvertError
 from latentjax.convert.diffusers_ae import load_diffusers_autoencoder
 from latentjax.convert.dit import load_dit
+from latentjax.convert.wan import load_wan_autoencoder
 
-__all__ = ["ConvertError", "load_diffusers_autoencoder", "load_dit"]
+__all__ = ["ConvertError", "load_diffusers_autoencoder", "load_dit", "load_wan_autoencoder"]
