@@ -132,8 +132,9 @@ def test_defaults_are_diffusers_signature():
     assert {k: p.default for k, p in sig.items() if k != "self"} == DIFFUSERS_DEFAULTS
 
 
-@pytest.mark.parametrize("batch,frames", [(1, 9), (1, 1)])  # batches: the x1 test
-def test_parity_with_diffusers(tiny, batch, frames):
+@pytest.mark.parametrize("frames", [9, 1])  # (batches of 2: the x1 test)
+def test_parity_with_diffusers(tiny, frames):
+    batch = 1
     x = clip((batch, frames, 32, 32, 3))
     ref_mean, ref_logvar = reference_encode(tiny.vae, x)
     posterior = tiny.encode(tiny.params, x)
@@ -188,8 +189,8 @@ def test_causality(tiny, chunk):
 
 def test_streaming_step_compiles_once(tiny, monkeypatch):
     """The chunk step sees caches of one shape after the first chunk: streaming a clip through a
-    jitted step traces it twice (first chunk, then every other one), and the scan traces its body
-    once whatever the number of chunks."""
+    jitted step traces it twice (first chunk, then every other one) and gives the scan's result;
+    the scan traces its body as often for 1 chunk as for 4 (a loop, not unrolled)."""
     model, params = tiny.model, tiny.params
     chex.clear_trace_counter()
 
