@@ -2,19 +2,21 @@
 arXiv:2503.20314; the architecture diffusers' ``AutoencoderKLWan`` implements), NTHWC.
 
 ``T = 1 + r_t * k`` frames of ``H x W`` become ``1 + k`` latent frames of ``H/r_s x W/r_s``:
-``r_t = 2 ** sum(temporal_downsample)`` (x4 for Wan's ``(False, True, True)``; x1 with no temporal
-downsampling, an image autoencoder applied frame by frame) and ``r_s = 2 ** (len(channel_mult) -
-1)`` (x8). Latent frame 0 encodes frame 0 alone, so an image is a one-frame video.
+``r_t = 2 ** sum(temporal_downsample)`` (x4 for Wan's ``(False, True, True)``; x1 without
+temporal downsampling: one latent frame per frame, an image autoencoder on one-frame clips) and
+``r_s = 2 ** (len(channel_mult) - 1)`` (x8). Latent frame 0 encodes frame 0 alone, so an image
+is a one-frame video.
 
 **Chunked, causal, one program.** As Wan, the encoder sees frame 0 alone, then chunks of
 ``r_t * n`` frames (Wan: 4), each giving ``n`` latent frames; the decoder sees latent frame 0
 alone, then chunks of ``n`` latent frames (Wan: one), each giving ``r_t * n`` frames. Between
 chunks only the fixed-shape caches of the causal convolutions travel (``causal3d.py``), so
 ``encode``/``decode`` are a first step plus one ``lax.scan`` (``nn.scan``) over the remaining
-chunks, carrying the caches: a clip of any length runs in memory set by the chunk, compiles to one
-program per clip shape, and gives the same result for every ``chunk_latent_frames`` (all the
-chunks in one scan step is "the whole video"). The same step is public as ``encode_chunk`` /
-``decode_chunk`` for streaming a video that does not fit in memory.
+chunks, carrying the caches: a clip of any length needs activation memory set by the chunk (only
+its input and output grow with it), compiles to one program per clip shape, and gives the same
+result for every ``chunk_latent_frames`` (all the chunks in one scan step is "the whole
+video"). The same step is public as ``encode_chunk`` / ``decode_chunk`` for streaming a video
+that does not fit in memory.
 
 Parameter tree (linen paths; ``latentjax/convert/wan.py`` maps Wan's and diffusers' names):
 
