@@ -19,8 +19,8 @@ from latentjax.data import latents, pipeline
 from latentjax.factory import latent_shape
 from latentjax.generate import load_generator
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.train import dit
 from latentjax.run import Run
+from latentjax.train import dit
 from latentjax.train.autoencoder import load_autoencoder
 
 TINY_AE = [
