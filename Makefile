@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 RUNTIME := $(VENV)/.installed-runtime
 TESTS := $(VENV)/.installed-test
+BENCH := $(VENV)/.installed-bench
 
 .PHONY: demo test bench lint clean
 
@@ -21,6 +22,11 @@ $(TESTS): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(TESTS) $(RUNTIME)
 
+$(BENCH): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH) $(TESTS) $(RUNTIME)
+
 demo: $(RUNTIME)
 	$(VENV)/bin/latentjax demo --workdir runs/demo
 
@@ -28,7 +34,7 @@ test: $(TESTS)
 	$(VENV)/bin/ruff check latentjax tests benchmarks
 	$(VENV)/bin/python -m pytest tests -q
 
-bench: $(TESTS)
+bench: $(BENCH)
 	$(VENV)/bin/python -m benchmarks
 
 lint: $(TESTS)

@@ -30,6 +30,26 @@ from latentjax.models.dit import DiT
 from latentjax.run import CONFIG_FILE, Run
 
 
+def check_array(x, what: str, channels: int, multiple: int) -> None:
+    """One-line errors for arrays the networks cannot take: NHWC, a float or integer dtype,
+    ``channels`` last, sides divisible by ``multiple``."""
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        raise LatentjaxError(f"{what} must be an array [B, H, W, C], got {type(x).__name__}")
+    if len(shape) != 4:
+        hint = " (add a batch axis: x[None])" if len(shape) == 3 else ""
+        raise LatentjaxError(f"{what} must be [B, H, W, C], got shape {tuple(shape)}{hint}")
+    if shape[-1] != channels:
+        hint = " (NCHW? transpose to NHWC)" if shape[1] == channels else ""
+        raise LatentjaxError(
+            f"{what} have {shape[-1]} channels last, the model takes {channels}{hint}"
+        )
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise LatentjaxError(f"{what} must be numbers, got dtype {dtype}")
+    if shape[1] % multiple or shape[2] % multiple:
+        raise LatentjaxError(f"{what} sides {shape[1:3]} must be divisible by {multiple}")
+
+
 @dataclasses.dataclass
 class Autoencoder:
     """A loaded autoencoder: ``encode``/``decode`` jitted, and the latent normalisation
@@ -48,10 +68,18 @@ class Autoencoder:
 
     def encode(self, images: jax.Array) -> jax.Array:
         """[B, H, W, C] float in [-1, 1] -> the posterior mean [B, H/f, W/f, latent channels]."""
+        check_array(images, "images", self.model.in_channels, self.model.downsample_factor)
+        lo, hi = float(jnp.min(images)), float(jnp.max(images))
+        if lo < -1.5 or hi > 1.5:
+            raise LatentjaxError(
+                f"images range over [{lo:g}, {hi:g}]; latentjax takes images in [-1, 1] "
+                "(from uint8: images / 127.5 - 1)"
+            )
         return self._encode(self.params, jnp.asarray(images, jnp.float32))
 
     def decode(self, latents: jax.Array) -> jax.Array:
         """[B, h, w, latent channels] (unnormalised) -> images [B, h*f, w*f, C], about [-1, 1]."""
+        check_array(latents, "latents", self.model.latent_channels, 1)
         return self._decode(self.params, jnp.asarray(latents, jnp.float32))
 
     def normalize(self, latents: jax.Array) -> jax.Array:

@@ -45,13 +45,21 @@ def builtin_names() -> list[str]:
 
 def resolve_config(path: str | Path) -> tuple[Path, str | None]:
     """-> (file, module name if built-in). A path that exists is the user's file; otherwise the
-    name of a built-in config (``ae/digits.py``, also written ``configs/ae/digits.py``)."""
+    name of a built-in config (``ae/digits.py``, also written ``configs/ae/digits.py``). A
+    relative path that is both (a file here named like a built-in config) must say which: a
+    config file runs code, so it is never picked for the user."""
     p = Path(path)
-    if p.is_file():
-        return p, None
     name = p.as_posix().removeprefix("configs/")
     builtin = BUILTIN_DIR / name
-    if p.suffix == ".py" and builtin.is_file() and ".." not in p.parts:
+    is_builtin = p.suffix == ".py" and builtin.is_file() and ".." not in p.parts
+    if p.is_file():
+        if is_builtin and not str(path).startswith(("./", "/", "~")):
+            raise ConfigError(
+                f"{path} is both a file here and the name of a built-in config: write "
+                f"./{p.as_posix()} for the file, or move away from it for the built-in one"
+            )
+        return p, None
+    if is_builtin:
         return builtin, "latentjax.configs." + name.removesuffix(".py").replace("/", ".")
     raise ConfigError(
         f"config file not found: {path} (neither a file nor a built-in config such as "

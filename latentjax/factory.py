@@ -37,6 +37,38 @@ def latent_shape(ae_config) -> tuple[int, int, int]:
     return size // f, size // f, latent_channels(ae_config.model)
 
 
+def _positive_ints(key: str, value, allow_zero: bool = False) -> None:
+    """``value`` (an int, or a tuple of them) must hold positive (or non-negative) integers."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    low = 0 if allow_zero else 1
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{key}={value!r}: use {kind} integers")
+
+
+def check_autoencoder_config(config) -> None:
+    """One-line errors for a stage-1 config no network can be built from (checked before any
+    tracing: a bad width otherwise fails deep inside a compile)."""
+    m = config.model
+    for key in ("ch", "num_res_blocks", "z_channels", "in_channels", "num_groups"):
+        _positive_ints(f"model.{key}", m[key])
+    _positive_ints("model.embed_dim", m.embed_dim, allow_zero=True)
+    if not m.ch_mult:
+        raise ConfigError("model.ch_mult is empty: give one width multiple per level")
+    _positive_ints("model.ch_mult", tuple(m.ch_mult))
+    _positive_ints("model.attn_resolutions", tuple(m.attn_resolutions))
+    for width in sorted({m.ch * k for k in m.ch_mult}):
+        groups = min(m.num_groups, width)
+        if width % groups:
+            raise ConfigError(
+                f"model.num_groups={m.num_groups} does not divide the {width} channels of a level "
+                "(model.ch x model.ch_mult)"
+            )
+    latent_shape(config)  # the image size must be divisible by f
+    build_autoencoder(m)
+    build_discriminator(config.loss)
+
+
 def build_autoencoder(m) -> AutoencoderKL:
     """The stage-1 network of a ``model`` section (``latentjax/configs/ae/base.py``)."""
     if m.bottleneck not in BOTTLENECKS:
@@ -82,6 +114,9 @@ def build_dit(m, latent: tuple[int, int, int]) -> DiT:
     """The stage-2 network of a ``model`` section (``latentjax/configs/dit/base.py``) for
     latents of shape ``latent`` (h, w, c)."""
     h, w, c = latent
+    for key in ("patch_size", "hidden_size", "depth", "num_heads"):
+        _positive_ints(f"model.{key}", m[key])
+    _positive_ints("model.num_classes", m.num_classes, allow_zero=True)
     if h != w:
         raise ConfigError(f"the DiT needs square latents, got {h} x {w}")
     if h % m.patch_size:

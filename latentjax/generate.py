@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from latentjax.parallel import mesh as mesh_lib
 from latentjax.run import Run, write_atomic
 from latentjax.train import state as state_lib
 from latentjax.train.autoencoder import load_autoencoder
+from latentjax.train.checkpoint import fingerprints
 from latentjax.train.dit import DiTStage, frozen_inputs
 
 INDEX_FILE = "index.json"
@@ -54,6 +57,8 @@ class SampleSpec:
 
     def __post_init__(self):
         check_sampler(self.sampler, self.num_steps, self.eta)
+        if not math.isfinite(self.cfg_scale):
+            raise LatentjaxError(f"guidance scale must be a finite number, got {self.cfg_scale}")
         lo, hi = self.guidance_interval
         if not 0.0 <= lo <= hi <= 1.0:
             raise LatentjaxError(
@@ -82,6 +87,9 @@ class Generator:
     frozen: dict[str, Any]
     mesh: Mesh
     image_shape: tuple[int, int, int]  # [H, W, C] of the decoded images
+    # Which weights sample: the run's step and a fingerprint of the EMA and decoder parameters
+    # (recorded with sample shards, so shards of another checkpoint are never reused).
+    checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self._programs: dict[tuple, Any] = {}
@@ -119,10 +127,13 @@ class Generator:
                 )
                 z = z / frozen["latent_scale"] + frozen["latent_shift"]
                 x = ae.apply(frozen["ae"], z, method=ae.decode)
+                # NaN/Inf would round to black images: flagged per image instead.
+                finite = jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
                 # [-1, 1] -> uint8 on device: 4x less to copy to the host.
-                return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
+                pixels = jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
+                return pixels, finite
 
-            self._programs[key] = jax.jit(run, out_shardings=batch)
+            self._programs[key] = jax.jit(run, out_shardings=(batch, batch))
         return self._programs[key]
 
     def sample_chunk(
@@ -136,7 +147,7 @@ class Generator:
         n = len(labels)
         y = np.concatenate([np.asarray(labels, np.int32), np.zeros(chunk - n, np.int32)])
         idx = np.arange(start, start + chunk, dtype=np.int32)
-        images = program(
+        images, finite = program(
             self.ema_params,
             self.frozen,
             jax.device_put(y, sharding),
@@ -148,7 +159,15 @@ class Generator:
             np.asarray(spec.guidance_interval, np.float32),
         )
         # Every process gets the whole chunk (on one process this is a plain device_get).
-        return np.asarray(multihost_utils.process_allgather(images, tiled=True))[:n]
+        images, finite = multihost_utils.process_allgather((images, finite), tiled=True)
+        bad = int(np.sum(~np.asarray(finite)[:n]))
+        if bad:
+            raise LatentjaxError(
+                f"{bad} of {n} samples came out non-finite (NaN/Inf): the model diverged or the "
+                f"sampling settings are out of range (sampler {spec.sampler}, "
+                f"{spec.num_steps} steps, cfg {spec.cfg_scale}); nothing was written for them"
+            )
+        return np.asarray(images)[:n]
 
     def chunk_size(self, chunk: int) -> int:
         dp = mesh_lib.data_parallel_size(self.mesh)
@@ -190,14 +209,17 @@ def write_sample_shards(
     chunk: int,
     progress: bool = True,
     meta: dict[str, Any] | None = None,
+    replace: bool = False,
 ) -> dict[str, Any]:
     """Samples ``labels`` chunk by chunk into ``shard_dir`` (``shard-NNNNN.npz`` with ``images``
-    [n, H, W, C] uint8 and ``labels`` [n] int32, and ``index.json``); returns the index.
+    [n, H, W, C] uint8 and ``labels`` [n] int32, and ``index.json``); returns the index, with
+    ``reused`` and ``made`` counts of images.
 
-    An existing index with the same settings is resumed: shards already written and valid are
-    skipped (a shard that fails to load or does not match is redone); different settings are an
-    error. The index is rewritten after every shard, so an interrupted run leaves a consistent
-    directory."""
+    An existing index with the same settings and checkpoint is resumed: shards already written
+    and valid are reused (a shard that fails to load or does not match is redone). Shards of
+    other settings or of another checkpoint are an error, or with ``replace`` are deleted and
+    made anew. The index is rewritten after every shard, so an interrupted run leaves a
+    consistent directory."""
     from tqdm.auto import tqdm
 
     shard_dir = Path(shard_dir)
@@ -211,6 +233,7 @@ def write_sample_shards(
         "guidance_interval": list(spec.guidance_interval),
         "image_shape": list(generator.image_shape),
         "labels_sha": _labels_digest(labels),
+        "checkpoint": generator.checkpoint,
         **(meta or {}),
     }
     index_path = shard_dir / INDEX_FILE
@@ -219,17 +242,23 @@ def write_sample_shards(
     done = np.zeros(len(starts), bool)
     if writer:
         if index_path.exists():
-            old = json.loads(index_path.read_text())
+            try:
+                old = json.loads(index_path.read_text())
+            except json.JSONDecodeError:
+                old = {"damaged": True}
             old_settings = {k: v for k, v in old.items() if k != "shards"}
             if old_settings != settings:
                 changed = sorted(
                     k for k in set(old_settings) | set(settings)
                     if old_settings.get(k) != settings.get(k)
                 )  # fmt: skip
-                raise LatentjaxError(
-                    f"{shard_dir} holds samples made with other settings ({', '.join(changed)}); "
-                    "use another --shard-dir or delete it"
-                )
+                if not replace:
+                    raise LatentjaxError(
+                        f"{shard_dir} holds samples made with other settings or another "
+                        f"checkpoint ({', '.join(changed)}); use another --shard-dir or delete it"
+                    )
+                for old_shard in shard_dir.glob("shard-*.npz"):
+                    old_shard.unlink()
         shard_dir.mkdir(parents=True, exist_ok=True)
         for i, start in enumerate(starts):
             part = labels[start : start + chunk]
@@ -256,7 +285,7 @@ def write_sample_shards(
         desc="sample",
         unit="img",
         dynamic_ncols=True,
-        disable=not (progress and writer),
+        disable=not (progress and writer and sys.stderr.isatty()),  # a bar on a terminal only
     ) as bar:
         for i, start in enumerate(starts):
             if done[i]:
@@ -271,7 +300,7 @@ def write_sample_shards(
                 done[i] = True
                 write_index()
             bar.update(len(part))
-    return {**settings, "shards": shards}
+    return {**settings, "shards": shards, "reused": initial, "made": len(labels) - initial}
 
 
 def _labels_digest(labels: np.ndarray) -> str:
@@ -309,7 +338,19 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
     frozen, _ = frozen_inputs(ae_params, stats, mesh)
     ae = ae_run.config
     image_shape = (ae.data.image_size, ae.data.image_size, ae.model.in_channels)
-    return Generator(stage, state["ema_params"], frozen, mesh, image_shape)
+    checkpoint = {
+        "step": int(jax.device_get(state["step"])) if "step" in state else run.export_info["step"],
+        "weights": _weights_digest({"ema": state["ema_params"], "ae": ae_params}),
+    }
+    return Generator(stage, state["ema_params"], frozen, mesh, image_shape, checkpoint)
+
+
+def _weights_digest(params) -> str:
+    """A short digest of parameters' values (their checkpoint fingerprints, hashed)."""
+    import hashlib
+
+    sums = json.dumps(fingerprints(params), sort_keys=True).encode()
+    return hashlib.sha256(sums).hexdigest()[:16]
 
 
 def collect_samples(generator: Generator, labels, spec: SampleSpec, chunk: int, seed: int = 0):
@@ -318,7 +359,14 @@ def collect_samples(generator: Generator, labels, spec: SampleSpec, chunk: int, 
     from tqdm.auto import tqdm
 
     out = []
-    with tqdm(total=len(labels), desc="sample", unit="img", dynamic_ncols=True) as bar:
+    bar = tqdm(
+        total=len(labels),
+        desc="sample",
+        unit="img",
+        dynamic_ncols=True,
+        disable=not sys.stderr.isatty(),  # a bar on a terminal only
+    )
+    with bar:
         for images in generator.sample(labels, seed, spec, chunk):
             out.append(images)
             bar.update(len(images))
@@ -334,7 +382,7 @@ def write_samples(
     if out.suffix != ".npz":
         raise LatentjaxError(f"--out must end in .npz, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, images=images, labels=labels)
+    write_atomic(out, lambda f: np.savez(f, images=images, labels=labels))
     shown = images if grid is None else grid
     return save_grid(out.with_suffix(".png"), shown, ncol)
 

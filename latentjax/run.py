@@ -18,10 +18,15 @@ another process of the same run included, sees the old file or the new one, neve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
-from collections.abc import Callable
+import shutil
+import socket
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,8 @@ from latentjax import config as config_lib
 from latentjax.errors import WorkdirError
 
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"  # the run's identity: {"id", "stage", "created"}, written once
+LOCK_FILE = "run.lock"  # held by the process that trains into the run directory
 METRICS_FILE = "metrics.jsonl"
 LATENT_STATS_FILE = "latent_stats.json"
 EXPORT_FILE = "export.json"
@@ -97,14 +104,131 @@ class Run:
         file = self.path / LATENT_STATS_FILE
         return read_json(file) if file.exists() else None
 
+    @property
+    def id(self) -> str | None:
+        """The run's identity (``run.json``), None for runs written before it existed."""
+        file = self.path / RUN_FILE
+        return read_json(file)["id"] if file.exists() else None
+
     def ae_run(self) -> Run:
-        """The stage-1 run a stage-2 run's ``ae_workdir`` names."""
+        """The stage-1 run a stage-2 run's ``ae_workdir`` names, checked to be the one it was
+        trained on (``ae_run_id``)."""
         if not self.config.ae_workdir:
             raise WorkdirError(
                 f"{self.path} names no autoencoder (ae_workdir is empty); for a converted DiT, "
                 "convert it again with --ae AE_DIR (from `latentjax convert ae`)"
             )
-        return Run.open(self.config.ae_workdir, stage="ae")
+        ae = Run.open(self.config.ae_workdir, stage="ae")
+        check_ae_run(self.config, ae)
+        return ae
+
+
+def check_ae_run(config, ae: Run) -> None:
+    """A stage-2 ``config`` that recorded its stage-1 run's id must meet that run again."""
+    want, got = config.ae_run_id, ae.id
+    if want and got and want != got:
+        raise WorkdirError(
+            f"ae_workdir={str(ae.path)!r} holds another stage-1 run (id {got}) than the one this "
+            f"stage-2 run was trained on (id {want}); point ae_workdir at that run"
+        )
+
+
+def ensure_identity(path: Path, stage: str) -> str:
+    """The id of the run at ``path``, written to ``run.json`` the first time."""
+    file = Path(path) / RUN_FILE
+    if file.exists():
+        return read_json(file)["id"]
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    identity = {"id": uuid.uuid4().hex, "stage": stage, "created": created}
+    write_json(file, identity)
+    return identity["id"]
+
+
+@contextlib.contextmanager
+def owned(path: str | Path, write: bool = True) -> Iterator[None]:
+    """Holds ``path``'s lock while a process trains into it (process 0 of a run; ``write``
+    False: the others, which take no lock). A second process finds the lock and stops with one
+    line naming its owner; a lock whose owner is gone (the same host, no such process) is stale
+    and taken over. The lock is released when the block ends, however it ends; a directory this
+    made and nothing was written into is removed again."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise WorkdirError(f"workdir {path} is a file, not a directory")
+    if not write:
+        yield
+        return
+    lock = Path(path) / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
+    created = not Path(path).exists()
+    Path(path).mkdir(parents=True, exist_ok=True)
+    mine = lock.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+    mine.write_text(json.dumps(me))
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)  # created with its content at once, or not at all
+                break
+            except FileExistsError:
+                owner = _lock_owner(lock)
+                if owner is not None and not _stale(owner):
+                    raise WorkdirError(
+                        f"workdir {path} is in use by process {owner['pid']} on "
+                        f"{owner['host']} (its lock {lock}); wait for it to finish, or remove "
+                        "the lock if that process is gone"
+                    ) from None
+                # Stale: moved aside, and put back if what was moved is not the stale lock
+                # judged above (another process took the run over in between).
+                aside = lock.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(lock, aside)
+                    if _lock_owner(aside) != owner:
+                        os.replace(aside, lock)
+                    else:
+                        os.unlink(aside)
+        else:
+            raise WorkdirError(f"could not take the lock {lock} of workdir {path}")
+    finally:
+        mine.unlink()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+                lock.unlink()
+        if created and not any(p.is_file() for p in Path(path).rglob("*")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _lock_owner(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # damaged: stale
+
+
+def _stale(owner: dict) -> bool:
+    """Whether a lock's owner is gone: only knowable on its own host (a process with that id
+    and start time no longer runs)."""
+    if owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return owner.get("start") is not None and owner.get("start") != _process_start(pid)
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks after boot; Linux), to tell a reused
+    process id from the lock's owner."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def read_json(path: Path) -> Any:
@@ -136,25 +260,31 @@ def write_json(path: Path, value: Any) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
-def prepare(path: str | Path, config: ml_collections.ConfigDict, *, write: bool) -> Path:
-    """Checks that ``path`` is new or holds a run of the same stage and model, and, with
-    ``write`` (process 0 of a run), creates it and writes ``config.json``."""
+def check_workdir(path: str | Path, config: ml_collections.ConfigDict) -> None:
+    """``path`` must be new, or hold a run of the same stage and model (to resume it)."""
     path = Path(path)
-    saved = path / CONFIG_FILE
-    if saved.exists():
-        old = Run.open(path).config
-        for key in ("stage", "model"):
-            before, now = _plain(old.get(key)), _plain(config.get(key))
-            if before != now:
-                raise WorkdirError(
-                    f"workdir {path} holds a different run ({_first_difference(before, now, key)}"
-                    "); use a new --workdir or the config it was started with"
-                )
-    if write:
-        path.mkdir(parents=True, exist_ok=True)
-        text = config_lib.to_json(config)
-        write_atomic(saved, lambda f: f.write(text.encode()))
-    return path
+    if path.exists() and not path.is_dir():
+        raise WorkdirError(f"workdir {path} is a file, not a directory")
+    if not (path / CONFIG_FILE).exists():
+        return
+    old = Run.open(path).config
+    for key in ("stage", "model"):
+        before, now = _plain(old.get(key)), _plain(config.get(key))
+        if before != now:
+            raise WorkdirError(
+                f"workdir {path} holds a different run ({_first_difference(before, now, key)}); "
+                "use a new --workdir or the config it was started with"
+            )
+
+
+def write_config(path: str | Path, config: ml_collections.ConfigDict) -> None:
+    """Writes ``config.json`` whole (and ``run.json`` the first time): done once a run really
+    starts, so a start that is refused or fails leaves the directory as it was."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    text = config_lib.to_json(config)
+    write_atomic(path / CONFIG_FILE, lambda f: f.write(text.encode()))
+    ensure_identity(path, config.stage)
 
 
 def _plain(x: Any) -> Any:

@@ -6,7 +6,7 @@
 #
 #   launch/gpu_multinode.sh [--gpus-per-node N] [--port PORT] [--logs DIR] [--dry-run]
 #       -- <latentjax args>
-#   launch/gpu_multinode.sh --gpus-per-node 8 -- train --config configs/dit/dit_xl2_imagenet256.py \
+#   launch/gpu_multinode.sh --gpus-per-node 8 -- train --config dit/dit_xl2_imagenet256.py \
 #       --workdir /shared/runs/dit
 #
 # Each process writes DIR/<job>-<rank>.log (srun's %j and %t).
@@ -24,6 +24,7 @@ while [[ $# -gt 0 ]]; do
     --logs) logs="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --) shift; break ;;
+    -h|--help) echo "$usage"; exit 0 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done

@@ -3,8 +3,10 @@
 # accelerators) and/or as P local processes joined by jax.distributed (a multi-host rehearsal).
 #
 #   launch/local.sh [--fake-devices N] [--processes P] [--port PORT] [--dry-run] -- <latentjax args>
-#   launch/local.sh --processes 2 -- train --config configs/ae/digits.py --workdir runs/mp
+#   launch/local.sh --processes 2 -- train --config ae/digits.py --workdir runs/mp
 set -euo pipefail
+
+usage="usage: $0 [--fake-devices N] [--processes P] [--port PORT] [--dry-run] -- <latentjax args>"
 
 fake=""
 procs=1
@@ -16,12 +18,13 @@ while [[ $# -gt 0 ]]; do
     --processes) procs="$2"; shift 2 ;;
     --port) port="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
+    -h|--help) echo "$usage"; exit 0 ;;
     --) shift; break ;;
     *) break ;;
   esac
 done
 if [[ $# -eq 0 ]]; then
-  echo "usage: $0 [--fake-devices N] [--processes P] [--port PORT] [--dry-run] -- <latentjax args>" >&2
+  echo "$usage" >&2
   exit 2
 fi
 

@@ -8,7 +8,7 @@
 #       [--project PROJECT] [--queued] [--spot] [--keep] [--logs DIR] [--dry-run]
 #       -- <latentjax args>
 #   launch/tpu_pod.sh --name dit --zone us-east5-a --accelerator-type v5p-64 --queued -- \
-#       train --config configs/dit/dit_xl2_imagenet256.py --workdir gs://BUCKET/runs/dit
+#       train --config dit/dit_xl2_imagenet256.py --workdir gs://BUCKET/runs/dit
 #
 # Flags as in `gcloud compute tpus tpu-vm create|scp|ssh|delete` and
 # `gcloud compute tpus queued-resources create|describe|delete` (Cloud SDK reference pages).
@@ -38,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --logs) logs="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --) shift; break ;;
+    -h|--help) echo "$usage"; exit 0 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done

@@ -61,6 +61,24 @@ def _wait_processes(procs, timeout: float, grace: float = 60.0) -> None:
                 p.wait()
 
 
+def _wait_for_file(path, proc, timeout: float = 90.0) -> None:
+    """Waits until ``path`` exists (a process's own signal that it reached a point), failing at
+    once with the process's log if it exits first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            log = getattr(proc, "log", None)
+            raise AssertionError(log.read_text(errors="replace") if log else proc.returncode)
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def wait_for_file():
+    """:func:`_wait_for_file`."""
+    return _wait_for_file
+
+
 @pytest.fixture
 def wait_processes():
     """:func:`_wait_processes`: waits for several processes of one run, failing fast."""

@@ -80,3 +80,20 @@ def test_autoencoder_from_a_training_run(tmp_path, digits_data_dir, monkeypatch)
     want = stage.encode_latents(ae.params, x)  # eager: same values up to float rounding
     np.testing.assert_allclose(ae.encode(x), want, rtol=1e-5, atol=1e-5)
     assert ae.decode(ae.encode(x)).shape == x.shape
+    # Inputs the network cannot take are one-line errors at the boundary, not garbage latents.
+    bad = [
+        ((x + 1) * 127.5, r"range over \[0, 255\]; latentjax takes images in \[-1, 1\]"),
+        (x[0], r"must be \[B, H, W, C\], got shape \(8, 8, 1\) \(add a batch axis"),
+        (
+            np.transpose(np.repeat(x, 3, -1), (0, 3, 1, 2)),
+            "have 8 channels last, the model takes 1",
+        ),
+        (np.repeat(x, 3, -1), "have 3 channels last, the model takes 1"),
+        (x[:, :7, :7], r"sides \(7, 7\) must be divisible by 2"),
+        (x.astype(bool), "must be numbers"),
+    ]
+    for images, message in bad:
+        with pytest.raises(LatentjaxError, match=message):
+            ae.encode(images)
+    with pytest.raises(LatentjaxError, match="latents have 1 channels last, the model takes 4"):
+        ae.decode(x[:, :4, :4])

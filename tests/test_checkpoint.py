@@ -187,3 +187,101 @@ def test_a_failed_background_save_is_raised_by_the_next_save(tmp_path, monkeypat
 def test_unknown_snapshot_mode(tmp_path):
     with pytest.raises(WorkdirError, match="snapshot='host'"):
         Checkpointer(tmp_path, snapshot="host")
+
+
+def _saved(tmp_path, steps=(1, 2)):
+    ckpt = Checkpointer(tmp_path, max_to_keep=5)
+    for step in steps:
+        ckpt.save(step, _state(step), _iterator())
+    ckpt.wait()
+    ckpt.close()
+
+
+def _data_files(step_dir):
+    """The files holding the saved arrays' bytes, as a restore reads them (OCDBT's merged data
+    under state/d/; the per-process files beside it are what was merged)."""
+    files = [p for p in (step_dir / "state" / "d").iterdir() if p.is_file()]
+    assert files, sorted(str(p) for p in step_dir.rglob("*"))
+    return files
+
+
+@pytest.mark.parametrize("flip", range(12))
+def test_a_flipped_bit_in_saved_arrays_is_reported_on_restore(tmp_path, flip):
+    _saved(tmp_path)
+    rng = np.random.default_rng(flip)
+    files = _data_files(tmp_path / "2")
+    path = files[rng.integers(len(files))]
+    data = bytearray(path.read_bytes())
+    at = int(rng.integers(len(data)))
+    data[at] ^= 1 << int(rng.integers(8))
+    path.write_bytes(bytes(data))
+    ckpt = Checkpointer(tmp_path)
+    with pytest.raises(CheckpointError, match=r"/2 is damaged .*earlier checkpoints: 1; resume"):
+        ckpt.restore(_abstract(_state(0)))
+    # The earlier checkpoint is intact and restores.
+    jax.tree.map(np.testing.assert_array_equal, ckpt.restore(_abstract(_state(0)), step=1), _state(1))
+    ckpt.close()
+
+
+def test_the_fingerprint_changes_with_any_single_bit():
+    from latentjax.train.checkpoint import fingerprints
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32))
+    base = fingerprints({"x": x})["['x']"]
+    bits = np.asarray(x).view(np.uint32).copy()
+    for i in range(bits.size):
+        for k in (0, 13, 31):
+            flipped = bits.copy().reshape(-1)
+            flipped[i] ^= np.uint32(1 << k)
+            y = jnp.asarray(flipped.view(np.float32).reshape(x.shape))
+            assert fingerprints({"x": y})["['x']"] != base
+    # The same values give the same fingerprint whatever the layout (a plain modular sum).
+    assert fingerprints({"x": x, "n": jnp.int32(3)})["['x']"] == base
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "metadata"])
+def test_damaged_checkpoint_files_are_one_line_naming_the_earlier_one(tmp_path, damage):
+    _saved(tmp_path)
+    step = tmp_path / "2"
+    if damage == "metadata":
+        targets = [p for p in step.rglob("*") if p.is_file() and "metadata" in p.name.lower()]
+    else:
+        targets = _data_files(step)
+    assert targets
+    for path in targets:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3] if damage != "garbage" else os.urandom(len(data)))
+    ckpt = Checkpointer(tmp_path)
+    with pytest.raises(CheckpointError, match=r"is damaged .*resume_step=1") as e:
+        ckpt.restore(_abstract(_state(0)))
+    assert "\n" not in str(e.value) and "another run" not in str(e.value)
+    ckpt.close()
+
+
+def test_resuming_from_an_earlier_step_moves_the_later_ones_aside(tmp_path):
+    _saved(tmp_path, steps=(1, 2, 3))
+    ckpt = Checkpointer(tmp_path)
+    with pytest.raises(WorkdirError, match=r"resume_step=5: no checkpoint .*1, 2, 3"):
+        ckpt.resume_step(5)
+    assert ckpt.resume_step(None) == 3
+    assert ckpt.resume_step(1) == 1
+    assert ckpt.all_steps() == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "discarded-2", "discarded-3"]
+    ckpt.save(2, _state(7))  # the step number is free again
+    ckpt.wait()
+    assert ckpt.all_steps() == [1, 2]
+    ckpt.close()
+
+
+def test_a_full_disk_reported_by_tensorstore_is_one_line(tmp_path, monkeypatch):
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, _state(0))
+    ckpt.wait()
+
+    def full(self, *args, **kwargs):
+        raise ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left [...]")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    with pytest.raises(CheckpointError, match=r"no space left on device.*checkpoint: step 1"):
+        ckpt.save(2, _state(1))
+    ckpt.close()

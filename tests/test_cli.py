@@ -184,3 +184,135 @@ def test_num_zero_and_bad_labels(runs, capsys, tmp_path):
 def test_stage2_without_its_stage1_run(capsys, tmp_path):
     assert _train("dit", tmp_path / "dit", f"--config.ae_workdir={tmp_path / 'missing'}") == 2
     assert "no stage-1 run there" in _error_line(capsys)
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(runs, capsys):
+    # Another discriminator width: the stage and model match, the saved state does not.
+    before = _files(runs / "ae")
+    assert _train("ae", runs / "ae", "--config.loss.disc_ndf=4", "--config.train.num_steps=6") == 2
+    assert "does not match this model's state" in _error_line(capsys)
+    assert _files(runs / "ae") == before  # config.json included: the finished run still evaluates
+    # A rerun that trains nothing (the run is at its last step) rewrites nothing either.
+    assert _train("ae", runs / "ae", "--config.train.num_steps=4", "--config.seed=3") == 0
+    assert _files(runs / "ae") == before
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('--config.model.ch_mult=(1, "a")', "model.ch_mult=(1, 'a'): use positive integers"),
+        ("--config.data.image_size=15", "not divisible by the autoencoder's f=2"),
+        ("--config.model.num_groups=3", "model.num_groups=3 does not divide the 8 channels"),
+        ("--config.model.ch=0", "model.ch=0"),
+        ("--config.train.checkpoint_every=0", "train.checkpoint_every=0 must be a positive"),
+        ("--config.train.num_steps=0", "train.num_steps=0 must be a positive integer"),
+        ("--config.train.keep_checkpoints=0", "keep at least the last checkpoint"),
+        ("--config.train.batch_size=0", "train.batch_size=0 must be a positive integer"),
+    ],
+)
+def test_a_config_no_run_can_use_is_one_line_before_anything_is_written(
+    tmp_path, capsys, override, message
+):
+    workdir = tmp_path / "new"
+    assert _train("ae", workdir, override) == 2
+    assert message in _error_line(capsys)
+    assert not workdir.exists()
+
+
+def test_unusable_workdirs_are_one_line(tmp_path, capsys):
+    assert main(["train", "--config", "ae/digits.py", "--workdir", ""]) == 2
+    assert "--workdir is empty" in _error_line(capsys)
+    (tmp_path / "file").write_text("x")
+    assert _train("ae", tmp_path / "file") == 2
+    assert "is a file, not a directory" in _error_line(capsys)
+
+
+def test_stage2_records_its_stage1_run_and_meets_only_that_one(runs, tmp_path, capsys):
+    config = json.loads((runs / "dit" / "config.json").read_text())
+    ae_id = json.loads((runs / "ae" / "run.json").read_text())["id"]
+    assert config["ae_workdir"] == str((runs / "ae").absolute())
+    assert config["ae_run_id"] == ae_id
+    # Given relative to where it runs, the path is recorded absolutely: sampling from another
+    # directory finds it.
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(runs)
+        assert (
+            _train("dit", tmp_path / "rel", "--config.train.num_steps=1", "--config.ae_workdir=ae")
+            == 0
+        )
+        os.chdir(tmp_path)
+        out = tmp_path / "s.npz"
+        assert (
+            main(["sample", "--workdir", str(tmp_path / "rel"), "--num", "2", "--out", str(out)])
+            == 0
+        )
+    finally:
+        os.chdir(here)
+    # Another stage-1 run at the recorded path (here: the same files with another identity) is
+    # refused, not silently decoded with.
+    (runs / "ae" / "run.json").write_text(json.dumps({"id": "another", "stage": "ae"}))
+    capsys.readouterr()
+    try:
+        argv = ["sample", "--workdir", str(runs / "dit"), "--num", "2", "--out", str(out)]
+        assert main(argv) == 2
+        assert "holds another stage-1 run (id another)" in _error_line(capsys)
+    finally:
+        (runs / "ae" / "run.json").write_text(json.dumps({"id": ae_id, "stage": "ae"}))
+
+
+def test_sampling_again_after_more_training_makes_new_samples(runs, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    argv = ["sample", "--workdir", str(runs / "dit"), "--num", "4", "--out", str(out)]
+    assert main(argv) == 0
+    first = np.load(out)["images"]
+    assert "4 made" in capsys.readouterr().out and not out.with_suffix(".shards").exists()
+    # The run trains on; the same command must not hand back the old checkpoint's images.
+    more = ["--config.train.num_steps=4", f"--config.ae_workdir={runs / 'ae'}"]
+    more += ["--config.optim.warmup_steps=1", "--config.optim.lr=0.05"]  # weights that move
+    assert _train("dit", runs / "dit", *more) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "4 made" in said and "reused" not in said and "step 4" in said
+    assert not np.array_equal(np.load(out)["images"], first)
+
+
+def test_a_full_disk_while_sampling_is_one_line_and_leaves_no_empty_file(
+    runs, tmp_path, capsys, monkeypatch
+):
+    import errno
+    import os
+
+    import latentjax.generate
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(latentjax.generate.np, "savez", full)
+    out = tmp_path / "s.npz"
+    argv = ["sample", "--workdir", str(runs / "dit"), "--num", "2", "--out", str(out)]
+    assert main(argv) == 2
+    assert "No space left on device" in _error_line(capsys)
+    assert not out.exists() and not out.with_suffix(".png").exists()
+    assert main([*argv[:-1], str(tmp_path)]) == 2  # --out naming a directory
+    assert "must end in .npz" in _error_line(capsys)
+
+
+def test_a_damaged_config_json_is_one_line(runs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "dit"
+    shutil.copytree(runs / "dit", copy)
+    (copy / "config.json").write_text('{"stage": "dit", "model": {')
+    assert (
+        main(["sample", "--workdir", str(copy), "--num", "2", "--out", str(tmp_path / "s.npz")])
+        == 2
+    )
+    assert "config.json: not valid JSON" in _error_line(capsys)

@@ -179,3 +179,21 @@ def test_converted_diffusers_dit_keeps_its_numerics(tmp_path):
     x, t, y = inputs(8, 4, 6)
     ours = jax.jit(dit.apply)(converted.params, x, t, y)  # jitted, as `converted` is
     np.testing.assert_array_equal(ours, converted(x, t, y))
+
+
+def test_convert_never_replaces_a_run_it_did_not_write(converted_ae, tmp_path, capsys):
+    vae_dir = converted_ae[1].parent / "vae"
+    # A training run (here: a directory holding a run's files, without a conversion's marker).
+    run = tmp_path / "trained"
+    run.mkdir()
+    (run / "config.json").write_text('{"stage": "ae"}')
+    (run / "latent_stats.json").write_text('{"shift": 0.5, "scale": 2.0}')
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert main(["convert", "ae", str(vae_dir), "--out", str(run), *AE_RUN]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds something else than an earlier conversion" in err[0], err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # An earlier conversion is replaced (converting again is how a conversion is redone).
+    again = tmp_path / "again"
+    assert main(["convert", "ae", str(vae_dir), "--out", str(again), *AE_RUN]) == 0
+    assert main(["convert", "ae", str(vae_dir), "--out", str(again), *AE_RUN]) == 0

@@ -96,3 +96,15 @@ def test_bad_options_are_one_line(ae_run, tmp_path, capsys):
     assert "--max-images" in _error_line(capsys)
     assert main(["eval", "--workdir", str(ae_run), "--inception", str(tmp_path / "x.pth")]) == 2
     assert "--inception: no such file" in _error_line(capsys)
+
+
+def test_eval_takes_other_data_through_data_overrides(ae_run, capsys, tmp_path):
+    # The run's own data, named explicitly through the data section; its report is the same.
+    assert main(["eval", "--workdir", str(ae_run), "--max-images", "16", "--num-show", "2"]) == 0
+    base = json.loads((ae_run / "eval" / "report.json").read_text())
+    argv = ["eval", "--workdir", str(ae_run), "--max-images", "16", "--num-show", "2"]
+    assert main([*argv, "--config.data.eval_split=train"]) == 0
+    other = json.loads((ae_run / "eval" / "report.json").read_text())
+    assert other["split"] == "train" and other["psnr"] != base["psnr"]
+    assert main([*argv, "--config.model.ch=4"]) == 2
+    assert "eval takes overrides of the data section only" in _error_line(capsys)

@@ -251,6 +251,12 @@ def test_fid_command(weights, tmp_path, capsys):
         == 2
     )
     assert "no FID statistics" in capsys.readouterr().err
+    # An .npz of object arrays (pickles) is refused, in one line, without unpickling it.
+    np.savez(tmp_path / "objects.npz", images=np.array([object()] * 2, dtype=object))
+    argv = ["fid", str(tmp_path / "objects.npz"), "--ref", str(tmp_path / "ref.npz")]
+    assert main([*argv, "--weights", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an .npz of image arrays" in err[0], err
 
 
 def test_bad_weights_file(tmp_path):

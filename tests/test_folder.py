@@ -35,10 +35,26 @@ def test_build_folder_cli_skips_and_lists_bad_files(pets, tmp_path, capsys):
     assert main(["data", "build-folder", str(root), "--name", "pets", "--data-dir", data_dir]) == 0
     out = capsys.readouterr().out
     assert "skipped" in out and "notes.txt" in out and "broken.jpg" in out
-    assert "5 images, 2 classes, 2 skipped" in out
+    assert "5 images (3 train, 2 test), 2 classes, 2 skipped" in out
 
+    seen = set()
+    for split, count in (("train", 3), ("test", 2)):
+        source = pipeline.load_source("pets", split, data_dir)
+        assert len(source) == count
+        seen |= _checked(source, images)
+    assert seen == set(images)
+
+    # And it trains like any dataset: batches of the requested size, centre-cropped.
     source = pipeline.load_source("pets", "train", data_dir)
-    assert len(source) == 5
+    ds = pipeline.make_dataset(
+        source, global_batch_size=2, image_size=4, crop="center", process_index=0, process_count=1
+    )
+    batch = next(iter(ds))
+    assert batch["image"].shape == (2, 4, 4, 3) and batch["label"].dtype == np.int32
+
+
+def _checked(source, images) -> set:
+    """The (file, class) of every example, each checked to hold its file's pixels."""
     seen = set()
     for i in range(len(source)):
         example = source[i]
@@ -50,14 +66,41 @@ def test_build_folder_cli_skips_and_lists_bad_files(pets, tmp_path, capsys):
         )
         np.testing.assert_array_equal(example["image"], images[name, cls])  # lossless PNG
         seen.add((name, cls))
-    assert seen == set(images)
+    return seen
 
-    # And it trains like any dataset: batches of the requested size, centre-cropped.
-    ds = pipeline.make_dataset(
-        source, global_batch_size=4, image_size=4, crop="center", process_index=0, process_count=1
-    )
-    batch = next(iter(ds))
-    assert batch["image"].shape == (4, 4, 4, 3) and batch["label"].dtype == np.int32
+
+def test_held_out_split_is_spread_over_each_class_and_keeps_train():
+    files = [(str(i), 0) for i in range(10)] + [("a", 1)] + [(f"b{i}", 2) for i in range(3)]
+    test = folder.held_out(files, 0.1)
+    assert test == {5, 12}  # 1 of 10 (the middle one); a lone file stays in train; 1 of 3
+    assert folder.held_out(files, 0.0) == set()
+    most = folder.held_out(files, 0.9)
+    for members in (range(10), [10], [11, 12, 13]):  # every class keeps a file for train
+        assert any(i not in most for i in members)
+    assert len(most) == 9 + 0 + 2
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(8 * 8, dtype=np.uint32).reshape(8, 8) * 1000).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(ramp).save(tmp_path / "in" / "ramp.png")  # mode I;16
+    folder.build_folder(tmp_path / "in", "ramp", str(tmp_path / "tfds"), channels=1)
+    got = pipeline.load_source("ramp", "train", str(tmp_path / "tfds"))[0]["image"][..., 0]
+    want = np.round(ramp / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(got, want)
+    assert (got == 255).mean() < 0.05  # Pillow's own convert made 99% of it white
+
+
+def test_special_files_are_listed_as_skipped_not_read(tmp_path):
+    import os
+
+    (tmp_path / "in" / "cls").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "in" / "cls" / "a.png")
+    os.mkfifo(tmp_path / "in" / "cls" / "pipe")  # opening it to read would block forever
+    (tmp_path / "in" / "cls" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    scan = folder.scan_folder(tmp_path / "in")
+    skipped = {p.name: why for p, why in scan.skipped}
+    assert skipped == {"pipe": "not a regular file", "dangling.png": "a link to nothing"}
 
 
 def test_strict_mode_and_bad_input_are_one_line_errors(pets, tmp_path, capsys):
@@ -83,3 +126,34 @@ def test_dataset_smaller_than_a_batch_is_a_clear_error(pets, tmp_path):
     source = pipeline.load_source("few", "train", str(tmp_path / "tfds"))
     with pytest.raises(pipeline.DataError, match="fewer than one batch of 8"):
         pipeline.make_dataset(source, global_batch_size=8, process_index=0, process_count=1)
+
+
+def test_a_dataset_whose_channels_the_model_does_not_take_is_one_line(pets, tmp_path, capsys):
+    root, _ = pets
+    data_dir = str(tmp_path / "tfds")
+    folder.build_folder(root, "pets", data_dir)  # RGB
+    argv = ["train", "--config", "ae/digits.py", "--workdir", str(tmp_path / "w")]
+    argv += [f"--config.data.data_dir={data_dir}", "--config.data.name=pets"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has 3-channel images, the model takes 1" in err[0], err
+    assert not (tmp_path / "w").exists()
+
+
+def test_building_and_reading_local_data_prints_no_download_or_opencv_noise(pets, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root, _ = pets
+    env = {**os.environ, "LATENTJAX_DATA_DIR": str(tmp_path / "tfds")}
+    build = [sys.executable, "-m", "latentjax", "data", "build-folder", str(root), "--name", "pets"]
+    # Reading the images back (decoding them) is where tfds warns about OpenCV.
+    train = [sys.executable, "-m", "latentjax", "train", "--config", "ae/digits.py"]
+    train += ["--workdir", str(tmp_path / "w"), "--config.data.name=pets"]
+    for argv, code in ((build, 0), (train, 2)):
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == code, out.stderr[-2000:]
+        text = out.stdout + out.stderr
+        for noise in ("Downloading and preparing", "Unknown size", "OpenCV", "dataset_info.json"):
+            assert noise not in text, text[-2000:]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -141,3 +142,36 @@ def test_sample_needs_an_output(tmp_path, capsys):
 def test_spec_checks_its_interval():
     with pytest.raises(LatentjaxError, match="guidance interval"):
         SampleSpec("ddim", 4, 2.0, 0.0, (0.8, 0.2))
+
+
+def test_shards_of_another_checkpoint_are_never_reused(generator, tmp_path):
+    labels = np.arange(6, dtype=np.int32)
+    spec = SampleSpec("euler", 2, 1.0)
+    out = tmp_path / "s"
+    first = write_sample_shards(generator, labels, out, 0, spec, chunk=4, progress=False)
+    assert (first["reused"], first["made"]) == (0, 6)
+    again = write_sample_shards(generator, labels, out, 0, spec, chunk=4, progress=False)
+    assert (again["reused"], again["made"]) == (6, 0)  # the same checkpoint: reused, and said so
+    real = dict(generator.checkpoint)
+    generator.checkpoint = {**real, "step": real.get("step", 0) + 1, "weights": "other"}
+    try:
+        with pytest.raises(LatentjaxError, match="another checkpoint .*checkpoint"):
+            write_sample_shards(generator, labels, out, 0, spec, chunk=4, progress=False)
+        redone = write_sample_shards(
+            generator, labels, out, 0, spec, chunk=4, progress=False, replace=True
+        )
+        assert (redone["reused"], redone["made"]) == (0, 6)
+    finally:
+        generator.checkpoint = real
+
+
+def test_non_finite_samples_are_an_error_not_black_images(generator):
+    with pytest.raises(LatentjaxError, match="guidance scale must be a finite number"):
+        SampleSpec("euler", 2, float("nan"))
+    params = generator.ema_params
+    generator.ema_params = jax.tree.map(lambda p: p * np.nan, params)  # a diverged model
+    try:
+        with pytest.raises(LatentjaxError, match="4 of 4 samples came out non-finite"):
+            generator.sample_chunk(np.arange(4, dtype=np.int32), 0, 0, SampleSpec("euler", 2), 4)
+    finally:
+        generator.ema_params = params

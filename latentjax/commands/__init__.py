@@ -4,7 +4,9 @@ A subcommand module adds its parser with an example in its description, sets
 ``parser.set_defaults(run=fn)`` (``fn(args) -> None``) and, if it takes ``--config.a.b=v``
 overrides, ``config_overrides=True`` (they arrive as ``args.overrides``). Errors a user can fix
 (a wrong config key, a missing run, a bad argument) are printed as one ``latentjax: error:`` line
-on stderr with exit status 2; anything else is a bug and keeps its traceback. Modules import their
+on stderr with exit status 2, as are the machine's own refusals (``OSError``: a full disk, a
+missing permission, a path that is a directory); anything else is a bug and keeps its
+traceback. Modules import their
 libraries inside ``fn``, so ``latentjax --help`` answers without loading JAX.
 """
 
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     import absl.flags
 
     absl.flags.FLAGS.mark_as_parsed()
+    from latentjax.data.local import quiet_tfds
+
+    quiet_tfds()
     start = time.time()
     try:
         from latentjax.parallel import distributed
@@ -81,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except LatentjaxError as e:
         print(f"latentjax: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's answer (a full disk, a missing permission): not a bug
+        where = f": {e.filename}" if e.filename else ""
+        print(f"latentjax: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("latentjax: interrupted", file=sys.stderr)

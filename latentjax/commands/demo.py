@@ -29,3 +29,8 @@ def run(args) -> None:
     print("\nlatentjax demo summary")
     for k, v in summary.items():
         print(f"  {k:28s} {v:.4g}" if isinstance(v, float) else f"  {k:28s} {v}")
+    if args.quick:
+        print(
+            "latentjax: --quick trains each stage for 4 steps: it checks that the pipeline runs; "
+            "its samples are not expected to look like digits (run without --quick for that)"
+        )

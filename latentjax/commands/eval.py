@@ -28,21 +28,32 @@ def register(subparsers) -> None:
     p.add_argument(
         "--inception", default=None, metavar="WEIGHTS", help="pytorch-fid weights: adds rFID"
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_overrides=True)
+    p.epilog = (
+        "--config.data.KEY=VALUE evaluates on other data than the run's, e.g. your own dataset: "
+        "--config.data.name=my_photos --config.data.data_dir=DIR --config.data.image_size=64"
+    )
 
 
 def run(args) -> None:
     from pathlib import Path
 
     import jax
+    import ml_collections
     import numpy as np
 
+    from latentjax.config import apply_overrides
     from latentjax.eval.autoencoder import check_options, evaluate
     from latentjax.parallel.mesh import make_mesh
     from latentjax.run import Run
     from latentjax.train.autoencoder import load_autoencoder
 
     check_options(args.max_images, args.batch_size, args.num_show)
+    not_data = [o for o in args.overrides if not o.startswith("data.")]
+    if not_data:
+        raise LatentjaxError(
+            f"--config.{not_data[0]}: eval takes overrides of the data section only"
+        )
     lpips_fn = feature_fn = None
     if args.lpips:
         for path in args.lpips:
@@ -63,6 +74,9 @@ def run(args) -> None:
 
         feature_fn = image_features(args.inception)
     run_ = Run.open(args.workdir, stage="ae")
+    data = ml_collections.ConfigDict(run_.config.data.to_dict())
+    data.lock()
+    apply_overrides(data, [o.removeprefix("data.") for o in args.overrides])
     stage, params = load_autoencoder(run_, make_mesh(run_.config.mesh.shape))
     report = evaluate(
         run_,
@@ -74,6 +88,7 @@ def run(args) -> None:
         num_show=args.num_show,
         lpips_fn=lpips_fn,
         feature_fn=feature_fn,
+        data=data,
     )
     if jax.process_index() == 0:
         ssim = "n/a" if report["ssim"] is None else f"{report['ssim']:.4f}"

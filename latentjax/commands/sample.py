@@ -1,7 +1,10 @@
 """``latentjax sample``: images from a trained (or converted) stage-2 run.
 
-Samples are streamed to resumable shards (``--shard-dir``, or ``FILE.shards/`` beside ``--out``)
-and, with ``--out FILE.npz``, gathered into one file with a PNG grid beside it.
+Samples are streamed to resumable shards and, with ``--out FILE.npz``, gathered into one file
+with a PNG grid beside it. With ``--shard-dir DIR`` the shards stay (a later run with the same
+settings and checkpoint reuses them; other settings are refused); with ``--out`` alone they go to
+``FILE.shards/`` while sampling (an interrupted run resumes from them), which is removed once
+``FILE.npz`` is written, and shards of other settings or another checkpoint there are replaced.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--out",
         default=None,
-        help="output .npz with all images (small N); its .png grid and, unless --shard-dir is "
-        "given, its shards in FILE.shards/ are written beside it",
+        help="output .npz with all images (small N) and its .png grid; without --shard-dir the "
+        "shards go to FILE.shards/ beside it while sampling (removed at the end)",
     )
     p.add_argument(
         "--shard-dir",
@@ -86,6 +89,7 @@ def parse_interval(spec: str | None) -> tuple[float, float] | None:
 
 
 def run(args) -> None:
+    import shutil
     from pathlib import Path
 
     import jax
@@ -107,6 +111,8 @@ def run(args) -> None:
         raise LatentjaxError("give --out FILE.npz, --shard-dir DIR, or both")
     if args.out is not None and Path(args.out).suffix != ".npz":
         raise LatentjaxError(f"--out must end in .npz, got {args.out}")
+    if args.out is not None and Path(args.out).is_dir():
+        raise LatentjaxError(f"--out {args.out} is a directory; name a .npz file")
     run_ = Run.open(args.workdir, stage="dit")
     config = run_.config
     # Checks the sampler, steps, eta and interval before anything is loaded or compiled.
@@ -125,7 +131,7 @@ def run(args) -> None:
             f"--out would hold {args.num} images in memory; use --shard-dir alone for this many"
         )
     shard_dir = Path(args.shard_dir) if args.shard_dir else Path(args.out).with_suffix(".shards")
-    write_sample_shards(
+    index = write_sample_shards(
         generator,
         labels,
         shard_dir,
@@ -134,14 +140,19 @@ def run(args) -> None:
         args.batch_size or config.sample.batch_size,
         progress=not args.no_progress,
         meta={"workdir": str(run_.path.resolve())},
+        replace=args.shard_dir is None,
     )
     if jax.process_index() != 0:  # only process 0 writes files
         return
+    step = index["checkpoint"]["step"]
+    how = f"{index['made']} made" + (f", {index['reused']} reused" if index["reused"] else "")
     if args.out is not None:
         images, got = read_shards(shard_dir)
         grid = write_samples(args.out, images, got)
-        print(f"latentjax: wrote {len(images)} images to {args.out} and {grid} ({shard_dir})")
+        if args.shard_dir is None:
+            shutil.rmtree(shard_dir)
+        print(f"latentjax: wrote {len(images)} images ({how}; step {step}) to {args.out}, {grid}")
     else:
         images, _ = read_shards(shard_dir, limit=100)
         grid = save_grid(shard_dir / "grid.png", images)
-        print(f"latentjax: wrote {args.num} images to {shard_dir} and {grid}")
+        print(f"latentjax: wrote {args.num} images ({how}; step {step}) to {shard_dir}, {grid}")

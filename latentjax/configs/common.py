@@ -21,6 +21,9 @@ def train_config(**values) -> ml_collections.ConfigDict:
     # on CPU, or with "off", Orbax copies the state on the loop's thread.
     c.checkpoint_snapshot = "auto"
     c.on_nonfinite = "stop"  # NaN/Inf loss or gradient: "stop" | "skip" the update
+    # Resume from this checkpointed step instead of the latest (0): to go back past a damaged
+    # checkpoint. Later checkpoints are moved aside (checkpoints/discarded-STEP), not deleted.
+    c.resume_step = 0
     for key, value in values.items():
         c[key] = value
     return c

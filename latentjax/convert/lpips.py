@@ -35,6 +35,9 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    # Protocol 2 (Python 2's) spells an array's bytes as _codecs.encode(text, "latin1"):
+    # a pure function of its arguments, that runs nothing else.
+    ("_codecs", "encode"),
 }
 
 
@@ -55,6 +58,8 @@ def read_numpy_pickle(path: str | Path) -> dict:
             tree = _ArraysOnly(f).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise ConvertError(f"{path} is not a numpy-arrays-only pickle (refused: {e})") from e
+    except Exception as e:  # noqa: BLE001 - a damaged file can fail in any way (MemoryError...)
+        raise ConvertError(f"{path} is damaged ({type(e).__name__}: {e})") from e
     if not isinstance(tree, dict):
         raise ConvertError(f"{path} does not hold a dict of arrays ({type(tree).__name__})")
     return tree

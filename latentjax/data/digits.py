@@ -22,6 +22,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from latentjax.data.local import LocalBuild
+
 NAME = "latentjax_digits"
 TEST_EVERY = 6
 SPLIT_SIZES = {"train": 1501, "test": 296}
@@ -62,7 +64,7 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class LatentjaxDigits(tfds.core.GeneratorBasedBuilder):
+class LatentjaxDigits(LocalBuild, tfds.core.GeneratorBasedBuilder):
     """scikit-learn digits, 8x8x1 uint8, 10 classes, fixed 1,501/296 train/test split."""
 
     VERSION = tfds.core.Version("1.0.0")

@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from latentjax.data import pipeline
+from latentjax.data.local import LocalBuild
 from latentjax.data.pipeline import DataError
 from latentjax.parallel import mesh as mesh_lib
 
@@ -92,7 +93,7 @@ def encoded_batches(
         }
 
 
-class LatentCacheBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class LatentCacheBuilder(LocalBuild, tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Latents written by :func:`write_cache` (the dataset's name is given there)."""
 
     VERSION = tfds.core.Version("1.0.0")

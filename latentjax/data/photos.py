@@ -31,6 +31,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from latentjax.data.digits import default_data_dir
+from latentjax.data.local import LocalBuild
 
 NAME = "latentjax_photos"
 CROP = 64
@@ -124,7 +125,7 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class LatentjaxPhotos(tfds.core.GeneratorBasedBuilder):
+class LatentjaxPhotos(LocalBuild, tfds.core.GeneratorBasedBuilder):
     """64 x 64 RGB crops of photographs shipped by scikit-learn and scikit-image."""
 
     VERSION = tfds.core.Version("1.0.0")

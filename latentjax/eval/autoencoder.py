@@ -72,15 +72,18 @@ def evaluate(
     lpips_fn: ImageMetric | None = None,
     feature_fn: Callable[[Any], Any] | None = None,
     write: bool = True,
+    data=None,
 ) -> dict[str, Any]:
     """The report of the stage-1 ``run`` whose autoencoder ``ae`` (an ``AutoencoderKL``) has
     ``params`` (see the module docstring); written to ``RUN/eval`` when ``write``.
     ``lpips_fn(x, y) -> [B]`` adds LPIPS; ``feature_fn(x) -> [B, D]`` (e.g. Inception pool
-    features) adds rFID."""
+    features) adds rFID; ``data`` (a config ``data`` section) evaluates on another dataset than
+    the run's."""
     check_options(max_images, batch_size, num_show)
     workdir, config = run.path, run.config
-    split = split or config.data.eval_split
-    x = np.asarray(split_arrays(config.data, split)["image"][:max_images], np.float32)
+    data = config.data if data is None else data
+    split = split or data.eval_split
+    x = np.asarray(split_arrays(data, split)["image"][:max_images], np.float32)
 
     @jax.jit
     def encode_decode(batch):

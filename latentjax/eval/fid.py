@@ -108,10 +108,13 @@ def read_images(path: str | Path, batch: int) -> Iterator[np.ndarray]:
     if not files or not all(f.is_file() for f in files):
         raise LatentjaxError(f"no image .npz at {path}")
     for f in files:
-        with np.load(f, allow_pickle=False) as data:
-            if "images" not in data.files:
-                raise LatentjaxError(f"{f} has no 'images' array")
-            images = data["images"]
+        try:
+            with np.load(f, allow_pickle=False) as data:
+                if "images" not in data.files:
+                    raise LatentjaxError(f"{f} has no 'images' array")
+                images = data["images"]
+        except (ValueError, OSError, EOFError) as e:  # object arrays (pickles), damage
+            raise LatentjaxError(f"{f} is not an .npz of image arrays ({e})") from e
         for i in range(0, len(images), batch):
             yield images[i : i + batch]
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from latentjax.run import write_atomic
+
 
 def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
     """Tiles uint8 images [N, H, W, C] into one [rows*(H+pad)+pad, ...] image, row-major."""
@@ -23,13 +25,14 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.
 
 
 def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
-    """Writes a uint8 [H, W, C] image (C = 1 or 3), optionally enlarged by nearest-neighbour."""
+    """Writes a uint8 [H, W, C] image (C = 1 or 3), optionally enlarged by nearest-neighbour,
+    whole or not at all (a full disk leaves no empty PNG)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    pil.save(path)
+    write_atomic(path, lambda f: pil.save(f, format="PNG"))
     return path
 
 

@@ -14,6 +14,12 @@ a save interrupted midway (a killed process, a full disk) is never listed as a c
 leftovers are removed when the next manager opens the directory. Which steps are kept: the last
 ``max_to_keep`` plus the ``keep_best`` best by a metric passed to ``save`` (Orbax preservation
 policies; a step is deleted only when no policy keeps it).
+
+Damage is detected: each step also holds a third item, ``checksums``, a fingerprint of every
+saved array computed on the devices at save time (:func:`fingerprints`: a weighted sum of the
+array's bits, which any single flipped bit changes), written in the same atomic step. A restore
+recomputes them and reports a mismatch, or any failure to read the step, in one line naming the
+earlier checkpoints; ``train.resume_step`` then resumes from one of them.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ import concurrent.futures
 import contextlib
 import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from latentjax.errors import WorkdirError
@@ -78,6 +86,7 @@ class Checkpointer:
         handlers = {
             "state": ocp.StandardCheckpointHandler(),
             "data": grain.checkpoint.CheckpointHandler(),
+            "checksums": ocp.JsonCheckpointHandler(),
         }
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=handlers
@@ -125,7 +134,10 @@ class Checkpointer:
         return self._copy[1](state)
 
     def _save_now(self, step: int, state: Any, position: Any, metrics: Any) -> None:
-        items = {"state": ocp.args.StandardSave(state)}
+        items = {
+            "state": ocp.args.StandardSave(state),
+            "checksums": ocp.args.JsonSave(fingerprints(state)),
+        }
         if position is not None:
             items["data"] = grain.checkpoint.CheckpointSave(position)
         with self._reraise(step):
@@ -147,14 +159,69 @@ class Checkpointer:
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        checked = (self.directory / str(step) / "checksums").is_dir()  # older steps have none
+        if checked:
+            items["checksums"] = ocp.args.JsonRestore()
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        except (ValueError, KeyError, TypeError) as e:
-            raise WorkdirError(
-                f"checkpoint {self.directory}/{step} does not match this model's state "
-                f"(is the workdir from another run?): {_first_line(e)}"
-            ) from e
+        except Exception as e:  # noqa: BLE001 - any failure to read a step is reported as one line
+            if self._matches(step, abstract_state) is False:
+                raise WorkdirError(
+                    f"checkpoint {self.directory}/{step} does not match this model's state "
+                    f"(is the workdir from another run?): {_first_line(e)}"
+                ) from e
+            raise self._damaged(step, _first_line(e)) from e
+        if checked:
+            got, saved = fingerprints(restored["state"]), restored["checksums"]
+            bad = sorted(k for k in saved if got.get(k) != saved[k])
+            if bad or set(got) != set(saved):
+                raise self._damaged(step, f"{bad[0] if bad else 'the state'} fails its checksum")
         return restored["state"]
+
+    def _matches(self, step: int, abstract_state: Any) -> bool | None:
+        """Whether the saved state's tree and shapes are ``abstract_state``'s (None: its
+        metadata cannot be read either)."""
+        try:
+            saved = self._manager.item_metadata(step)["state"]
+            # Orbax's metadata tree spells containers its own way (a named tuple as a dict):
+            # compare the arrays' shapes, which another model does not share.
+            shapes = sorted(tuple(m.shape) for m in jax.tree.leaves(saved))
+        except Exception:  # noqa: BLE001 - unreadable metadata: the step is damaged
+            return None
+        return shapes == sorted(tuple(x.shape) for x in jax.tree.leaves(abstract_state))
+
+    def _damaged(self, step: int, why: str) -> CheckpointError:
+        earlier = [s for s in self.all_steps() if s < step]
+        advice = (
+            f"earlier checkpoints: {', '.join(map(str, earlier))}; resume from one with "
+            f"--config.train.resume_step={earlier[-1]}"
+            if earlier
+            else "there is no earlier checkpoint"
+        )
+        return CheckpointError(f"checkpoint {self.directory}/{step} is damaged ({why}); {advice}")
+
+    def resume_step(self, step: int | None) -> int:
+        """The step a run resumes from: ``step``, or the latest checkpoint (0 if none). The
+        checkpoints after ``step`` are moved aside (``discarded-STEP``, kept for inspection),
+        so the run can save those steps anew."""
+        steps = self.all_steps()
+        if step is None:
+            return steps[-1] if steps else 0
+        if step not in steps:
+            raise WorkdirError(
+                f"train.resume_step={step}: no checkpoint of that step in {self.directory} "
+                f"(it has {', '.join(map(str, steps)) or 'none'})"
+            )
+        later = [s for s in steps if s > step]
+        if later and jax.process_index() == 0:
+            for s in later:
+                aside, n = self.directory / f"discarded-{s}", 1
+                while aside.exists():  # discarded before, by an earlier resume_step
+                    aside, n = self.directory / f"discarded-{s}.{n}", n + 1
+                os.replace(self.directory / str(s), aside)
+        if later:
+            self._manager.reload()
+        return step
 
     def reached_preemption(self, step: int) -> bool:
         """True on every process at the step JAX's preemption service chose after one of them
@@ -181,18 +248,56 @@ class Checkpointer:
         try:
             yield
         except Exception as error:
-            cause = error
-            while cause is not None and not isinstance(cause, OSError):
+            chain, cause = [], error
+            while cause is not None:
+                chain.append(cause)
                 cause = cause.__cause__ or cause.__context__
-            if cause is None:
+            oserror = next((e for e in chain if isinstance(e, OSError)), None)
+            # TensorStore reports a full disk as a ValueError "RESOURCE_EXHAUSTED: ...".
+            full = any("RESOURCE_EXHAUSTED" in str(e) for e in chain)
+            if oserror is None and not full:
                 raise
-            what = "no space left on device" if cause.errno == errno.ENOSPC else _first_line(cause)
+            if full or oserror.errno == errno.ENOSPC:
+                what = "no space left on device"
+            else:
+                what = _first_line(oserror)
             good = self._manager.latest_step()
             of = f" of step {step}" if step is not None else ""
             raise CheckpointError(
                 f"saving the checkpoint{of} in {self.directory} failed ({what}); latest complete "
                 f"checkpoint: {'none' if good is None else f'step {good}'}"
             ) from error
+
+
+def fingerprints(state: Any) -> dict[str, int]:
+    """A checksum of each array of ``state`` (by its tree path), computed on its devices: the sum
+    over the flattened bits b_i (each element's bit pattern as an unsigned integer) of
+    (2 i + 1) b_i modulo 2^32. A single flipped bit changes b_i by +-2^k and the sum by an odd
+    multiple of 2^k, never 0 modulo 2^32: every single-bit flip is caught, and, being a plain
+    sum, it is the same however the array is sharded."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    named = [(jax.tree_util.keystr(p), x) for p, x in leaves if isinstance(x, jax.Array)]
+    sums = jax.device_get(_fingerprint_all([x for _, x in named]))
+    return {name: int(v) for (name, _), v in zip(named, sums, strict=True)}
+
+
+@jax.jit
+def _fingerprint_all(arrays: list[jax.Array]) -> list[jax.Array]:
+    return [_fingerprint(x) for x in arrays]
+
+
+def _fingerprint(x: jax.Array) -> jax.Array:
+    kind = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.uint8) if x.dtype == bool else x, kind)
+    bits = bits.astype(jnp.uint32)
+    # The row-major index of each element, built from iotas laid out as ``x`` is (no reshape,
+    # which a sharding carried in the array's type would not allow).
+    sharding = jax.typeof(bits).sharding
+    index, stride = jnp.zeros((), jnp.uint32), 1
+    for dim in reversed(range(bits.ndim)):
+        iota = jax.lax.broadcasted_iota(jnp.uint32, bits.shape, dim, out_sharding=sharding)
+        index, stride = index + iota * jnp.uint32(stride), stride * bits.shape[dim]
+    return jnp.sum(bits * (2 * index + 1), dtype=jnp.uint32)
 
 
 def _copy(state: Any) -> Any:

