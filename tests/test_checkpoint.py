@@ -219,7 +219,9 @@ def test_a_flipped_bit_in_saved_arrays_is_reported_on_restore(tmp_path, flip):
     with pytest.raises(CheckpointError, match=r"/2 is damaged .*earlier checkpoints: 1; resume"):
         ckpt.restore(_abstract(_state(0)))
     # The earlier checkpoint is intact and restores.
-    jax.tree.map(np.testing.assert_array_equal, ckpt.restore(_abstract(_state(0)), step=1), _state(1))
+    jax.tree.map(
+        np.testing.assert_array_equal, ckpt.restore(_abstract(_state(0)), step=1), _state(1)
+    )
     ckpt.close()
 
 
