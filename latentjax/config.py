@@ -237,3 +237,92 @@ def from_json(text: str, source: str = "config.json") -> ml_collections.ConfigDi
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: not a config (a JSON object)")
     return complete(ml_collections.ConfigDict(tuplify(data)), source)
+
+
+def key_comments(files: Sequence[Path]) -> dict[str, str]:
+    """The comment that documents each key in config files (an inline comment on its
+    assignment, else the comment lines right above it), by dotted key; later files win. Reads
+    assignments to attributes of ``c`` (the configs' convention); inside ``train_config`` and
+    ``mesh_config`` they are keys of the ``train`` and ``mesh`` sections."""
+    import io
+    import tokenize
+
+    out: dict[str, str] = {}
+    for file in files:
+        text = Path(file).read_text()
+        inline, above = {}, {}
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.COMMENT:
+                body = tok.string.lstrip("#").strip()
+                line = tok.start[0]
+                if tok.line.strip().startswith("#"):
+                    above[line] = body
+                else:
+                    inline[line] = body
+        tree = ast.parse(text)
+        for func in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            prefix = {"train_config": "train.", "mesh_config": "mesh."}.get(func.name, "")
+            for node in ast.walk(func):
+                if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+                    continue
+                key = _attribute_path(node.targets[0])
+                if key is None:
+                    continue
+                comment = inline.get(node.end_lineno) or inline.get(node.lineno)
+                if comment is None:
+                    lines, line = [], node.lineno - 1
+                    while line in above:
+                        lines.insert(0, above[line])
+                        line -= 1
+                    comment = " ".join(lines) or None
+                if comment:
+                    out[prefix + key] = comment
+    return out
+
+
+def _attribute_path(target: ast.expr) -> str | None:
+    """``c.data.name`` -> "data.name"; None for anything else."""
+    parts = []
+    while isinstance(target, ast.Attribute):
+        parts.insert(0, target.attr)
+        target = target.value
+    return ".".join(parts) if isinstance(target, ast.Name) and target.id == "c" and parts else None
+
+
+def describe(
+    config: ml_collections.ConfigDict, files: Sequence[Path], own: Path | None = None
+) -> list[str]:
+    """Every key of ``config`` with its value and the comment that documents it in ``files``
+    (what the key means); a comment in ``own`` (the config's file: why this value) follows."""
+    meaning, here = key_comments(files), key_comments([own]) if own else {}
+    flat: list[tuple[str, Any]] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for key in node.keys():
+            value = node[key]
+            if isinstance(value, ml_collections.ConfigDict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat.append((f"{prefix}{key}", value))
+
+    walk(config, "")
+    width = min(48, max(len(f"{k} = {v!r}") for k, v in flat))
+    lines = []
+    for key, value in flat:
+        notes = [meaning.get(key), here.get(key)]
+        notes = [n for i, n in enumerate(notes) if n and n not in notes[:i]]
+        comment = f"  # {notes[0]}" if notes else ""
+        comment += f" (here: {notes[1]})" if len(notes) > 1 else ""
+        lines.append(f"{key} = {value!r}".ljust(width) + comment)
+    return lines
+
+
+def config_files(path: str | Path) -> tuple[list[Path], Path]:
+    """(the files whose comments say what ``path``'s keys mean: the common pieces and its
+    stage's base config; ``path``'s own file)."""
+    file, _ = resolve_config(path)
+    config = load_config(path)
+    files = [BUILTIN_DIR / "common.py"]
+    if config.stage in BASES:
+        files.append(BUILTIN_DIR / config.stage / "base.py")
+    return files, file

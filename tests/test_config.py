@@ -80,3 +80,37 @@ def test_stage2_choices_are_checked_before_tracing(override):
     with pytest.raises(ConfigError, match=rf"^{key}=.*; use one of") as e:
         DiTStage(load_config("dit/digits.py", [override]), ae, latent_shape(ae_config))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["ae/base.py", "dit/base.py"])
+def _leaves(node, prefix=""):
+    out = []
+    for key in node.keys():
+        if hasattr(node[key], "keys"):
+            out += _leaves(node[key], f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
+
+
+@pytest.mark.parametrize("name", ["ae/base.py", "dit/base.py"])
+def test_every_key_of_a_base_config_says_what_it_means(name):
+    from latentjax.config import config_files, describe
+
+    files, own = config_files(name)
+    lines = describe(load_config(name), files, own)
+    assert [ln.split(" =")[0] for ln in lines if "  # " not in ln] == []
+
+
+def test_config_show_lists_keys_values_and_comments(capsys):
+    from latentjax.commands import main
+
+    assert main(["config", "show", "ae/digits.py", "--config.train.num_steps=7"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    by_key = {ln.split(" =")[0]: ln for ln in lines if " = " in ln}
+    assert sorted(by_key) == sorted(_leaves(load_config("ae/digits.py")))
+    assert by_key["train.num_steps"].startswith("train.num_steps = 7 ")
+    assert "# optimiser steps of the whole run" in by_key["train.num_steps"]
+    # The meaning from the base config, and why the digits config sets it so.
+    assert "decode the split once" in by_key["data.cache"]
+    assert "(here: the split is 0.1 MB decoded)" in by_key["data.cache"]

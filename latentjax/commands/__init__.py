@@ -30,6 +30,7 @@ COMMANDS = (
     "convert",
     "data",
     "plan",
+    "config",
     "fid",
     "fid_stats",
 )

@@ -8,10 +8,10 @@ def train_config(**values) -> ml_collections.ConfigDict:
     """The ``train`` section (the loop's keys, the same for both stages); ``values`` set some."""
     c = ml_collections.ConfigDict()
     c.batch_size = 256  # global: over every device and process
-    c.num_steps = 400_000
+    c.num_steps = 400_000  # optimiser steps of the whole run
     c.log_every = 100  # metrics to metrics.jsonl and the progress line
     c.eval_every = 5_000  # the stage's evaluation (stage 1: held-out PSNR)
-    c.checkpoint_every = 5_000
+    c.checkpoint_every = 5_000  # steps between checkpoints (the last step is always saved)
     c.keep_checkpoints = 2  # the last N checkpoints are kept
     c.keep_best = 0  # also keep this many best checkpoints by best_metric
     c.best_metric = "loss"  # a logged metric (stage 1: test_psnr, computed on eval steps)
@@ -37,24 +37,25 @@ def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collection
     ``tensor`` splits attention heads and MLP width (Megatron-style). A dimension that the mesh
     does not divide is replicated.
     """
-    return ml_collections.ConfigDict(
-        {
-            "shape": {"data": data, "fsdp": fsdp, "tensor": tensor},
-            # Read in order: a logical axis takes the first of its rules whose mesh axes are
-            # still free in that array (flax's logical_to_mesh). So a [embed, mlp] kernel gets
-            # (fsdp, tensor), while a [mlp] bias or a [None, mlp] kernel, whose embed rule did
-            # not apply, gets (tensor, fsdp): every parameter is split over fsdp somewhere.
-            "rules": (
-                ("batch", ("data", "fsdp")),
-                ("embed", "fsdp"),
-                ("mlp", ("tensor", "fsdp")),
-                ("mlp", "tensor"),
-                ("heads", ("tensor", "fsdp")),
-                ("heads", "tensor"),
-                ("vocab", None),
-                ("conv_in", None),
-                ("conv_out", "fsdp"),
-                ("norm", "fsdp"),
-            ),
-        }
+    c = ml_collections.ConfigDict()
+    c.shape = ml_collections.ConfigDict()
+    c.shape.data = data  # data-parallel devices (-1: the devices the other axes leave)
+    c.shape.fsdp = fsdp  # devices parameters and optimiser state are sharded over (FSDP)
+    c.shape.tensor = tensor  # devices attention heads and MLP widths are split over
+    # Logical axis -> mesh axes, read in order: a logical axis takes the first of its rules
+    # whose mesh axes are still free in that array (flax's logical_to_mesh). So a [embed, mlp]
+    # kernel gets (fsdp, tensor), while a [mlp] bias or a [None, mlp] kernel, whose embed rule
+    # did not apply, gets (tensor, fsdp): every parameter is split over fsdp somewhere.
+    c.rules = (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("mlp", ("tensor", "fsdp")),
+        ("mlp", "tensor"),
+        ("heads", ("tensor", "fsdp")),
+        ("heads", "tensor"),
+        ("vocab", None),
+        ("conv_in", None),
+        ("conv_out", "fsdp"),
+        ("norm", "fsdp"),
     )
+    return c

@@ -24,14 +24,14 @@ BASE_LR = 4.5e-6  # latent-diffusion kl-f8: per example of the global batch
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.stage = "ae"
+    c.stage = "ae"  # which trainer runs: the autoencoder (stage 1)
     c.seed = 0  # parameters, data order and augmentation
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
     c.data.data_dir = ""  # "" -> $LATENTJAX_DATA_DIR or ~/.cache/latentjax/tfds
     c.data.image_size = 256  # square side after crop and resize
-    c.data.train_split = "train"
+    c.data.train_split = "train"  # the split trained on
     c.data.eval_split = "validation"  # held-out split: eval steps and `latentjax eval`
     c.data.worker_count = 8  # Grain worker processes per host; 0 reads in the main process
     c.data.cache = False  # decode the split once and serve it from host memory (small data)
@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.vq_restart_threshold = 1.0  # vq: restart codes used < this often per step; 0 = off
     c.loss.vq_usage_decay = 0.99  # vq: decay of the per-code usage average
     c.loss.perceptual = "haar"  # "none" | "haar" | "fft" | "lpips"
-    c.loss.perceptual_weight = 1.0
+    c.loss.perceptual_weight = 1.0  # times the perceptual term
     # lpips: a `latentjax convert lpips` directory, or "VGG16.pth,HEADS.pth" (torchvision's VGG16
     # state dict and the lpips package's weights/v0.1/vgg.pth); read when training starts.
     c.loss.lpips_weights = ""
@@ -77,10 +77,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.lecam_decay = 0.99  # decay of LeCam's logit averages
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.lr = BASE_LR * 12  # latent-diffusion's base rate times its batch of 12
-    c.optim.disc_lr = BASE_LR * 12
-    c.optim.b1 = 0.5  # Adam betas of both optimisers (latent-diffusion)
-    c.optim.b2 = 0.9
+    # Adam's learning rate for the autoencoder (the recipe: 4.5e-6 per example, batch 12).
+    c.optim.lr = BASE_LR * 12
+    c.optim.disc_lr = BASE_LR * 12  # Adam's learning rate for the PatchGAN
+    c.optim.b1 = 0.5  # Adam's beta1 for both optimisers (latent-diffusion's)
+    c.optim.b2 = 0.9  # Adam's beta2 for both optimisers
     c.optim.warmup_steps = 0  # linear learning-rate warm-up
     c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
 

@@ -21,7 +21,7 @@ from latentjax.models.dit import dit_kwargs
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.stage = "dit"
+    c.stage = "dit"  # which trainer runs: the diffusion transformer (stage 2)
     c.seed = 0  # parameters, data order, noise and label dropout
     # The stage-1 run (or `latentjax convert ae` directory) whose encoder stays frozen.
     c.ae_workdir = ""
@@ -33,8 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
     c.data.data_dir = ""  # "" -> $LATENTJAX_DATA_DIR or ~/.cache/latentjax/tfds
     c.data.image_size = 256  # must match the autoencoder's
-    c.data.train_split = "train"
-    c.data.eval_split = "validation"
+    c.data.train_split = "train"  # the split trained on
+    c.data.eval_split = "validation"  # the held-out split
     c.data.worker_count = 8  # Grain worker processes per host; 0 reads in the main process
     c.data.cache = False  # decode the split once and serve it from host memory (small data)
     c.data.crop = "none"  # "none" | "center" | "random": a square crop before the resize
@@ -44,8 +44,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.latent_cache = ""
     c.data.latent_stats_batches = 32  # batches used to measure the latent shift/scale
 
-    c.model = ml_collections.ConfigDict(dit_kwargs("XL/2"))  # hidden, depth, heads, patch
-    c.model.mlp_ratio = 4.0
+    c.model = ml_collections.ConfigDict()
+    xl2 = dit_kwargs("XL/2")  # the DiT paper's size table
+    c.model.hidden_size = xl2["hidden_size"]  # transformer width
+    c.model.depth = xl2["depth"]  # transformer blocks
+    c.model.num_heads = xl2["num_heads"]  # attention heads
+    c.model.patch_size = xl2["patch_size"]  # latent pixels per token side
+    c.model.mlp_ratio = 4.0  # MLP width over the transformer width
     c.model.num_classes = 1000  # 0: unconditional; the label table has one more (null) row
     c.model.learn_sigma = True  # a second output half for the variance (DiT's)
     c.model.timestep_freq_shift = 0.0  # 1.0 for diffusers' DiT (its downscale_freq_shift)
@@ -59,20 +64,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.t_sampling = "uniform"  # "uniform" | "logit_normal"
     # none | min_snr | snr | snr_plus_one | truncated_snr (latentjax/losses/diffusion.py)
     c.diffusion.loss_weighting = "none"
-    c.diffusion.min_snr_gamma = 5.0
+    c.diffusion.min_snr_gamma = 5.0  # gamma of min_snr (Hang et al. 2023)
     c.diffusion.label_drop = 0.1  # classifier-free guidance training
 
     c.sample = ml_collections.ConfigDict()
     # ddim | ddpm | dpmpp_2m | euler | heun | euler_maruyama (latentjax/diffusion/samplers.py)
     c.sample.sampler = "euler"
-    c.sample.num_steps = 250
+    c.sample.num_steps = 250  # sampler steps
     c.sample.eta = 0.0  # DDIM only
     c.sample.guidance_interval = (0.0, 1.0)  # guide for path times t in [lo, hi]
     c.sample.cfg_scale = 4.0  # the paper's sample figures; its FID-50K table uses 1.5
     c.sample.batch_size = 64  # images per jitted sampling call (global)
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 1e-4
+    c.optim.lr = 1e-4  # AdamW learning rate (constant after the warm-up)
     c.optim.weight_decay = 0.0  # AdamW
     c.optim.warmup_steps = 0  # linear learning-rate warm-up
     c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
