@@ -28,8 +28,8 @@ def test_quickstart_notebook_executes(tmp_path, digits_data_dir, monkeypatch):
 
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     text = "".join(o.get("text", "") for o in outputs)
-    # The install cell found latentjax importable (no clone) and moved to this checkout.
-    assert f"latentjax at {NOTEBOOK.parents[1]}" in text
+    # The install cell found latentjax importable (no clone): the package of this checkout.
+    assert f"at {NOTEBOOK.parents[1] / 'latentjax'}" in text
     assert "latent shift" in text and "channel" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid was displayed
     data = np.load(workdir / "samples.npz")
