@@ -12,7 +12,7 @@ from latentjax import run as run_lib
 from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.errors import ConfigError, WorkdirError
-from latentjax.factory import latent_shape
+from latentjax.factory import FROZEN_ONLY, latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.run import Run
 from latentjax.train import autoencoder, dit, loop
@@ -71,6 +71,11 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> Any:
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     workdir = Path(workdir)
     if config.stage == "ae":
+        if config.model.family in FROZEN_ONLY:
+            raise ConfigError(
+                f"model.family={config.model.family!r} is not trained by latentjax: convert its "
+                "weights (`latentjax convert ae`) and use them as a frozen stage 1"
+            )
         run_lib.prepare(workdir, config, write=jax.process_index() == 0)
         eval_images = pipeline.split_arrays(config.data, config.data.eval_split)["image"]
         task = autoencoder.make_task(config, mesh, eval_images=eval_images)
