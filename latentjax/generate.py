@@ -239,6 +239,8 @@ def write_sample_shards(
         if index_path.exists():
             old = json.loads(index_path.read_text())
             old_settings = {k: v for k, v in old.items() if k != "shards"}
+            # An index written before guidance_channels existed guided every channel.
+            old_settings.setdefault("guidance_channels", 0)
             if old_settings != settings:
                 changed = sorted(
                     k for k in set(old_settings) | set(settings)
