@@ -4,6 +4,7 @@
     z = ae.encode(images)                             # [B, H, W, 3] in [-1, 1] -> posterior mean
     x = ae.decode(z)                                  # -> [B, H, W, 3]
     zn = ae.normalize(z)                              # (z - shift) * scale, for a DiT
+                                                      # (shift, scale: scalars or per channel)
 
     dit = latentjax.load_dit("DiT-XL-2-256x256.pt")   # original .pt, diffusers dir or converted
     out = dit(x_t, t, y)                              # the network's output, [B, h, w, C(*2)]
@@ -21,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from latentjax.config import base_config
 from latentjax.convert import common, diffusers_ae
 from latentjax.convert import dit as dit_convert
 from latentjax.errors import LatentjaxError
 from latentjax.factory import build_autoencoder, build_dit
-from latentjax.models.autoencoder import AutoencoderKL
 from latentjax.models.dit import DiT
 from latentjax.run import CONFIG_FILE, Run
 
@@ -55,10 +56,10 @@ class Autoencoder:
     """A loaded autoencoder: ``encode``/``decode`` jitted, and the latent normalisation
     ``(z - latent_shift) * latent_scale`` that a stage-2 model works in."""
 
-    model: AutoencoderKL
+    model: Any  # AutoencoderKL, DCAutoencoder or TinyAutoencoder (latentjax.factory)
     params: Any
-    latent_shift: float = 0.0
-    latent_scale: float = 1.0
+    latent_shift: float | list[float] = 0.0  # a list: one value per latent channel
+    latent_scale: float | list[float] = 1.0
     config: Any = None
 
     def __post_init__(self):
@@ -83,10 +84,19 @@ class Autoencoder:
         return self._decode(self.params, jnp.asarray(latents, jnp.float32))
 
     def normalize(self, latents: jax.Array) -> jax.Array:
-        return (latents - self.latent_shift) * self.latent_scale
+        """(z - shift) * scale; per-channel values broadcast over the last (channel) axis."""
+        shift, scale = self._stats()
+        return (jnp.asarray(latents, jnp.float32) - shift) * scale
 
     def denormalize(self, latents: jax.Array) -> jax.Array:
-        return latents / self.latent_scale + self.latent_shift
+        shift, scale = self._stats()
+        return jnp.asarray(latents, jnp.float32) / scale + shift
+
+    def _stats(self) -> tuple[jax.Array, jax.Array]:
+        return (
+            jnp.asarray(self.latent_shift, jnp.float32),
+            jnp.asarray(self.latent_scale, jnp.float32),
+        )
 
 
 @dataclasses.dataclass
@@ -106,26 +116,41 @@ class DiTModel:
 
 
 def _from_description(desc: dict) -> ml_collections.ConfigDict:
+    """A converted checkpoint's config, its model section completed with the fields added since
+    it was written (their defaults: the base config's)."""
     config = ml_collections.ConfigDict(desc["config"])
+    base = dit_convert.model_section() if desc.get("kind") == "dit" else base_config("ae").model
+
+    def merge(defaults: dict, given: dict) -> dict:
+        out = dict(defaults)
+        for key, value in given.items():
+            both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+            out[key] = merge(defaults[key], value) if both else value
+        return out
+
+    config.model = ml_collections.ConfigDict(merge(base.to_dict(), config.model.to_dict()))
     return config
 
 
 def load_autoencoder(path: str | Path) -> Autoencoder:
-    """A diffusers ``AutoencoderKL`` directory, a directory written by ``latentjax convert ae``,
-    or a latentjax stage-1 training workdir -> :class:`Autoencoder`."""
+    """A diffusers autoencoder directory (``AutoencoderKL``, ``VQModel``, ``AutoencoderTiny``,
+    ``AutoencoderDC``; a pipeline directory is read through its ``vae/``), a directory written
+    by ``latentjax convert ae``, or a latentjax stage-1 training workdir -> :class:`Autoencoder`.
+    Another diffusers class is a one-line :class:`LatentjaxError` naming it."""
     path = Path(path)
     if (path / common.CONVERTED_FILE).exists():
         desc, params = common.load_converted(path)
         if desc.get("kind") != "autoencoder":
             raise LatentjaxError(f"{path} holds a converted {desc.get('kind')}, not an autoencoder")
         config = _from_description(desc)
-    elif diffusers_ae.is_diffusers_autoencoder(path):
+    elif diffusers_ae.diffusers_class(path) is not None:
+        # Whatever diffusers class it is: the converter converts it or names it in its error.
         config, params = diffusers_ae.load_diffusers_autoencoder(path)
     elif (path / CONFIG_FILE).exists():
         return _load_run_autoencoder(Run.open(path, stage="ae"))
     else:
         raise LatentjaxError(
-            f"{path} is neither a diffusers AutoencoderKL directory, a converted checkpoint, "
+            f"{path} is neither a diffusers autoencoder directory, a converted checkpoint, "
             "nor a latentjax training run"
         )
     stats = config.latent_stats
@@ -143,9 +168,20 @@ def _load_run_autoencoder(run: Run) -> Autoencoder:
     return Autoencoder(stage.ae, params, stats["shift"], stats["scale"], run.config)
 
 
-def load_dit(path: str | Path, num_heads: int | None = None) -> DiTModel:
-    """An original DiT ``.pt`` state dict, a diffusers ``DiTTransformer2DModel`` directory, or a
-    directory written by ``latentjax convert dit`` -> :class:`DiTModel`."""
+def load_dit(
+    path: str | Path,
+    num_heads: int | None = None,
+    num_classes: int | None = None,
+    entry: str | None = None,
+) -> DiTModel:
+    """An original DiT ``.pt`` state dict or ``train.py`` checkpoint, a diffusers DiT directory
+    (or pipeline), or a directory written by ``latentjax convert dit`` -> :class:`DiTModel`.
+
+    For an original file, ``num_heads`` and ``num_classes`` are required unless the file says
+    them (a train.py checkpoint's ``args``): the error says which and suggests the DiT table's
+    values; ``entry`` picks a train.py checkpoint's "ema" (default) or "model" weights
+    (``dit.config.checkpoint_entry`` says which was taken). ``dit.config.model.null_class`` is
+    False for a model trained without label dropout, which has no unconditional row."""
     path = Path(path)
     if (path / common.CONVERTED_FILE).exists():
         desc, params = common.load_converted(path)
@@ -153,6 +189,6 @@ def load_dit(path: str | Path, num_heads: int | None = None) -> DiTModel:
             raise LatentjaxError(f"{path} holds a converted {desc.get('kind')}, not a DiT")
         config = _from_description(desc)
     else:
-        config, params = dit_convert.load_dit(path, num_heads)
+        config, params = dit_convert.load_dit(path, num_heads, num_classes, entry)
     m = config.model
     return DiTModel(build_dit(m, (m.input_size, m.input_size, m.in_channels)), params, config)

@@ -14,17 +14,37 @@ from typing import Any
 from latentjax.errors import ConfigError
 from latentjax.models.autoencoder import AutoencoderKL
 from latentjax.models.bottleneck import BOTTLENECKS
+from latentjax.models.dc_autoencoder import DCAutoencoder
 from latentjax.models.discriminator import NORMS, PatchDiscriminator
 from latentjax.models.dit import DiT
+from latentjax.models.tiny_autoencoder import TinyAutoencoder
+
+FAMILIES = ("kl", "dc", "tiny")
+# Families that load converted weights as a frozen stage 1 but are not trained here.
+FROZEN_ONLY = ("dc", "tiny")
+
+
+def _family_levels(model: Mapping[str, Any]) -> int:
+    """How many resolution levels the stage-1 network has (f = 2 ** (levels - 1))."""
+    family = model["family"]
+    if family == "kl":
+        return len(model["ch_mult"])
+    if family == "dc":
+        return len(model["dc"]["encoder_channels"])
+    if family == "tiny":
+        return len(model["tiny"]["encoder_channels"])
+    raise ConfigError(f"model.family={family!r}; use one of {FAMILIES}")
 
 
 def downsample_factor(model: Mapping[str, Any]) -> int:
     """f of an autoencoder's ``model`` section: each level after the first halves the side."""
-    return 2 ** (len(model["ch_mult"]) - 1)
+    return 2 ** (_family_levels(model) - 1)
 
 
 def latent_channels(model: Mapping[str, Any]) -> int:
     """Channels of the latent: ``embed_dim`` with SD's quant convs, else ``z_channels``."""
+    if model["family"] != "kl":
+        return model["z_channels"]
     return model["embed_dim"] or model["z_channels"]
 
 
@@ -50,6 +70,12 @@ def check_autoencoder_config(config) -> None:
     """One-line errors for a stage-1 config no network can be built from (checked before any
     tracing: a bad width otherwise fails deep inside a compile)."""
     m = config.model
+    _family_levels(m)  # an unknown family is an error naming the key
+    if m.family in FROZEN_ONLY:
+        raise ConfigError(
+            f"model.family={m.family!r} is not trained by latentjax: convert its weights "
+            "(`latentjax convert ae`) and use them as a frozen stage 1"
+        )
     for key in ("ch", "num_res_blocks", "z_channels", "in_channels", "num_groups"):
         _positive_ints(f"model.{key}", m[key])
     _positive_ints("model.embed_dim", m.embed_dim, allow_zero=True)
@@ -69,8 +95,14 @@ def check_autoencoder_config(config) -> None:
     build_discriminator(config.loss)
 
 
-def build_autoencoder(m) -> AutoencoderKL:
-    """The stage-1 network of a ``model`` section (``latentjax/configs/ae/base.py``)."""
+def build_autoencoder(m) -> AutoencoderKL | DCAutoencoder | TinyAutoencoder:
+    """The stage-1 network of a ``model`` section (``latentjax/configs/ae/base.py``), by
+    ``model.family``."""
+    _family_levels(m)  # an unknown family is an error naming the key
+    if m.family == "dc":
+        return _build_dc(m)
+    if m.family == "tiny":
+        return _build_tiny(m)
     if m.bottleneck not in BOTTLENECKS:
         raise ConfigError(f"model.bottleneck={m.bottleneck!r}; use one of {BOTTLENECKS}")
     channels = latent_channels(m)
@@ -98,6 +130,68 @@ def build_autoencoder(m) -> AutoencoderKL:
         codebook_size=m.codebook_size,
         vq_estimator=m.vq_estimator,
         fsq_levels=levels,
+        mid_attention=m.mid_attention,
+    )
+
+
+def _per_level(group, prefix: str, keys: tuple[str, ...], levels: int) -> None:
+    for key in keys:
+        if len(group[key]) != levels:
+            raise ConfigError(
+                f"model.{prefix}.{key} has {len(group[key])} entries for {levels} levels"
+            )
+
+
+def _build_dc(m) -> DCAutoencoder:
+    d = m.dc
+    n = len(d.encoder_channels)
+    _per_level(d, "dc", ("encoder_block_types", "encoder_layers", "encoder_qkv_multiscales"), n)
+    _per_level(
+        d,
+        "dc",
+        ("decoder_channels", "decoder_block_types", "decoder_layers", "decoder_qkv_multiscales",
+         "decoder_norm_types", "decoder_acts"),
+        n,
+    )  # fmt: skip
+    return DCAutoencoder(
+        in_channels=m.in_channels,
+        latent_channels=m.z_channels,
+        head_dim=d.head_dim,
+        encoder_block_types=tuple(d.encoder_block_types),
+        decoder_block_types=tuple(d.decoder_block_types),
+        encoder_channels=tuple(d.encoder_channels),
+        decoder_channels=tuple(d.decoder_channels),
+        encoder_layers=tuple(d.encoder_layers),
+        decoder_layers=tuple(d.decoder_layers),
+        encoder_qkv_multiscales=tuple(tuple(s) for s in d.encoder_qkv_multiscales),
+        decoder_qkv_multiscales=tuple(tuple(s) for s in d.decoder_qkv_multiscales),
+        decoder_norm_types=tuple(d.decoder_norm_types),
+        decoder_acts=tuple(d.decoder_acts),
+        pixel_unshuffle=d.pixel_unshuffle,
+        interpolate=d.interpolate,
+        encoder_out_shortcut=d.encoder_out_shortcut,
+        decoder_in_shortcut=d.decoder_in_shortcut,
+        decoder_conv_act=d.decoder_conv_act,
+    )
+
+
+def _build_tiny(m) -> TinyAutoencoder:
+    t = m.tiny
+    _per_level(t, "tiny", ("encoder_blocks",), len(t.encoder_channels))
+    _per_level(t, "tiny", ("decoder_blocks",), len(t.decoder_channels))
+    if len(t.decoder_channels) != len(t.encoder_channels):
+        raise ConfigError(
+            "model.tiny: the decoder needs as many stages as the encoder "
+            f"({len(t.decoder_channels)} vs {len(t.encoder_channels)})"
+        )
+    return TinyAutoencoder(
+        in_channels=m.in_channels,
+        latent_channels=m.z_channels,
+        encoder_channels=tuple(t.encoder_channels),
+        decoder_channels=tuple(t.decoder_channels),
+        encoder_blocks=tuple(t.encoder_blocks),
+        decoder_blocks=tuple(t.decoder_blocks),
+        act=t.act,
     )
 
 
@@ -137,4 +231,5 @@ def build_dit(m, latent: tuple[int, int, int]) -> DiT:
         learn_sigma=m.learn_sigma,
         timestep_freq_shift=m.timestep_freq_shift,
         mlp_norm_eps=m.mlp_norm_eps,
+        null_class=m.null_class,
     )

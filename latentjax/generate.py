@@ -54,6 +54,7 @@ class SampleSpec:
     cfg_scale: float = 1.0
     eta: float = 0.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    guidance_channels: int = 0  # guide only the first N output channels; 0 = all
 
     def __post_init__(self):
         check_sampler(self.sampler, self.num_steps, self.eta)
@@ -64,6 +65,19 @@ class SampleSpec:
             raise LatentjaxError(
                 f"guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo},{hi}"
             )
+        if self.guidance_channels < 0:
+            raise LatentjaxError(f"guidance channels must be >= 0, got {self.guidance_channels}")
+
+
+def check_guidance(model, spec: SampleSpec) -> None:
+    """A DiT without the null class (``model.null_class=False``: trained without label
+    dropout) has no unconditional model, so classifier-free guidance is a one-line error."""
+    if model.num_classes and not model.null_class and spec.cfg_scale != 1.0:
+        raise LatentjaxError(
+            f"guidance scale {spec.cfg_scale}: this DiT was trained without label dropout (its "
+            "label table has no null class), so it cannot use classifier-free guidance; use "
+            "--cfg 1"
+        )
 
 
 def spec_from_config(config, **overrides) -> SampleSpec:
@@ -75,6 +89,7 @@ def spec_from_config(config, **overrides) -> SampleSpec:
         "cfg_scale": s.cfg_scale,
         "eta": s.eta,
         "guidance_interval": tuple(s.guidance_interval),
+        "guidance_channels": s.guidance_channels,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SampleSpec(**values)
@@ -94,10 +109,10 @@ class Generator:
     def __post_init__(self):
         self._programs: dict[tuple, Any] = {}
 
-    def program(self, sampler: str, guided: bool):
+    def program(self, sampler: str, guided: bool, guidance_channels: int = 0):
         """The jitted ``run(params, frozen, labels, indices, key, num_steps, eta, cfg, interval)``
-        -> uint8 images, one per (sampler, guided)."""
-        key = (sampler, guided)
+        -> uint8 images, one per (sampler, guided, guidance_channels)."""
+        key = (sampler, guided, guidance_channels)
         if key not in self._programs:
             d = self.stage.config.diffusion
             ae = self.stage.ae
@@ -124,7 +139,9 @@ class Generator:
                     null_label=self.stage.null_label,
                     guided=guided,
                     guidance_interval=(interval[0], interval[1]),
+                    guidance_channels=guidance_channels,
                 )
+                # Undo (z - shift) * scale; per-channel vectors broadcast over the last axis.
                 z = z / frozen["latent_scale"] + frozen["latent_shift"]
                 x = ae.apply(frozen["ae"], z, method=ae.decode)
                 # NaN/Inf would round to black images: flagged per image instead.
@@ -141,8 +158,9 @@ class Generator:
     ) -> np.ndarray:
         """uint8 images [n, H, W, C] for ``labels`` (int [n <= chunk]) at global indices
         start, start + 1, ...; ``chunk`` must be a multiple of the data-parallel size."""
+        check_guidance(self.stage.config.model, spec)
         guided = self.stage.config.model.num_classes > 0 and spec.cfg_scale != 1.0
-        program = self.program(spec.sampler, guided)
+        program = self.program(spec.sampler, guided, spec.guidance_channels if guided else 0)
         sharding = mesh_lib.batch_sharding(self.mesh)
         n = len(labels)
         y = np.concatenate([np.asarray(labels, np.int32), np.zeros(chunk - n, np.int32)])
@@ -247,6 +265,8 @@ def write_sample_shards(
             except json.JSONDecodeError:
                 old = {"damaged": True}
             old_settings = {k: v for k, v in old.items() if k != "shards"}
+            # An index written before guidance_channels existed guided every channel.
+            old_settings.setdefault("guidance_channels", 0)
             if old_settings != settings:
                 changed = sorted(
                     k for k in set(old_settings) | set(settings)
@@ -335,7 +355,7 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
     ae_stage, ae_params = load_autoencoder(ae_run, mesh)
     stage = DiTStage(run.config, ae_stage.ae, latent_shape(ae_run.config))
     state = state_lib.restore(run, stage.init_state, mesh)
-    frozen, _ = frozen_inputs(ae_params, stats, mesh)
+    frozen, _ = frozen_inputs(ae_params, stats, mesh, stage.latent_shape[-1])
     ae = ae_run.config
     image_shape = (ae.data.image_size, ae.data.image_size, ae.model.in_channels)
     checkpoint = {

@@ -67,6 +67,11 @@ class Run:
         except OSError as e:
             raise WorkdirError(f"cannot read {file}: {e.strerror or e}") from e
         run = cls(path, config_lib.from_json(text, str(file)))
+        if "stage" not in run.config:
+            # Another project's config.json, e.g. a diffusers model directory's.
+            cls_name = run.config.get("_class_name")
+            what = f"a diffusers {cls_name} config" if cls_name else "not latentjax's"
+            raise WorkdirError(f"{path} is not a latentjax run: its {file.name} is {what}")
         if stage is not None and run.stage != stage:
             raise WorkdirError(
                 f"{path} holds a '{run.stage}' run; this needs {STAGE_NAMES.get(stage, stage)}"

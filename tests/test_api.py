@@ -45,10 +45,12 @@ def test_dit_through_the_cli(tmp_path):
         str(tmp_path / "c"),
         "--num-heads",
         "2",
+        "--num-classes",
+        "3",
     ]
     assert main(args) == 0
     x, t, y = inputs(4, 4, 3)
-    direct = latentjax.load_dit(tmp_path / "dit.pt", num_heads=2)
+    direct = latentjax.load_dit(tmp_path / "dit.pt", num_heads=2, num_classes=3)
     converted = latentjax.load_dit(tmp_path / "c")
     assert converted.config.model.to_dict() == direct.config.model.to_dict()
     np.testing.assert_array_equal(converted(x, t, y), direct(x, t, y))
@@ -57,7 +59,7 @@ def test_dit_through_the_cli(tmp_path):
 
 
 def test_bad_paths(tmp_path, capsys):
-    with pytest.raises(LatentjaxError, match="neither a diffusers AutoencoderKL directory"):
+    with pytest.raises(LatentjaxError, match="neither a diffusers autoencoder directory"):
         latentjax.load_autoencoder(tmp_path)
     assert main(["convert", "ae", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "latentjax: error:" in capsys.readouterr().err

@@ -111,5 +111,5 @@ def test_wrong_layout_is_rejected(tmp_path):
         load_diffusers_autoencoder(path)
     cfg["_class_name"] = "UNet2DConditionModel"
     (path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConvertError, match="not 'AutoencoderKL'"):
+    with pytest.raises(ConvertError, match="diffusers class 'UNet2DConditionModel' is not supp"):
         load_diffusers_autoencoder(path)

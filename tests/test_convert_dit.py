@@ -2,8 +2,8 @@
 DiT written here from the paper (Peebles & Xie 2023, sec. 3.2) with the original release's
 parameter names, are saved, converted and run in both frameworks on the same inputs."""
 
-import argparse
 import math
+import pathlib
 
 import diffusers
 import jax
@@ -58,7 +58,7 @@ class RefDiT(nn.Module):
     """The original DiT's module tree and forward pass (fixed sin-cos positions, shared t/y
     embedders, adaLN-Zero blocks, modulated final layer)."""
 
-    def __init__(self, size, p, cin, d, depth, heads, classes, learn_sigma):
+    def __init__(self, size, p, cin, d, depth, heads, classes, learn_sigma, null=True):
         super().__init__()
         self.p, self.cout = p, cin * (2 if learn_sigma else 1)
         self.x_embedder = nn.Module()
@@ -68,7 +68,8 @@ class RefDiT(nn.Module):
         self.t_embedder = nn.Module()
         self.t_embedder.mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.y_embedder = nn.Module()
-        self.y_embedder.embedding_table = nn.Embedding(classes + 1, d)
+        # + the null row, unless trained without label dropout (DiT's LabelEmbedder).
+        self.y_embedder.embedding_table = nn.Embedding(classes + int(null), d)
         self.blocks = nn.ModuleList([RefDiTBlock(d, heads) for _ in range(depth)])
         self.final_layer = nn.Module()
         self.final_layer.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
@@ -112,7 +113,7 @@ def test_original_dit_parity(tmp_path):
     with torch.no_grad():  # pos_embed is a fixed table (perturb touched it): restore it
         ref.pos_embed.copy_(torch.from_numpy(sincos_2d(32, 4))[None])
     torch.save(ref.state_dict(), tmp_path / "dit.pt")
-    config, params = load_dit(tmp_path / "dit.pt", num_heads=4)
+    config, params = load_dit(tmp_path / "dit.pt", num_heads=4, num_classes=5)
     assert (config.model.num_classes, config.model.learn_sigma) == (5, False)
     x, t, y = inputs(8, 4, 5)
     with torch.no_grad():
@@ -170,19 +171,21 @@ def test_bad_pt_files(tmp_path):
     torch.manual_seed(0)
     ref = RefDiT(size=4, p=2, cin=4, d=384, depth=1, heads=6, classes=3, learn_sigma=True)
     sd = ref.state_dict()
-    # A training checkpoint holding an argparse.Namespace is not weights-only: refused.
-    torch.save({"model": sd, "args": argparse.Namespace(lr=1e-4)}, tmp_path / "train.pt")
-    with pytest.raises(ConvertError, match="not a weights-only PyTorch state dict"):
+    # A pickled object of a class other than argparse.Namespace is refused, named, and without
+    # torch's advice to unpickle it anyway.
+    torch.save({"model": sd, "args": pathlib.PurePosixPath("x")}, tmp_path / "train.pt")
+    with pytest.raises(ConvertError, match="holds a pickled pathlib.PurePosixPath") as e:
         load_dit(tmp_path / "train.pt")
-    # Weights-only but nested: named.
-    torch.save({"model": sd, "ema": sd}, tmp_path / "nested.pt")
+    assert "weights_only=False" not in str(e.value) and "\n" not in str(e.value)
+    # Weights-only but nested under an unknown name: named.
+    torch.save({"weights": sd}, tmp_path / "nested.pt")
     with pytest.raises(ConvertError, match="does not hold a flat tensor state dict"):
         load_dit(tmp_path / "nested.pt")
     # A missing tensor is named.
     del sd["blocks.0.attn.proj.bias"]
     torch.save(sd, tmp_path / "missing.pt")
     with pytest.raises(ConvertError, match=r"missing key 'blocks\.0\.attn\.proj\.bias'"):
-        load_dit(tmp_path / "missing.pt")
+        load_dit(tmp_path / "missing.pt", num_heads=6, num_classes=3)
     # Not a DiT at all.
     torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
     with pytest.raises(ConvertError, match="missing key 'x_embedder.proj.weight'"):

@@ -19,6 +19,8 @@ from latentjax.config import from_json
 from latentjax.parallel.mesh import make_mesh
 from latentjax.run import Run
 
+# What an original DiT .pt does not say (its test model: 2 heads, 3 classes + the null row).
+HEADS_CLASSES = ["--num-heads", "2", "--num-classes", "3"]
 # The digits' run config around the converted network: 8 x 8 x 1 images, f = 2 -> 4 x 4 x 4.
 AE_RUN = ["--config", "ae/digits.py", "--config.data.image_size=8"]
 
@@ -103,11 +105,13 @@ def test_converted_dit_samples_through_the_converted_autoencoder(converted_ae, d
 
     _, ae_dir = converted_ae
     out = tmp_path / "dit"
-    argv = ["convert", "dit", str(dit_pt), "--out", str(out), "--num-heads", "2"]
+    argv = ["convert", "dit", str(dit_pt), "--out", str(out), *HEADS_CLASSES]
     assert main([*argv, "--ae", str(ae_dir)]) == 0
     config = from_json((out / "config.json").read_text())
     d = config.diffusion
     assert (d.path, d.prediction, config.model.learn_sigma) == ("ddpm_linear", "eps", True)
+    # DiT's own sampler guides 3 of the 4 latent channels: the samples below do too.
+    assert (config.sample.guidance_channels, config.sample.cfg_scale) == (3, 4.0)
     assert config.data.image_size == 8 and config.ae_workdir == str(ae_dir.absolute())
     stats = json.loads((out / "latent_stats.json").read_text())
     assert (stats["shift"], stats["scale"]) == (0.0, 0.18215)
@@ -126,7 +130,7 @@ def test_converted_dit_samples_through_the_converted_autoencoder(converted_ae, d
 
 def test_converted_dit_without_ae_cannot_sample(converted_ae, dit_pt, tmp_path, capsys):
     out = tmp_path / "dit"
-    argv = ["convert", "dit", str(dit_pt), "--out", str(out), "--num-heads", "2"]
+    argv = ["convert", "dit", str(dit_pt), "--out", str(out), *HEADS_CLASSES]
     assert main(argv) == 0
     assert not (out / "latent_stats.json").exists()
     capsys.readouterr()

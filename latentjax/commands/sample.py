@@ -41,6 +41,12 @@ def register(subparsers) -> None:
         default=None,
         help="LO,HI: guide only for path times t in [LO, HI] (default: config)",
     )
+    p.add_argument(
+        "--guidance-channels",
+        type=int,
+        default=None,
+        help="guide only the first N latent channels (DiT's sampler: 3); 0 = all (default: config)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="images per jitted call")
     p.add_argument(
@@ -95,6 +101,7 @@ def run(args) -> None:
     import jax
 
     from latentjax.generate import (
+        check_guidance,
         load_generator,
         read_shards,
         save_grid,
@@ -123,7 +130,9 @@ def run(args) -> None:
         eta=args.eta,
         cfg_scale=args.cfg,
         guidance_interval=parse_interval(args.guidance_interval),
+        guidance_channels=args.guidance_channels,
     )
+    check_guidance(config.model, spec)
     labels = parse_labels(args.labels, args.num, config.model.num_classes)
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
     if args.out is not None and args.num * np.prod(generator.image_shape) > MAX_NPZ_BYTES:

@@ -1,7 +1,8 @@
 """Wan 2.1 video VAE weights into latentjax's ``VideoAutoencoderKL``, from two layouts:
 
-- a diffusers ``AutoencoderKLWan`` directory (``config.json`` + ``diffusion_pytorch_model
-  .safetensors``); the architecture comes from ``config.json``, with diffusers' own defaults for
+- a diffusers ``AutoencoderKLWan`` directory (``config.json`` and the weights in any layout
+  ``save_pretrained`` writes; a pipeline directory is read through its ``vae/``); the
+  architecture comes from ``config.json``, with diffusers' own defaults for
   keys it leaves out (``DIFFUSERS_DEFAULTS``, the signature of ``AutoencoderKLWan.__init__`` in
   diffusers 0.42.1; the tests compare the two);
 - the original release, ``Wan2.1_VAE.pth`` (names of ``WanVAE_`` in Wan-Video/Wan2.1's
@@ -63,13 +64,14 @@ from latentjax.convert.common import (
     fill_params,
     flatten,
     identity,
+    model_dir,
     read_json,
+    read_pretrained_weights,
     read_safetensors,
     read_torch_state_dict,
 )
 from latentjax.models.video_autoencoder import VideoAutoencoderKL
 
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 WAN_CLASS = "AutoencoderKLWan"
 LAYOUTS = ("diffusers", "wan")
 
@@ -327,7 +329,7 @@ def load_wan_autoencoder(
     ``config.latent_stats`` is ``{"mean": [z], "std": [z]}`` (see the module docstring);
     ``params`` is ``{"params": ...}`` for ``VideoAutoencoderKL.apply``.
     """
-    path = Path(path)
+    path = model_dir(path, "vae")
     if path.is_dir():
         if config is not None:
             raise ConvertError(f"{path}: a diffusers directory brings its own config.json")
@@ -340,8 +342,8 @@ def load_wan_autoencoder(
                 f"converts {WAN_CLASS}{hint})"
             )
         m = model_config(dcfg, str(path))
-        weights = path / WEIGHTS_FILE
-        params = convert_state_dict(m, read_safetensors(weights), str(weights), "diffusers")
+        state_dict, weights = read_pretrained_weights(path)
+        params = convert_state_dict(m, state_dict, weights, "diffusers")
         return _config(m, latent_stats(dcfg, str(path)), f"diffusers:{path}"), params
 
     dcfg = dict(config or {})

@@ -33,7 +33,11 @@ For t_min > 0 one more network call at t_min returns its x0_hat (the final denoi
 Classifier-free guidance (Ho & Salimans 2022) runs the conditional and unconditional inputs as one
 doubled batch and mixes them in the network's output space: out = uncond + w (cond - uncond),
 applied only for t inside ``guidance_interval`` (Kynkäänniemi et al. 2024 guide only on an
-interval of noise levels; here it is an interval of path time).
+interval of noise levels; here it is an interval of path time). ``guidance_channels`` k > 0
+guides only the first k channels and keeps the conditional output in the others: DiT's released
+``forward_with_cfg`` (facebookresearch/DiT, models.py) guides 3 of the 4 latent channels, a
+leftover of GLIDE's RGB code kept "for exact reproducibility"; its published samples and FIDs
+were made that way. The default, 0, guides every channel.
 
 Randomness: stochastic samplers take per-example keys ``keys`` [B] and draw step i's noise for
 example b from ``fold_in(keys[b], i)``, so a sample does not depend on batch size, chunking or
@@ -67,6 +71,7 @@ SAMPLE_STATIC_ARGNAMES = (
     "sampler",
     "null_label",
     "guided",
+    "guidance_channels",
     "t_max",
     "t_min",
 )
@@ -96,6 +101,7 @@ def guided_output(
     null_label: int | None = None,
     guidance_interval: tuple[float, float] | None = None,
     guided: bool | None = None,
+    guidance_channels: int = 0,
 ) -> jax.Array:
     """The (guided) network output at (x [B, ...], t [B] in [0, 1]) for ``labels`` [B].
 
@@ -104,7 +110,8 @@ def guided_output(
     cfg_scale != 1`` (``cfg_scale`` must then be a Python number). Unguided, the model runs once
     on the plain batch; guided, once on [x, x] with labels [labels, null] (one call of twice the
     batch, not two calls). Outside ``guidance_interval`` (lo <= t <= hi) the conditional output
-    is returned."""
+    is returned; ``guidance_channels`` k > 0 (static) guides channels [0, k) only, the others
+    being the conditional output (DiT's sampler; module docstring)."""
     channels = x.shape[-1]
     if guided is None:
         guided = null_label is not None and cfg_scale != 1.0
@@ -120,6 +127,8 @@ def guided_output(
     )[..., :channels]
     cond, uncond = jnp.split(both, 2)
     out = uncond + cfg_scale * (cond - uncond)
+    if 0 < guidance_channels < channels:
+        out = jnp.concatenate([out[..., :guidance_channels], cond[..., guidance_channels:]], -1)
     if guidance_interval is not None:
         lo, hi = guidance_interval
         inside = (t >= lo) & (t <= hi)  # [B]
@@ -153,6 +162,7 @@ def sample(
     null_label: int | None = None,
     guided: bool | None = None,
     guidance_interval: tuple[float, float] | jax.Array | None = None,
+    guidance_channels: int = 0,
     t_max: float | None = None,
     t_min: float = 0.0,
 ) -> jax.Array:
@@ -193,7 +203,16 @@ def sample(
     def denoise(x, t):
         t_vec = jnp.full((batch,), t, dtype)
         out = guided_output(
-            apply_fn, params, x, t_vec, labels, cfg_scale, null_label, guidance_interval, guided
+            apply_fn,
+            params,
+            x,
+            t_vec,
+            labels,
+            cfg_scale,
+            null_label,
+            guidance_interval,
+            guided,
+            guidance_channels,
         )
         x0_hat, eps_hat = to_x0_eps(p, prediction, out, x, t_vec)
         # At t = 0 (only reached by Heun's corrector with t_min = 0) eps_hat may be inf/nan.
@@ -305,6 +324,7 @@ def make_sampler(
     cfg_scale: float = 1.0,
     null_label: int | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    guidance_channels: int = 0,
     t_max: float | None = None,
     t_min: float = 0.0,
 ) -> Callable[..., jax.Array]:
@@ -320,6 +340,7 @@ def make_sampler(
         cfg_scale=cfg_scale,
         null_label=null_label,
         guidance_interval=guidance_interval,
+        guidance_channels=guidance_channels,
         t_max=t_max,
         t_min=t_min,
     )
@@ -334,6 +355,7 @@ def make_runtime_sampler(
     sampler: str,
     null_label: int | None = None,
     guided: bool = False,
+    guidance_channels: int = 0,
     t_max: float | None = None,
     t_min: float = 0.0,
 ) -> Callable[..., jax.Array]:
@@ -360,6 +382,7 @@ def make_runtime_sampler(
             null_label=null_label,
             guided=guided,
             guidance_interval=(interval[0], interval[1]) if guided else None,
+            guidance_channels=guidance_channels,
             t_max=t_max,
             t_min=t_min,
         )

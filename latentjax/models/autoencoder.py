@@ -100,15 +100,18 @@ class Upsample(nn.Module):
 
 
 class MidBlock(nn.Module):
-    """The middle of both networks at the lowest resolution: ResNet, attention, ResNet."""
+    """The middle of both networks at the lowest resolution: ResNet, attention, ResNet (without
+    ``attention``: the two ResNets alone, as diffusers' ``mid_block_add_attention=False``)."""
 
     num_groups: int = 32
+    attention: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, h, w, C]
         c = x.shape[-1]
         x = ResnetBlock(c, self.num_groups, name="block_1")(x)
-        x = AttnBlock(self.num_groups, name="attn_1")(x)
+        if self.attention:
+            x = AttnBlock(self.num_groups, name="attn_1")(x)
         return ResnetBlock(c, self.num_groups, name="block_2")(x)
 
 
@@ -149,6 +152,7 @@ class Encoder(nn.Module):
     double_z: bool = True
     attn_resolutions: Sequence[int] = ()
     num_groups: int = 32
+    mid_attention: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] -> [B, H/f, W/f, (2)z]
@@ -163,7 +167,9 @@ class Encoder(nn.Module):
                 num_groups=self.num_groups,
                 name=f"down_{i}",
             )(h)
-        h = MidBlock(self.num_groups, name="mid")(h)  # [B, H/f, W/f, ch * ch_mult[-1]]
+        h = MidBlock(self.num_groups, self.mid_attention, name="mid")(
+            h
+        )  # [B, H/f, W/f, ch * ch_mult[-1]]
         h = nn.silu(group_norm(h.shape[-1], self.num_groups, name="norm_out")(h))
         out = 2 * self.z_channels if self.double_z else self.z_channels
         return conv(out, 3, name="conv_out")(h)
@@ -178,11 +184,12 @@ class Decoder(nn.Module):
     num_res_blocks: int
     attn_resolutions: Sequence[int] = ()
     num_groups: int = 32
+    mid_attention: bool = True
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:  # [B, h, w, z] -> [B, h*f, w*f, out]
         h = conv(self.ch * self.ch_mult[-1], 3, name="conv_in")(z)
-        h = MidBlock(self.num_groups, name="mid")(h)
+        h = MidBlock(self.num_groups, self.mid_attention, name="mid")(h)
         for i in reversed(range(len(self.ch_mult))):
             h = Level(
                 self.ch * self.ch_mult[i],
@@ -224,6 +231,8 @@ class AutoencoderKL(nn.Module):
     codebook_size: int = 512  # vq only
     vq_estimator: str = "ste"  # vq only: "ste" | "rotation"
     fsq_levels: Sequence[int] = ()  # fsq only: one level count per latent channel
+    mid_attention: bool = True  # attention in the middle blocks (False: diffusers'
+    # mid_block_add_attention=False)
 
     def setup(self):
         kl = self.bottleneck == "kl"
@@ -235,6 +244,7 @@ class AutoencoderKL(nn.Module):
             double_z=kl,
             attn_resolutions=tuple(self.attn_resolutions),
             num_groups=self.num_groups,
+            mid_attention=self.mid_attention,
         )
         self.decoder = Decoder(
             ch=self.ch,
@@ -243,6 +253,7 @@ class AutoencoderKL(nn.Module):
             num_res_blocks=self.num_res_blocks,
             attn_resolutions=tuple(self.attn_resolutions),
             num_groups=self.num_groups,
+            mid_attention=self.mid_attention,
         )
         if self.embed_dim is not None:
             self.quant_conv = conv(moment_channels(self.bottleneck, self.embed_dim), 1)

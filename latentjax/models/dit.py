@@ -4,7 +4,9 @@ Latent [B, H, W, C] -> patches of p x p -> tokens with fixed 2-D sin-cos positio
 ``depth`` adaLN-Zero blocks conditioned on c = embed(t) + embed(y) -> linear head -> unpatchify.
 The modulation layers and the head start at zero, so every block is the identity and the model
 outputs zeros at initialisation. The label table has ``num_classes + 1`` rows: the last is the
-null class used for classifier-free guidance (the trainer decides when to drop labels).
+null class used for classifier-free guidance (the trainer decides when to drop labels). A model
+trained without label dropout has no such row (``null_class=False``, as DiT's own
+``LabelEmbedder`` with ``dropout_prob=0``) and cannot be guided.
 """
 
 from __future__ import annotations
@@ -116,15 +118,17 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class labels -> vectors; row ``num_classes`` is the null (CFG) class."""
+    """Class labels -> vectors; row ``num_classes`` is the null (CFG) class when
+    ``null_class``."""
 
     num_classes: int
     hidden_size: int
+    null_class: bool = True
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:  # [B] int -> [B, D]
         table = nn.Embed(
-            self.num_classes + 1,  # + the null class
+            self.num_classes + int(self.null_class),  # + the null class
             self.hidden_size,
             embedding_init=nn.with_logical_partitioning(
                 nn.initializers.normal(0.02), (VOCAB, EMBED)
@@ -230,6 +234,7 @@ class DiT(nn.Module):
     # code in these two details; the defaults are the paper's.
     timestep_freq_shift: float = 0.0
     mlp_norm_eps: float = 1e-6
+    null_class: bool = True  # the label table's null (guidance) row; False: cannot guide
 
     @property
     def out_channels(self) -> int:
@@ -262,7 +267,10 @@ class DiT(nn.Module):
             self.hidden_size, freq_shift=self.timestep_freq_shift, name="t_embedder"
         )(t)
         if self.num_classes > 0:
-            c = c + LabelEmbedder(self.num_classes, self.hidden_size, name="y_embedder")(y)
+            embed = LabelEmbedder(
+                self.num_classes, self.hidden_size, self.null_class, name="y_embedder"
+            )
+            c = c + embed(y)
         for i in range(self.depth):
             tokens = DiTBlock(
                 self.hidden_size,

