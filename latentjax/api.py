@@ -28,7 +28,7 @@ from latentjax.convert import dit as dit_convert
 from latentjax.errors import LatentjaxError
 from latentjax.factory import build_autoencoder, build_dit
 from latentjax.models.dit import DiT
-from latentjax.run import CONFIG_FILE, Run
+from latentjax.run import CONFIG_FILE, Run, is_run
 
 
 def check_array(x, what: str, channels: int, multiple: int) -> None:
@@ -135,7 +135,8 @@ def _from_description(desc: dict) -> ml_collections.ConfigDict:
 def load_autoencoder(path: str | Path) -> Autoencoder:
     """A diffusers autoencoder directory (``AutoencoderKL``, ``VQModel``, ``AutoencoderTiny``,
     ``AutoencoderDC``; a pipeline directory is read through its ``vae/``), a directory written
-    by ``latentjax convert ae``, or a latentjax stage-1 training workdir -> :class:`Autoencoder`.
+    by ``latentjax convert ae``, a latentjax stage-1 training run or export, or a stage-2 run
+    (its stage-1 autoencoder with the normalisation stage 2 trains in) -> :class:`Autoencoder`.
     Another diffusers class is a one-line :class:`LatentjaxError` naming it."""
     path = Path(path)
     if (path / common.CONVERTED_FILE).exists():
@@ -147,7 +148,7 @@ def load_autoencoder(path: str | Path) -> Autoencoder:
         # Whatever diffusers class it is: the converter converts it or names it in its error.
         config, params = diffusers_ae.load_diffusers_autoencoder(path)
     elif (path / CONFIG_FILE).exists():
-        return _load_run_autoencoder(Run.open(path, stage="ae"))
+        return _load_run_autoencoder(Run.open(path))
     else:
         raise LatentjaxError(
             f"{path} is neither a diffusers autoencoder directory, a converted checkpoint, "
@@ -158,14 +159,28 @@ def load_autoencoder(path: str | Path) -> Autoencoder:
 
 
 def _load_run_autoencoder(run: Run) -> Autoencoder:
+    """The autoencoder of a run directory: a stage-1 run or export (a trained one has no latent
+    statistics of its own; a converted one holds its scaling factor), or the stage-1 run of a
+    stage-2 run, with the normalisation that stage 2 measured and trains in."""
     from latentjax.parallel.mesh import make_mesh
     from latentjax.train.autoencoder import load_autoencoder as load_run
 
-    stage, params = load_run(run, make_mesh(run.config.mesh.shape))
-    # A trained stage-1 run has no latent statistics of its own (a stage-2 run measures them);
-    # a converted one holds its scaling factor.
+    ae_run = run.ae_run() if run.stage == "dit" else Run.open(run.path, stage="ae")
+    stage, params = load_run(ae_run, make_mesh(ae_run.config.mesh.shape))
     stats = run.latent_stats() or {"shift": 0.0, "scale": 1.0}
-    return Autoencoder(stage.ae, params, stats["shift"], stats["scale"], run.config)
+    return Autoencoder(stage.ae, params, stats["shift"], stats["scale"], ae_run.config)
+
+
+def _load_run_dit(run: Run) -> DiTModel:
+    """The EMA weights of a stage-2 training run or of its export (what sampling uses)."""
+    from latentjax.factory import latent_shape
+    from latentjax.parallel.mesh import make_mesh
+    from latentjax.train.dit import DiTStage
+    from latentjax.train.state import restore
+
+    stage = DiTStage(run.config, None, latent_shape(run.ae_run().config))
+    state = restore(run, stage.init_state, make_mesh(run.config.mesh.shape))
+    return DiTModel(stage.dit, state["ema_params"], run.config)
 
 
 def load_dit(
@@ -175,7 +190,8 @@ def load_dit(
     entry: str | None = None,
 ) -> DiTModel:
     """An original DiT ``.pt`` state dict or ``train.py`` checkpoint, a diffusers DiT directory
-    (or pipeline), or a directory written by ``latentjax convert dit`` -> :class:`DiTModel`.
+    (or pipeline), a directory written by ``latentjax convert dit``, or a latentjax stage-2
+    training run or its export (the EMA weights) -> :class:`DiTModel`.
 
     For an original file, ``num_heads`` and ``num_classes`` are required unless the file says
     them (a train.py checkpoint's ``args``): the error says which and suggests the DiT table's
@@ -188,6 +204,8 @@ def load_dit(
         if desc.get("kind") != "dit":
             raise LatentjaxError(f"{path} holds a converted {desc.get('kind')}, not a DiT")
         config = _from_description(desc)
+    elif is_run(path):
+        return _load_run_dit(Run.open(path, stage="dit"))
     else:
         config, params = dit_convert.load_dit(path, num_heads, num_classes, entry)
     m = config.model

@@ -128,6 +128,15 @@ class Run:
         return ae
 
 
+def is_run(path: str | Path) -> bool:
+    """Whether ``path`` holds a latentjax run (its config.json names a stage), not another
+    project's model directory."""
+    try:
+        return "stage" in json.loads((Path(path) / CONFIG_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def check_ae_run(config, ae: Run) -> None:
     """A stage-2 ``config`` that recorded its stage-1 run's id must meet that run again."""
     want, got = config.ae_run_id, ae.id

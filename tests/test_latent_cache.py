@@ -16,6 +16,7 @@ import pytest
 from latentjax.commands import main
 from latentjax.config import from_json
 from latentjax.data import latents, pipeline
+from latentjax.errors import LatentjaxError
 from latentjax.factory import latent_shape
 from latentjax.generate import load_generator
 from latentjax.parallel import mesh as mesh_lib
@@ -180,6 +181,21 @@ def test_export_is_read_by_load_autoencoder_and_load_generator(runs, tmp_path):
     assert from_json((out / "config.json").read_text()).stage == "dit"
     # The same frozen stage 1 and latent normalisation: the same sampler inputs.
     jax.tree.map(np.testing.assert_array_equal, export_gen.frozen, run_gen.frozen)
+
+    # The Python API reads every kind of directory latentjax writes: stage-1 and stage-2 runs
+    # and their exports (converted ones are tests/test_convert_workdir.py's).
+    import latentjax
+
+    for where in (runs / "ae", tmp_path / "ae", runs / "dit", out):
+        ae = latentjax.load_autoencoder(where)
+        jax.tree.map(np.testing.assert_array_equal, ae.params, from_run)
+    stats = json.loads((runs / "dit" / "latent_stats.json").read_text())
+    assert (ae.latent_shift, ae.latent_scale) == (stats["shift"], stats["scale"])  # stage 2's
+    for where in (runs / "dit", out):
+        dit = latentjax.load_dit(where)
+        jax.tree.map(np.testing.assert_array_equal, dit.params, run_gen.ema_params)
+    with pytest.raises(LatentjaxError, match="holds a 'ae' run; this needs a stage-2"):
+        latentjax.load_dit(runs / "ae")
 
 
 def test_export_errors(runs, tmp_path, capsys):
