@@ -64,13 +64,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dc = ml_collections.ConfigDict()
     c.model.dc.head_dim = 32  # EfficientViT linear attention: channels per head
     c.model.dc.encoder_block_types = ("ResBlock",) * 6  # or "EfficientViTBlock"
-    c.model.dc.decoder_block_types = ("ResBlock",) * 6
-    c.model.dc.encoder_channels = (128, 256, 512, 512, 1024, 1024)
-    c.model.dc.decoder_channels = (128, 256, 512, 512, 1024, 1024)
+    c.model.dc.decoder_block_types = ("ResBlock",) * 6  # per decoder level, as the encoder's
+    c.model.dc.encoder_channels = (128, 256, 512, 512, 1024, 1024)  # width of each level
+    c.model.dc.decoder_channels = (128, 256, 512, 512, 1024, 1024)  # listed from the output up
     c.model.dc.encoder_layers = (2, 2, 2, 3, 3, 3)  # blocks per level (level 0 may have 0)
-    c.model.dc.decoder_layers = (3, 3, 3, 3, 3, 3)
+    c.model.dc.decoder_layers = (3, 3, 3, 3, 3, 3)  # blocks per decoder level
     c.model.dc.encoder_qkv_multiscales = ((), (), (), (5,), (5,), (5,))  # attention kernels
-    c.model.dc.decoder_qkv_multiscales = ((), (), (), (5,), (5,), (5,))
+    c.model.dc.decoder_qkv_multiscales = ((), (), (), (5,), (5,), (5,))  # decoder's kernels
     c.model.dc.decoder_norm_types = ("rms_norm",) * 6  # or "batch_norm" (inference statistics)
     c.model.dc.decoder_acts = ("silu",) * 6  # ResNet blocks' activation
     c.model.dc.pixel_unshuffle = True  # downsample by space-to-channel; False: stride-2 convs
@@ -81,10 +81,10 @@ def get_config() -> ml_collections.ConfigDict:
     # family "tiny": TAESD (madebyollin/taesd); defaults: TAESD's own.
     c.model.tiny = ml_collections.ConfigDict()
     c.model.tiny.encoder_channels = (64, 64, 64, 64)  # per stage; each after the first halves
-    c.model.tiny.decoder_channels = (64, 64, 64, 64)
+    c.model.tiny.decoder_channels = (64, 64, 64, 64)  # per stage, from the latent out
     c.model.tiny.encoder_blocks = (1, 3, 3, 3)  # residual blocks per stage
-    c.model.tiny.decoder_blocks = (3, 3, 3, 1)
-    c.model.tiny.act = "relu"
+    c.model.tiny.decoder_blocks = (3, 3, 3, 1)  # residual blocks per decoder stage
+    c.model.tiny.act = "relu"  # blocks' activation ("relu" in TAESD)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.reconstruction = "l1"  # "l1" | "l2"
