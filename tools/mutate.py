@@ -240,4 +240,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the copy is removed and the tests ended by then
+        sys.exit("interrupted; the working tree was not modified")
