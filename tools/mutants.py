@@ -664,8 +664,8 @@ MUTANTS = [
     m(
         "images-assume-unit-range",
         GENERATE_FILE,
-        "return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)",
-        "return jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0).astype(jnp.uint8)",
+        "pixels = jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)",
+        "pixels = jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0).astype(jnp.uint8)",
         [GENERATE],
         "Decoded images are taken to be in [0, 1], not [-1, 1].",
     ),
