@@ -3,14 +3,16 @@
 #               on the embedded digits
 #   make test   creates .venv, installs latentjax with its test extras (PyTorch and diffusers as
 #               references), runs ruff and the suite
-# and one more: make bench  runs every benchmark and writes benchmarks/BENCHMARKS.md
+# and two more: make bench   runs every benchmark and writes benchmarks/BENCHMARKS.md
+#               make mutate  plants the bugs of tools/mutants.py one at a time, runs the tests
+#                            that should catch each, and writes tools/mutation_results.md
 PYTHON ?= python3
 VENV := .venv
 RUNTIME := $(VENV)/.installed-runtime
 TESTS := $(VENV)/.installed-test
 BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench mutate lint clean
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,15 +33,18 @@ demo: $(RUNTIME)
 	$(VENV)/bin/latentjax demo --workdir runs/demo
 
 test: $(TESTS)
-	$(VENV)/bin/ruff check latentjax tests benchmarks
+	$(VENV)/bin/ruff check latentjax tests benchmarks tools
 	$(VENV)/bin/python -m pytest tests -q
 
 bench: $(BENCH)
 	$(VENV)/bin/python -m benchmarks
 
+mutate: $(TESTS)
+	$(VENV)/bin/python tools/mutate.py
+
 lint: $(TESTS)
-	$(VENV)/bin/ruff check latentjax tests benchmarks
-	$(VENV)/bin/ruff format --check latentjax tests benchmarks
+	$(VENV)/bin/ruff check latentjax tests benchmarks tools
+	$(VENV)/bin/ruff format --check latentjax tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) runs

@@ -25,6 +25,7 @@ import ml_collections
 from latentjax.config import base_config
 from latentjax.convert import common, diffusers_ae
 from latentjax.convert import dit as dit_convert
+from latentjax.data import normalization
 from latentjax.errors import LatentjaxError
 from latentjax.factory import build_autoencoder, build_dit
 from latentjax.models.dit import DiT
@@ -86,11 +87,11 @@ class Autoencoder:
     def normalize(self, latents: jax.Array) -> jax.Array:
         """(z - shift) * scale; per-channel values broadcast over the last (channel) axis."""
         shift, scale = self._stats()
-        return (jnp.asarray(latents, jnp.float32) - shift) * scale
+        return normalization.normalize(jnp.asarray(latents, jnp.float32), shift, scale)
 
     def denormalize(self, latents: jax.Array) -> jax.Array:
         shift, scale = self._stats()
-        return jnp.asarray(latents, jnp.float32) / scale + shift
+        return normalization.denormalize(jnp.asarray(latents, jnp.float32), shift, scale)
 
     def _stats(self) -> tuple[jax.Array, jax.Array]:
         return (

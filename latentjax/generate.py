@@ -30,6 +30,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from latentjax.data.normalization import denormalize
 from latentjax.diffusion.samplers import check_sampler
 from latentjax.diffusion.samplers import sample as sample_latents
 from latentjax.errors import LatentjaxError, WorkdirError
@@ -142,7 +143,7 @@ class Generator:
                     guidance_channels=guidance_channels,
                 )
                 # Undo (z - shift) * scale; per-channel vectors broadcast over the last axis.
-                z = z / frozen["latent_scale"] + frozen["latent_shift"]
+                z = denormalize(z, frozen["latent_shift"], frozen["latent_scale"])
                 x = ae.apply(frozen["ae"], z, method=ae.decode)
                 # NaN/Inf would round to black images: flagged per image instead.
                 finite = jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))

@@ -14,6 +14,7 @@ from latentjax.models.bottleneck import (
     VectorQuantizer,
     codebook_stats,
     moment_channels,
+    restart_dead_codes,
     rotate_to,
 )
 
@@ -279,3 +280,23 @@ def test_kl_posterior_interface():
     assert set(q.terms()) == {"kl"}
     np.testing.assert_allclose(q.terms()["kl"], [6.0, 6.0])  # 0.5 per element, 12 elements
     np.testing.assert_allclose(q.stats()["posterior_std"], 1.0)
+
+
+def test_dead_code_restart_against_hand_computation():
+    """usage <- decay usage + (1 - decay) counts; codes whose average falls below the threshold
+    become encoder outputs of the batch and restart at usage 2 threshold; the others stay."""
+    codebook = jnp.arange(8.0).reshape(4, 2)
+    usage = jnp.array([0.5, 2.0, 1.5, 0.0])
+    indices = jnp.array([[0, 1], [1, 2]])  # counts 1, 2, 1, 0
+    candidates = 100.0 + jnp.arange(8.0).reshape(2, 2, 2)  # four encoder outputs
+    new, new_usage, restarted = restart_dead_codes(
+        codebook, usage, indices, candidates, key(7), decay=0.9, threshold=1.0
+    )
+    averaged = 0.9 * np.array([0.5, 2.0, 1.5, 0.0]) + 0.1 * np.array([1, 2, 1, 0])
+    dead = averaged < 1.0  # codes 0 and 3
+    np.testing.assert_array_equal(restarted, dead)
+    np.testing.assert_allclose(new_usage, np.where(dead, 2.0, averaged), rtol=1e-6)
+    np.testing.assert_array_equal(new[~dead], codebook[~dead])
+    outputs = np.asarray(candidates).reshape(-1, 2)
+    for code in np.asarray(new)[dead]:
+        assert (outputs == code).all(axis=1).any(), code

@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 
 from latentjax.data import pipeline
 from latentjax.data.local import LocalBuild
+from latentjax.data.normalization import latent_moments
 from latentjax.data.pipeline import DataError
 from latentjax.parallel import mesh as mesh_lib
 
@@ -241,5 +242,4 @@ def cached_moments(batches, seed: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
     for batch in batches:
         mean, std = np.asarray(batch["mean"]), np.asarray(batch["std"])
         z = mean + std * rng.standard_normal(mean.shape, np.float32)
-        axes = tuple(range(z.ndim - 1))
-        yield tuple(np.float64(m) for m in (z.mean(axes), np.square(z).mean(axes), mean.var(axes)))
+        yield tuple(np.float64(m) for m in latent_moments(z, mean))

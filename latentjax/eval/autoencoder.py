@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latentjax.data.normalization import denormalize, normalize
 from latentjax.data.pipeline import split_arrays
 from latentjax.errors import LatentjaxError
 from latentjax.eval import latent_report as lr
@@ -180,8 +181,8 @@ def _write(out: Path, report, x, res, pca, ae, params, num_show) -> None:
         for i, j in pairs:
             # Slerp where the latents are standardised (shift and scale to unit variance), the
             # space in which a Gaussian latent is near a sphere; then mapped back.
-            a, b = ((res["z"][k] - shift) * scale_f for k in (i, j))
-            path = lr.interpolate(a, b, ts, kind) / scale_f + shift
+            a, b = (normalize(res["z"][k], shift, scale_f) for k in (i, j))
+            path = denormalize(lr.interpolate(a, b, ts, kind), shift, scale_f)
             strips.append(np.clip(np.asarray(decode(path.astype(np.float32))), -1, 1))
         grid = image_grid(rgb(np.concatenate(strips)), ncol=len(ts))
         save_png(out / f"interpolation_{kind}.png", grid, scale=scale)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from latentjax.data.latents import latent_stats
+from latentjax.data.normalization import latent_moments, normalize
 from latentjax.diffusion import paths as paths_lib
 from latentjax.diffusion.samplers import SAMPLERS
 from latentjax.errors import ConfigError, WorkdirError
@@ -101,7 +102,7 @@ class DiTStage:
         """Normalised latents of a sample from the frozen encoder's posterior."""
         posterior = self.ae.apply(frozen["ae"], images, method=self.ae.encode)
         z = posterior.sample(rng)
-        return (z - frozen["latent_shift"]) * frozen["latent_scale"]
+        return normalize(z, frozen["latent_shift"], frozen["latent_scale"])
 
     def latents(self, frozen, batch, rng: jax.Array) -> jax.Array:
         """Normalised latents of ``batch``: from its images through the frozen encoder, or,
@@ -111,7 +112,7 @@ class DiTStage:
             return self.encode(frozen, batch["image"], rng)
         eps = jax.random.normal(rng, batch["mean"].shape, batch["mean"].dtype)
         z = batch["mean"] + batch["std"] * eps
-        return (z - frozen["latent_shift"]) * frozen["latent_scale"]
+        return normalize(z, frozen["latent_shift"], frozen["latent_scale"])
 
     def train_step(self, state, frozen, batch, rng):
         c = self.config
@@ -161,9 +162,7 @@ def measure_latent_stats(ae, ae_params, batches, mesh, seed: int = 0) -> dict[st
     @jax.jit
     def moments(params, images, rng):
         posterior = ae.apply(params, images, method=ae.encode)
-        z = posterior.sample(rng)
-        axes = tuple(range(z.ndim - 1))
-        return z.mean(axes), jnp.square(z).mean(axes), posterior.mean.var(axes)
+        return latent_moments(posterior.sample(rng), posterior.mean)
 
     def per_batch():
         for i, local in enumerate(batches):
