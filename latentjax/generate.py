@@ -81,6 +81,30 @@ def check_guidance(model, spec: SampleSpec) -> None:
         )
 
 
+def class_labels(labels, num: int | None, num_classes: int) -> np.ndarray:
+    """The labels to sample, int32 [num]: ``None`` -> the classes in turn (0, 1, ..., 0, 1, ...);
+    one int -> that class ``num`` times; a sequence -> cycled to ``num`` (default: its length).
+    ``num`` is required unless ``labels`` is a sequence. A class-free model (``num_classes``
+    0) takes label 0 only. Shared by ``latentjax sample`` and :class:`~latentjax.pipeline.Pipeline`,
+    so the same arguments give the same labels, hence the same images."""
+    if labels is None:
+        base = np.arange(max(num_classes, 1))
+    else:
+        base = np.atleast_1d(np.asarray(labels))
+        if base.ndim != 1 or base.size == 0 or not np.issubdtype(base.dtype, np.integer):
+            raise LatentjaxError(f"labels must be class indices (integers), got {labels!r}")
+        bad = base[(base < 0) | (base >= max(num_classes, 1))]
+        if bad.size:
+            raise LatentjaxError(f"label {int(bad[0])} out of range [0, {max(num_classes, 1)})")
+    if num is None:
+        if labels is None or np.ndim(labels) == 0:
+            raise LatentjaxError("say how many images: num=N (or give a list of labels)")
+        num = base.size
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
+        raise LatentjaxError(f"the number of images must be a positive integer, got {num!r}")
+    return np.resize(base, int(num)).astype(np.int32)
+
+
 def spec_from_config(config, **overrides) -> SampleSpec:
     """A :class:`SampleSpec` from ``config.sample``, then overrides that are not None."""
     s = config.sample
@@ -110,10 +134,11 @@ class Generator:
     def __post_init__(self):
         self._programs: dict[tuple, Any] = {}
 
-    def program(self, sampler: str, guided: bool, guidance_channels: int = 0):
+    def program(self, sampler: str, guided: bool, guidance_channels: int = 0, floats=False):
         """The jitted ``run(params, frozen, labels, indices, key, num_steps, eta, cfg, interval)``
-        -> uint8 images, one per (sampler, guided, guidance_channels)."""
-        key = (sampler, guided, guidance_channels)
+        -> (uint8 images, or float32 in [-1, 1] with ``floats``; which are finite), one per
+        (sampler, guided, guidance_channels, floats)."""
+        key = (sampler, guided, guidance_channels, floats)
         if key not in self._programs:
             d = self.stage.config.diffusion
             ae = self.stage.ae
@@ -147,6 +172,8 @@ class Generator:
                 x = ae.apply(frozen["ae"], z, method=ae.decode)
                 # NaN/Inf would round to black images: flagged per image instead.
                 finite = jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+                if floats:  # the decoder's output, clipped to the range uint8 images cover
+                    return jnp.clip(x, -1.0, 1.0), finite
                 # [-1, 1] -> uint8 on device: 4x less to copy to the host.
                 pixels = jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
                 return pixels, finite
@@ -155,13 +182,21 @@ class Generator:
         return self._programs[key]
 
     def sample_chunk(
-        self, labels: np.ndarray, start: int, seed: int, spec: SampleSpec, chunk: int
+        self,
+        labels: np.ndarray,
+        start: int,
+        seed: int,
+        spec: SampleSpec,
+        chunk: int,
+        floats: bool = False,
     ) -> np.ndarray:
-        """uint8 images [n, H, W, C] for ``labels`` (int [n <= chunk]) at global indices
-        start, start + 1, ...; ``chunk`` must be a multiple of the data-parallel size."""
+        """uint8 images [n, H, W, C] (float32 in [-1, 1] with ``floats``) for ``labels``
+        (int [n <= chunk]) at global indices start, start + 1, ...; ``chunk`` must be a
+        multiple of the data-parallel size."""
         check_guidance(self.stage.config.model, spec)
         guided = self.stage.config.model.num_classes > 0 and spec.cfg_scale != 1.0
-        program = self.program(spec.sampler, guided, spec.guidance_channels if guided else 0)
+        channels = spec.guidance_channels if guided else 0
+        program = self.program(spec.sampler, guided, channels, floats)
         sharding = mesh_lib.batch_sharding(self.mesh)
         n = len(labels)
         y = np.concatenate([np.asarray(labels, np.int32), np.zeros(chunk - n, np.int32)])
@@ -193,12 +228,14 @@ class Generator:
         return max(dp, (chunk // dp) * dp)
 
     def sample(
-        self, labels: np.ndarray, seed: int, spec: SampleSpec, chunk: int
+        self, labels: np.ndarray, seed: int, spec: SampleSpec, chunk: int, floats: bool = False
     ) -> Iterator[np.ndarray]:
-        """Yields uint8 images [n, H, W, C] chunk by chunk for ``labels`` (int [N])."""
+        """Yields uint8 images [n, H, W, C] (float32 in [-1, 1] with ``floats``) chunk by chunk
+        for ``labels`` (int [N])."""
         chunk = self.chunk_size(chunk)
         for start in range(0, len(labels), chunk):
-            yield self.sample_chunk(labels[start : start + chunk], start, seed, spec, chunk)
+            part = labels[start : start + chunk]
+            yield self.sample_chunk(part, start, seed, spec, chunk, floats)
 
 
 def _shard_name(i: int) -> str:
@@ -374,9 +411,17 @@ def _weights_digest(params) -> str:
     return hashlib.sha256(sums).hexdigest()[:16]
 
 
-def collect_samples(generator: Generator, labels, spec: SampleSpec, chunk: int, seed: int = 0):
-    """All samples for ``labels`` as one uint8 array [N, H, W, C] (small N), with a progress
-    bar."""
+def collect_samples(
+    generator: Generator,
+    labels,
+    spec: SampleSpec,
+    chunk: int,
+    seed: int = 0,
+    floats: bool = False,
+    progress: bool = True,
+):
+    """All samples for ``labels`` as one uint8 array [N, H, W, C] (float32 in [-1, 1] with
+    ``floats``; small N), with a progress bar on a terminal."""
     from tqdm.auto import tqdm
 
     out = []
@@ -385,10 +430,10 @@ def collect_samples(generator: Generator, labels, spec: SampleSpec, chunk: int, 
         desc="sample",
         unit="img",
         dynamic_ncols=True,
-        disable=not sys.stderr.isatty(),  # a bar on a terminal only
+        disable=not (progress and sys.stderr.isatty()),  # a bar on a terminal only
     )
     with bar:
-        for images in generator.sample(labels, seed, spec, chunk):
+        for images in generator.sample(labels, seed, spec, chunk, floats):
             out.append(images)
             bar.update(len(images))
     return np.concatenate(out)

@@ -66,21 +66,20 @@ def register(subparsers) -> None:
 
 
 def parse_labels(spec: str | None, num: int, num_classes: int) -> np.ndarray:
-    """``None`` -> classes in turn (0, 1, ..., 0, 1, ...); "3" -> all 3; "1,2,3" -> cycled."""
+    """``None`` -> classes in turn (0, 1, ..., 0, 1, ...); "3" -> all 3; "1,2,3" -> cycled
+    (generation's :func:`~latentjax.generate.class_labels`, which the Python pipeline uses)."""
+    from latentjax.generate import class_labels
+
     if num <= 0:
         raise LatentjaxError(f"--num must be positive, got {num}")
-    if spec is None or spec == "":
-        base = np.arange(max(num_classes, 1))
-    else:
+    labels = None
+    if spec is not None and spec != "":
         try:
-            base = np.array([int(s) for s in spec.split(",")])
+            labels = [int(s) for s in spec.split(",")]
         except ValueError:
             msg = f"--labels must be comma-separated integers, got {spec!r}"
             raise LatentjaxError(msg) from None
-        bad = base[(base < 0) | (base >= max(num_classes, 1))]
-        if bad.size:
-            raise LatentjaxError(f"label {int(bad[0])} out of range [0, {num_classes})")
-    return np.resize(base, num).astype(np.int32)
+    return class_labels(labels, num, num_classes)
 
 
 def parse_interval(spec: str | None) -> tuple[float, float] | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from latentjax import run as run_lib
@@ -74,13 +75,23 @@ def cache_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True
     return pipeline.make_iterator(dataset, worker_count=config.data.worker_count)
 
 
-def train(config, workdir: str | Path, *, progress: bool = True) -> Any:
-    """Trains the stage ``config.stage`` names into ``workdir`` (resuming if it has checkpoints).
+def train(config, workdir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Trains the stage ``config.stage`` names into ``workdir`` (resuming if it has checkpoints)
+    -> its final metrics: the last record of ``metrics.jsonl`` (``{"step": N, "loss": ...}``,
+    with the evaluation's metrics, which the last step runs); ``{}`` where this process does
+    not see that file (not process 0, on another host).
 
     Everything that can be checked is checked before the run directory is touched; the
     directory is locked while this process trains into it, and ``config.json`` (with the
     latent statistics of stage 2) is written only once the run really starts."""
-    if config.stage not in STAGES:
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"train takes a config (latentjax.config.load(NAME, overrides={{...}})), got "
+            f"{type(config).__name__}"
+        )
+    if "stage" not in config or config.stage not in STAGES:
+        stage = config.get("stage")
+        raise ConfigError(f"config.stage must be one of {STAGES}, got {stage!r}")
         raise ConfigError(f"config.stage must be one of {STAGES}, got {config.stage!r}")
     if not str(workdir).strip():
         raise ConfigError("--workdir is empty; name a run directory")
@@ -124,9 +135,12 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> Any:
 
         iterator = pipeline.DevicePrefetch(host_iterator, mesh)
         try:
-            return loop.run(task, config, workdir, iterator, mesh, progress=progress, start=start)
+            loop.run(task, config, workdir, iterator, mesh, progress=progress, start=start)
         finally:
             iterator.close()
+    metrics = workdir / run_lib.METRICS_FILE
+    records = loop.read_metrics(metrics) if metrics.exists() else []
+    return records[-1] if records else {}
 
 
 def _stage1_run(config, workdir: Path) -> Run:
