@@ -1,5 +1,10 @@
-"""notebooks/quickstart.ipynb runs end to end (nbclient) with a few steps per stage on CPU."""
+"""notebooks/quickstart.ipynb runs end to end (nbclient) with a few steps per stage on CPU, on
+the Python API: the command line runs in one cell only (the one tagged "cli", which shows the
+commands of the notebook's steps and runs `latentjax config show`). That `latentjax sample` gives
+the pipeline's images is tests/test_pipeline.py's."""
 
+import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -8,6 +13,16 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
+# A cell that runs the `latentjax` command: `python -m latentjax ...` or a shell escape.
+RUNS_THE_CLI = re.compile(r'"-m",\s*"latentjax"|^\s*[!%]+\s*(bash\s+)?latentjax\b', re.M)
+
+
+def test_only_the_cli_cell_runs_the_command_line():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    runs = [c for c in nb.cells if c.cell_type == "code" and RUNS_THE_CLI.search(c.source)]
+    assert [c.metadata.get("tags") for c in runs] == [["cli"]]
+    assert all("git clone" not in c.source for c in nb.cells)
+    assert any("pip install" in c.source for c in nb.cells if c.cell_type == "markdown")
 
 
 @pytest.mark.slow
@@ -26,14 +41,27 @@ def test_quickstart_notebook_executes(tmp_path, digits_data_dir, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3").execute()
 
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.outputs]
+    assert all(o.get("output_type") != "error" for o in outputs)
     text = "".join(o.get("text", "") for o in outputs)
-    # The install cell found latentjax importable (no clone): the package of this checkout.
+    # The install cell found latentjax importable (no install): the package of this checkout.
     assert f"at {NOTEBOOK.parents[1] / 'latentjax'}" in text
-    assert "latent shift" in text and "channel" in text
-    assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid was displayed
+    # latentjax.train returned each run's final metrics (the last line of its metrics.jsonl).
+    for stage, key, fmt in (("ae", "test_psnr", ".2f"), ("dit", "loss", ".4f")):
+        last = json.loads((workdir / stage / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["step"] == 3
+        shown = f"stage {1 if stage == 'ae' else 2}: step 3, "
+        assert shown in text and format(last[key], fmt) in text.split(shown)[1].split("\n")[0]
+    assert "active units" in text and "latent shift" in text
+    # Reconstructions, loss curves, samples and the guidance grid were drawn.
+    pictures = [c for c in code if any("image/png" in o.get("data", {}) for o in c.outputs)]
+    assert len(pictures) == 4
     data = np.load(workdir / "samples.npz")
     assert data["images"].shape == (100, 16, 16, 1) and data["images"].dtype == np.uint8
-    assert sorted(set(data["labels"].tolist())) == list(range(10))
-    assert (workdir / "samples.png").stat().st_size > 0
-    assert all(o.get("output_type") != "error" for o in outputs)
+    assert data["labels"].tolist() == list(range(10)) * 10
+    # The CLI cell ran `latentjax config show` once, with the keys the notebook set.
+    cli = [c for c in code if c.metadata.get("tags") == ["cli"]][0]
+    cli_text = "".join(o.get("text", "") for o in cli.outputs)
+    assert "train.num_steps = 3" in cli_text and "optimiser steps" in cli_text
+    assert f"ae_workdir = '{workdir / 'ae'}'" in cli_text
