@@ -389,7 +389,10 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
     ae_run = run.ae_run()
     stats = run.latent_stats()
     if stats is None:
-        raise WorkdirError(f"{run.path} has no latent statistics; was it trained?")
+        raise WorkdirError(
+            f"{run.path} has no latent statistics (they are measured when stage 2 starts); "
+            f"train it first: latentjax train --config CONFIG --workdir {run.path}"
+        )
     ae_stage, ae_params = load_autoencoder(ae_run, mesh)
     stage = DiTStage(run.config, ae_stage.ae, latent_shape(ae_run.config))
     state = state_lib.restore(run, stage.init_state, mesh)

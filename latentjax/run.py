@@ -61,7 +61,10 @@ class Run:
         file = path / CONFIG_FILE
         if not file.is_file():
             what = "no such directory" if not path.is_dir() else f"missing {CONFIG_FILE}"
-            raise WorkdirError(f"no run at {path} ({what})")
+            raise WorkdirError(
+                f"no run at {path} ({what}); `latentjax train --config CONFIG --workdir DIR` "
+                "writes one, `latentjax convert` turns weights from elsewhere into one"
+            )
         try:
             text = file.read_text()
         except OSError as e:
@@ -73,8 +76,17 @@ class Run:
             what = f"a diffusers {cls_name} config" if cls_name else "not latentjax's"
             raise WorkdirError(f"{path} is not a latentjax run: its {file.name} is {what}")
         if stage is not None and run.stage != stage:
+            hint = ""
+            if stage == "dit" and run.stage == "ae":
+                hint = (
+                    f" (train one on it: latentjax train --config dit/digits.py --workdir DIR "
+                    f"--config.ae_workdir={path})"
+                )
+            elif stage == "ae" and run.stage == "dit" and run.config.ae_workdir:
+                hint = f" (its stage-1 run is {run.config.ae_workdir})"
             raise WorkdirError(
                 f"{path} holds a '{run.stage}' run; this needs {STAGE_NAMES.get(stage, stage)}"
+                + hint
             )
         return run
 

@@ -38,7 +38,8 @@ COMMANDS = (
 DESCRIPTION = """\
 Two-stage latent generative models in JAX: train an autoencoder, then a diffusion transformer
 on its latents, and sample from it in jitted batches. Start with `latentjax demo` (both stages on
-the embedded digits, a few minutes on a CPU)."""
+the embedded digits, a few minutes on a CPU); `latentjax COMMAND --help` shows an example of each
+command. From Python, the same: latentjax.config.load, latentjax.train, latentjax.load_pipeline."""
 
 
 def parser() -> argparse.ArgumentParser:

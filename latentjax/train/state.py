@@ -121,11 +121,17 @@ def restore(run: Run, init_state: Callable[[jax.Array], Any], mesh: Mesh) -> dic
         with ocp.StandardCheckpointer() as checkpointer:
             return checkpointer.restore(run.params_dir.absolute(), select(abstract, info["keys"]))
     if not run.checkpoint_dir.is_dir():
-        raise WorkdirError(f"run {run.path} has no checkpoint; train it first")
+        raise WorkdirError(
+            f"run {run.path} has no checkpoint; train it first: latentjax train --config "
+            f"CONFIG --workdir {run.path}"
+        )
     checkpointer = Checkpointer(run.checkpoint_dir)
     try:
         if checkpointer.latest_step() is None:
-            raise WorkdirError(f"run {run.path} has no checkpoint; train it first")
+            raise WorkdirError(
+                f"run {run.path} has no checkpoint; train it first: latentjax train --config "
+                f"CONFIG --workdir {run.path}"
+            )
         return checkpointer.restore(abstract)
     finally:
         checkpointer.close()
