@@ -85,11 +85,14 @@ class Autoencoder:
         return self._decode(self.params, jnp.asarray(latents, jnp.float32))
 
     def normalize(self, latents: jax.Array) -> jax.Array:
-        """(z - shift) * scale; per-channel values broadcast over the last (channel) axis."""
+        """[B, h, w, c] latents -> (z - shift) * scale, the about unit-variance space a DiT
+        works in; per-channel values broadcast over the last (channel) axis."""
         shift, scale = self._stats()
         return normalization.normalize(jnp.asarray(latents, jnp.float32), shift, scale)
 
     def denormalize(self, latents: jax.Array) -> jax.Array:
+        """[B, h, w, c] normalised latents (a DiT's samples) -> z / scale + shift, what
+        :meth:`decode` takes."""
         shift, scale = self._stats()
         return normalization.denormalize(jnp.asarray(latents, jnp.float32), shift, scale)
 
