@@ -31,6 +31,7 @@ WEIGHTING = "tests/test_loss_weighting.py"
 DIFFUSION = "tests/test_diffusion.py"
 SAMPLERS = "tests/test_samplers.py"
 GENERATE = "tests/test_wiring_generate.py"
+PIPELINE = "tests/test_pipeline.py"
 STATS = "tests/test_latent_stats.py"
 CONVERT_AE = "tests/test_convert_ae.py"
 CONVERT_DIT = "tests/test_convert_dit.py"
@@ -50,6 +51,7 @@ DIFF_LOSS = "latentjax/losses/diffusion.py"
 PATHS = "latentjax/diffusion/paths.py"
 SAMPLERS_FILE = "latentjax/diffusion/samplers.py"
 GENERATE_FILE = "latentjax/generate.py"
+PIPELINE_FILE = "latentjax/pipeline.py"
 LATENTS = "latentjax/data/latents.py"
 NORMALIZATION = "latentjax/data/normalization.py"
 
@@ -684,6 +686,22 @@ MUTANTS = [
         "guidance_interval=None,",
         [GENERATE],
         "The spec's guidance interval is ignored.",
+    ),
+    m(
+        "pipeline-seed-ignored",
+        PIPELINE_FILE,
+        "            int(seed),\n",
+        "            0,\n",
+        [PIPELINE],
+        "The Python pipeline samples with seed 0 whatever seed it is given.",
+    ),
+    m(
+        "labels-repeated-not-cycled",
+        GENERATE_FILE,
+        "return np.resize(base, int(num)).astype(np.int32)",
+        "return np.repeat(base, -(-int(num) // base.size))[: int(num)].astype(np.int32)",
+        [PIPELINE],
+        "Labels 0,1 for 4 images give 0,0,1,1 instead of 0,1,0,1 (CLI and pipeline alike).",
     ),
     # --- latent statistics -----------------------------------------------------------------------
     m(
