@@ -31,10 +31,10 @@ def train_config(**values) -> ml_collections.ConfigDict:
     # originals, their reconstructions and the latents' first 3 principal components; stage 2:
     # samples of fixed noise and labels (the same every time), with the config's sampler.
     c.eval_images = 0
-    # A jax.profiler trace of profile_steps steps from step profile_start (1-based; 0 steps:
-    # none) into WORKDIR/tensorboard/plugins/profile (`latentjax train --profile START:STEPS`).
-    c.profile_start = 0
-    c.profile_steps = 0
+    # A jax.profiler trace (`latentjax train --profile START:STEPS`) into
+    # WORKDIR/tensorboard/plugins/profile, for TensorBoard's profile plugin or Perfetto:
+    c.profile_start = 0  # the first step traced (1-based)
+    c.profile_steps = 0  # how many steps are traced (0: no trace)
     for key, value in values.items():
         c[key] = value
     return c
