@@ -224,3 +224,41 @@ def test_plot_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["plot", "--workdir", str(tmp_path)]) == 2
     assert "pip install 'latentjax[plot]'" in _error_line(capsys)
     assert not (tmp_path / "plots").exists()
+
+
+def test_stage2_images_are_samples_of_fixed_noise_and_labels():
+    """A DiT at initialisation outputs zeros (adaLN-Zero), so the rectified-flow Euler sampler
+    leaves its noise as it is: each sample must be ``decode(noise / scale + shift)``."""
+    from latentjax.factory import latent_shape
+    from latentjax.train import dit
+
+    ae_config = load_config("ae/digits.py", [o.removeprefix("--config.") for o in TINY_AE[:5]])
+    dit_config = load_config(
+        "dit/digits.py",
+        [
+            "model.hidden_size=16",
+            "model.depth=1",
+            "model.num_heads=2",
+            "data.image_size=8",
+            "sample.num_steps=2",
+            "train.eval_images=3",
+        ],
+    )
+    mesh = mesh_lib.make_mesh(dit_config.mesh.shape)
+    ae_stage = autoencoder.AutoencoderStage(ae_config)
+    ae_params = jax.jit(ae_stage.init_state)(jax.random.key(0))["params"]["ae"]
+    stage = dit.DiTStage(dit_config, ae_stage.ae, latent_shape(ae_config))
+    task = dit.make_task(stage, ae_params, {"shift": 0.25, "scale": 2.0}, mesh)
+    rules = tuple(tuple(r) for r in dit_config.mesh.rules)
+    _, _, init = build_state(task.init_state, mesh, rules, jax.random.key(1))
+    s = init(jax.random.key(1))
+    first, again = (task.images(s, step)["eval/samples"] for step in (1, 2))
+    np.testing.assert_array_equal(first, again)  # the same noise and labels every time
+    grid = first[::12, ::12]  # 8 px tiles enlarged 12x
+    assert grid.shape == (1 * 9 + 1, 3 * 9 + 1, 3)  # one row: labels 0, 1, 2
+    key = jax.random.key(dit_config.seed)
+    noise = jax.random.normal(jax.random.fold_in(key, 0), (3, *stage.latent_shape))
+    x = ae_stage.ae.apply(ae_params, noise / 2.0 + 0.25, method=ae_stage.ae.decode)
+    for i in range(3):
+        tile = grid[1:9, 1 + 9 * i : 9 + 9 * i, 0]
+        np.testing.assert_allclose(tile, to_uint8(np.asarray(x[i]))[..., 0], atol=1)
