@@ -1,6 +1,6 @@
 """Does watching a run slow its steps? (issue 24: writing happens off the hot path)
 
-    python -m benchmarks.watch [--steps 20] [--rounds 7] [--out benchmarks/results/watch.json]
+    python -m benchmarks.watch [--steps 10] [--rounds 5] [--batch 16] [--out FILE.json]
 
 The digits DiT train step (as ``latentjax train`` jits it), run in blocks of ``--steps`` steps
 through the loop's own :class:`~latentjax.train.loop.Monitor` and
@@ -39,9 +39,9 @@ SIDES = ("jsonl", "tensorboard", "tensorboard+images")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=20, help="steps per timed block")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", default="benchmarks/results/watch.json")
     args = p.parse_args()
 
@@ -60,6 +60,8 @@ def main() -> None:
         side: loop.Monitor(root / side, "dit", 0, 10**9, "stop", False, writers[side])
         for side in SIDES
     }
+    for monitor in monitors.values():
+        monitor.lines = False  # no printed line per step: the figures are the point
 
     def block(side: str) -> float:
         nonlocal state

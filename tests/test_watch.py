@@ -246,8 +246,10 @@ def test_stage2_images_are_samples_of_fixed_noise_and_labels():
     )
     mesh = mesh_lib.make_mesh(dit_config.mesh.shape)
     ae_stage = autoencoder.AutoencoderStage(ae_config)
-    ae_params = jax.jit(ae_stage.init_state)(jax.random.key(0))["params"]["ae"]
-    stage = dit.DiTStage(dit_config, ae_stage.ae, latent_shape(ae_config))
+    ae = ae_stage.ae
+    rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
+    ae_params = ae.init(rngs, ae_stage.example_input())
+    stage = dit.DiTStage(dit_config, ae, latent_shape(ae_config))
     task = dit.make_task(stage, ae_params, {"shift": 0.25, "scale": 2.0}, mesh)
     rules = tuple(tuple(r) for r in dit_config.mesh.rules)
     _, _, init = build_state(task.init_state, mesh, rules, jax.random.key(1))
@@ -258,7 +260,7 @@ def test_stage2_images_are_samples_of_fixed_noise_and_labels():
     assert grid.shape == (1 * 9 + 1, 3 * 9 + 1, 3)  # one row: labels 0, 1, 2
     key = jax.random.key(dit_config.seed)
     noise = jax.random.normal(jax.random.fold_in(key, 0), (3, *stage.latent_shape))
-    x = ae_stage.ae.apply(ae_params, noise / 2.0 + 0.25, method=ae_stage.ae.decode)
+    x = ae.apply(ae_params, noise / 2.0 + 0.25, method=ae.decode)
     for i in range(3):
         tile = grid[1:9, 1 + 9 * i : 9 + 9 * i, 0]
         np.testing.assert_allclose(tile, to_uint8(np.asarray(x[i]))[..., 0], atol=1)

@@ -242,6 +242,7 @@ class Throughput:
         self._reset(start)
         self.flops: dict[str, float] = {}  # program -> FLOPs per step (per device)
         self._compiled: dict[str, float] = {}  # compile seconds not yet reported
+        self._last = ""  # the program of the latest step
 
     def _reset(self, step: int) -> None:
         self._step, self._time = step, time.perf_counter()
@@ -272,7 +273,7 @@ class Throughput:
             "examples_per_s": steps * self.batch_size / busy,
             "data_wait_fraction": min(1.0, self._data / busy),
         }
-        flops = self.flops.get(getattr(self, "_last", ""), math.nan)
+        flops = self.flops.get(self._last, math.nan)
         out["flops_per_step"] = flops if math.isfinite(flops) else None
         rate = self._flops_done / busy
         out["flops_per_s"] = rate if math.isfinite(rate) else None
