@@ -85,7 +85,10 @@ class EventWriter:
         drop_events_after(self.directory, start)
         from tensorboardX import SummaryWriter
 
-        self._writer = SummaryWriter(str(self.directory), flush_secs=30)
+        # File names hold the second they were created and the host; the suffix keeps two
+        # sittings started within one second apart (the same start step drops the same events).
+        suffix = f".from{start}"
+        self._writer = SummaryWriter(str(self.directory), flush_secs=30, filename_suffix=suffix)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="latentjax-tensorboard")
         self._thread.daemon = True
