@@ -92,6 +92,9 @@ SECTIONS: dict[str, tuple[list[str], Callable[[dict], list[tuple[str, str, bool]
     "checkpoint": (["benchmarks/checkpoint.py"], _checkpoint),
     "fsdp": (["-m", "benchmarks.fsdp"], _fsdp),
     "ops": (["-m", "benchmarks.ops"], lambda r: []),  # explains (1)/(2); no target of its own
+    # Issue 24: what TensorBoard writing costs the step; a ratio to read, no target (the
+    # machine's noise is larger than the effect of scalars).
+    "watch": (["-m", "benchmarks.watch"], lambda r: []),
 }
 QUICK_ARGS = {
     "peers": ["--quick"],
@@ -100,6 +103,7 @@ QUICK_ARGS = {
     "checkpoint": ["--saves", "2"],
     "fsdp": ["--quick"],
     "ops": ["--quick"],
+    "watch": ["--steps", "3", "--rounds", "1"],
 }
 
 

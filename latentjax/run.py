@@ -39,6 +39,7 @@ CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"  # the run's identity: {"id", "stage", "created"}, written once
 LOCK_FILE = "run.lock"  # held by the process that trains into the run directory
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"  # event files and profiler traces (latentjax.train.watch)
 LATENT_STATS_FILE = "latent_stats.json"
 EXPORT_FILE = "export.json"
 CHECKPOINT_DIR = "checkpoints"

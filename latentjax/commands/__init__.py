@@ -27,6 +27,7 @@ COMMANDS = (
     "eval",
     "encode",
     "export",
+    "plot",
     "convert",
     "data",
     "plan",

@@ -20,6 +20,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--workdir", required=True, help="run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--profile",
+        metavar="START:STEPS",
+        default=None,
+        help="trace STEPS steps from step START with jax.profiler into WORKDIR/tensorboard "
+        "(train.profile_start / profile_steps), e.g. 10:3",
+    )
     add_distributed_args(p)
     p.set_defaults(run=run, config_overrides=True)
 
@@ -30,5 +37,9 @@ def run(args) -> None:
     from latentjax.train.trainer import train
 
     config = load_config(args.config, args.overrides)
+    if args.profile is not None:
+        from latentjax.train.watch import parse_profile
+
+        config.train.profile_start, config.train.profile_steps = parse_profile(args.profile)
     print(f"latentjax: training stage '{config.stage}' on {describe_devices()} -> {args.workdir}")
     train(config, args.workdir, progress=not args.no_progress)

@@ -24,6 +24,17 @@ def train_config(**values) -> ml_collections.ConfigDict:
     # Resume from this checkpointed step instead of the latest (0): to go back past a damaged
     # checkpoint. Later checkpoints are moved aside (checkpoints/discarded-STEP), not deleted.
     c.resume_step = 0
+    # TensorBoard event files in WORKDIR/tensorboard (process 0): every logged scalar (the
+    # step's metrics, evaluation, throughput and MFU) and, with eval_images, images.
+    c.tensorboard = True
+    # Images in TensorBoard at each evaluation step (0: none). Stage 1: that many held-out
+    # originals, their reconstructions and the latents' first 3 principal components; stage 2:
+    # samples of fixed noise and labels (the same every time), with the config's sampler.
+    c.eval_images = 0
+    # A jax.profiler trace (`latentjax train --profile START:STEPS`) into
+    # WORKDIR/tensorboard/plugins/profile, for TensorBoard's profile plugin or Perfetto:
+    c.profile_start = 0  # the first step traced (1-based)
+    c.profile_steps = 0  # how many steps are traced (0: no trace)
     for key, value in values.items():
         c[key] = value
     return c

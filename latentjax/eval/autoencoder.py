@@ -153,24 +153,36 @@ def evaluate(
     return report
 
 
+def reconstruction_sheet(x, x_hat, z, pca: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Three rows: images ``x`` and reconstructions ``x_hat`` ([N, H, W, C] in [-1, 1]), and the
+    latents ``z`` [N, h, w, c] as their first three principal components in RGB (``pca``:
+    fitted elsewhere, or on ``z``), enlarged to the images' size. -> uint8 [rows, cols, 3]."""
+
+    def rgb(images):  # [-1, 1] -> uint8 RGB
+        images = to_uint8(np.asarray(images))
+        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
+
+    n, size = len(x), np.shape(x)[1]
+    pictures = lr.pca_rgb(np.asarray(z), pca)  # [n, h, w, 3] in [0, 1]
+    factor = size // pictures.shape[1]
+    pictures = np.repeat(np.repeat(pictures, factor, axis=1), factor, axis=2)
+    pictures = np.round(pictures * 255).astype(np.uint8)
+    return image_grid(np.concatenate([rgb(x), rgb(x_hat), pictures]), ncol=n)
+
+
 def _write(out: Path, report, x, res, pca, ae, params, num_show) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     n = min(num_show, len(x))
     size = x.shape[1]
+    sheet = reconstruction_sheet(x[:n], res["x_hat"][:n], res["z"][:n], pca)
+    save_png(out / "reconstructions.png", sheet, scale=max(1, 96 // size))
 
     def rgb(images):  # [-1, 1] -> uint8 RGB
         images = to_uint8(images)
         return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
 
-    pictures = lr.pca_rgb(res["z"][:n], pca)  # [n, h, w, 3] in [0, 1]
-    factor = size // pictures.shape[1]
-    pictures = np.repeat(np.repeat(pictures, factor, axis=1), factor, axis=2)
-    pictures = np.round(pictures * 255).astype(np.uint8)
-    rows = np.concatenate([rgb(x[:n]), rgb(res["x_hat"][:n]), pictures])
     scale = max(1, 96 // size)
-    save_png(out / "reconstructions.png", image_grid(rows, ncol=n), scale=scale)
-
     decode = jax.jit(lambda z: ae.apply(params, z, method=ae.decode))
     ts = np.linspace(0.0, 1.0, 9)
     pairs = [(i, len(x) - 1 - i) for i in range(min(3, len(x) // 2))]

@@ -24,6 +24,13 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.
     return grid
 
 
+def enlarge(image: np.ndarray, min_size: int = 96, size: int | None = None) -> np.ndarray:
+    """``image`` [H, W, C] enlarged by nearest neighbour by the whole factor that brings a tile of
+    ``size`` pixels (default H) to at least ``min_size``: small digits stay visible."""
+    factor = max(1, min_size // (size or image.shape[0]))
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
 def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
     """Writes a uint8 [H, W, C] image (C = 1 or 3), optionally enlarged by nearest-neighbour,
     whole or not at all (a full disk leaves no empty PNG)."""

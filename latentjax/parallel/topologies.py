@@ -10,6 +10,11 @@ plan that "fits" does not lean on the binary reading of the figure):
 - TPU v6e (Trillium): 32 GB HBM per chip (https://cloud.google.com/tpu/docs/v6e)
 - NVIDIA H100 SXM: 80 GB HBM3; H200 SXM: 141 GB HBM3e (NVIDIA's H100/H200 data sheets)
 
+Peak dense bfloat16 FLOP/s per chip, the denominator of the model FLOP/s utilisation (MFU) the
+training loop logs: v4 275 T, v5e 197 T, v5p 459 T, v6e 918 T (the Cloud TPU pages above);
+H100 SXM and H200 SXM 989 T (the data sheets' figure without sparsity, which they print as
+1,979 T "with sparsity"). A run in float32 can reach only a fraction of these.
+
 Slice names follow Cloud TPU's ``--accelerator-type``: for v4 and v5p the number counts
 TensorCores, two per chip (``v5p-64`` is 32 chips, 2x4x4, on 8 hosts; v5p docs' topology table);
 for v5e (``v5litepod-N``) and v6e it counts chips. A JAX device is one chip (megacore), so
@@ -33,15 +38,19 @@ class Chip:
     memory_bytes: int
     cores_per_chip: int  # TensorCores counted by the slice name (1 where it counts chips)
     devices_per_host: int
+    peak_flops: float  # dense bfloat16 FLOP/s per chip (module docstring)
+    # Substrings of ``jax.Device.device_kind`` that name this chip (lower case).
+    device_kinds: tuple[str, ...] = ()
 
 
 CHIPS: dict[str, Chip] = {
-    "v4": Chip("TPU v4", 32 * GIB, 2, 4),
-    "v5e": Chip("TPU v5e", 16 * GB, 1, 8),
-    "v5p": Chip("TPU v5p", 95 * GB, 2, 4),
-    "v6e": Chip("TPU v6e", 32 * GB, 1, 8),
-    "h100": Chip("NVIDIA H100", 80 * GB, 1, 8),
-    "h200": Chip("NVIDIA H200", 141 * GB, 1, 8),
+    "v4": Chip("TPU v4", 32 * GIB, 2, 4, 275e12, ("tpu v4",)),
+    "v5e": Chip("TPU v5e", 16 * GB, 1, 8, 197e12, ("tpu v5 lite", "tpu v5e")),
+    "v5p": Chip("TPU v5p", 95 * GB, 2, 4, 459e12, ("tpu v5p", "tpu v5")),
+    "v6e": Chip("TPU v6e", 32 * GB, 1, 8, 918e12, ("tpu v6 lite", "tpu v6e")),
+    # Only the SXM parts: an H100 PCIe or NVL has another peak and is not matched.
+    "h100": Chip("NVIDIA H100", 80 * GB, 1, 8, 989e12, ("h100 80gb hbm3", "h100 sxm")),
+    "h200": Chip("NVIDIA H200", 141 * GB, 1, 8, 989e12, ("h200",)),
 }
 # Cloud TPU spells v5e slices "v5litepod-N".
 _ALIASES = {"v5litepod": "v5e"}
@@ -80,3 +89,12 @@ def chip(name: str) -> Chip:
     if key not in CHIPS:
         raise ConfigError(f"unknown chip {name!r}; use one of {sorted(CHIPS)}")
     return CHIPS[key]
+
+
+def chip_of_device(device_kind: str) -> Chip | None:
+    """The chip a ``jax.Device.device_kind`` names (``"TPU v5 lite"`` -> v5e), or None for one
+    the table does not hold (a CPU, another GPU): its peak FLOP/s is then unknown."""
+    kind = device_kind.strip().lower()
+    # The longest matching name wins: "tpu v5 lite" before "tpu v5".
+    matches = [(len(k), c) for c in CHIPS.values() for k in c.device_kinds if k in kind]
+    return max(matches, key=lambda m: m[0])[1] if matches else None

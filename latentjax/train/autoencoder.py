@@ -20,6 +20,8 @@ import numpy as np
 import optax
 
 from latentjax.errors import ConfigError
+from latentjax.eval.autoencoder import reconstruction_sheet
+from latentjax.eval.images import enlarge
 from latentjax.eval.metrics import psnr
 from latentjax.factory import build_autoencoder, build_discriminator
 from latentjax.losses import autoencoder as losses
@@ -337,6 +339,22 @@ def make_task(config, mesh, eval_images: Any | None = None) -> state_lib.Task:
             out = {"test_psnr": float(jnp.mean(psnr(x, x_hat)))}
             return {**out, **{f"test_{k}": float(v) for k, v in stats.items()}}
 
+    images = None
+    if eval_images is not None and config.train.eval_images:
+        shown = np.asarray(eval_images[: config.train.eval_images])
+        shown_device = jax.device_put(shown, mesh_lib.replicated(mesh))
+        # Replicated output: every process runs it, process 0 writes what it gets.
+        encode_decode = jax.jit(
+            lambda p, x: (stage.reconstruct(p, x), stage.encode_latents(p, x)),
+            out_shardings=mesh_lib.replicated(mesh),
+        )
+
+        def images(state, step):
+            del step
+            x_hat, z = jax.device_get(encode_decode(state["params"]["ae"], shown_device))
+            sheet = reconstruction_sheet(shown, x_hat, z)
+            return {"eval/reconstructions": enlarge(sheet, size=shown.shape[1])}
+
     return state_lib.Task(
         name="ae",
         init_state=stage.init_state,
@@ -347,6 +365,7 @@ def make_task(config, mesh, eval_images: Any | None = None) -> state_lib.Task:
         frozen=frozen,
         frozen_shardings=jax.tree.map(lambda _: repl, frozen),
         evaluate=evaluate,
+        images=images,
         phase=stage.phase,
     )
 

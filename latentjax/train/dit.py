@@ -22,10 +22,12 @@ import numpy as np
 import optax
 
 from latentjax.data.latents import latent_stats
-from latentjax.data.normalization import latent_moments, normalize
+from latentjax.data.normalization import denormalize, latent_moments, normalize
 from latentjax.diffusion import paths as paths_lib
 from latentjax.diffusion.samplers import SAMPLERS
+from latentjax.diffusion.samplers import sample as sample_latents
 from latentjax.errors import ConfigError, WorkdirError
+from latentjax.eval.images import enlarge, image_grid
 from latentjax.factory import build_dit
 from latentjax.losses.diffusion import T_SAMPLINGS, WEIGHTINGS, diffusion_loss
 from latentjax.parallel import mesh as mesh_lib
@@ -204,12 +206,70 @@ def frozen_inputs(
     return frozen, jax.tree.map(lambda a: a.sharding, frozen)
 
 
+def sample_sheet(stage: DiTStage, frozen, mesh, count: int, seed: int):
+    """-> ``images(state, step)``: a grid of ``count`` samples of the EMA weights from noise and
+    labels fixed once (labels 0, 1, 2, ... cycling over the classes, a row per cycle), decoded
+    by the frozen stage 1 with the config's sampler, steps and guidance: the same inputs at
+    every evaluation, so the grids show the model's progress and nothing else."""
+    c, smp = stage.config, stage.config.sample
+    classes = c.model.num_classes
+    labels = np.arange(count, dtype=np.int32) % max(classes, 1)
+    guided = bool(classes and c.model.null_class and smp.cfg_scale != 1.0)
+    key = jax.random.key(seed)
+    repl = mesh_lib.replicated(mesh)
+    inputs = jax.device_put(
+        (
+            jax.random.normal(jax.random.fold_in(key, 0), (count, *stage.latent_shape)),
+            labels,
+            jax.random.split(jax.random.fold_in(key, 1), count),
+        ),
+        repl,
+    )
+
+    def run(ema_params, frozen, noise, labels, keys):
+        z = sample_latents(
+            stage.apply,
+            ema_params,
+            noise,
+            labels,
+            path=c.diffusion.path,
+            prediction=c.diffusion.prediction,
+            num_steps=smp.num_steps,
+            sampler=smp.sampler,
+            keys=keys,
+            eta=smp.eta,
+            cfg_scale=smp.cfg_scale,
+            null_label=stage.null_label if guided else None,
+            guided=guided,
+            guidance_interval=tuple(smp.guidance_interval),
+            guidance_channels=smp.guidance_channels if guided else 0,
+        )
+        z = denormalize(z, frozen["latent_shift"], frozen["latent_scale"])
+        x = stage.ae.apply(frozen["ae"], z, method=stage.ae.decode)
+        return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
+
+    # Replicated output: every process runs it, process 0 writes what it gets.
+    program = jax.jit(run, out_shardings=repl)
+
+    def images(state, step):
+        del step
+        pixels = np.asarray(jax.device_get(program(state["ema_params"], frozen, *inputs)))
+        if pixels.shape[-1] == 1:
+            pixels = np.repeat(pixels, 3, axis=-1)
+        grid = image_grid(pixels[..., :3], ncol=min(classes, count) or None)
+        return {"eval/samples": enlarge(grid, size=pixels.shape[1])}
+
+    return images
+
+
 def make_task(stage: DiTStage, ae_params, stats: dict[str, Any], mesh) -> state_lib.Task:
     frozen, frozen_shardings = frozen_inputs(ae_params, stats, mesh, stage.latent_shape[-1])
+    count = stage.config.train.eval_images
     return state_lib.Task(
         name="dit",
         init_state=stage.init_state,
         train_steps={"diffusion": stage.train_step},
         frozen=frozen,
         frozen_shardings=frozen_shardings,
+        images=sample_sheet(stage, frozen, mesh, count, stage.config.seed) if count else None,
     )

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from latentjax import run as run_lib
 from latentjax.errors import ConfigError, NonFiniteError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.train import watch
 from latentjax.train.checkpoint import BEST_MODES, SNAPSHOTS, Checkpointer
 from latentjax.train.state import Task, build_state, jit_steps
 
@@ -53,6 +54,15 @@ def check_train_config(t) -> None:
         )
     if t.keep_best < 0 or t.resume_step < 0:
         raise ConfigError("train.keep_best and train.resume_step must be >= 0")
+    if t.eval_images < 0 or t.profile_start < 0 or t.profile_steps < 0:
+        raise ConfigError(
+            "train.eval_images, train.profile_start and train.profile_steps must be >= 0"
+        )
+    if t.profile_steps and not 1 <= t.profile_start <= t.num_steps:
+        raise ConfigError(
+            f"train.profile_start={t.profile_start}: profiling starts at a step of the run, "
+            f"1 to train.num_steps={t.num_steps}"
+        )
     choices = {
         "on_nonfinite": ON_NONFINITE,
         "best_mode": BEST_MODES,
@@ -106,25 +116,55 @@ def run(
     if on_start is not None and start < t.num_steps:
         on_start()
     steps = jit_steps(task, shardings, mesh, t.on_nonfinite)
-    monitor = Monitor(workdir, task.name, start, t.num_steps, t.on_nonfinite, progress)
+    board = workdir / run_lib.TENSORBOARD_DIR
+    events = watch.EventWriter(board, start, enabled=t.tensorboard)
+    monitor = Monitor(workdir, task.name, start, t.num_steps, t.on_nonfinite, progress, events)
+    throughput = watch.Throughput(start, t.batch_size, watch.peak_flops())
+    profile = watch.Profile(board, t.profile_start, t.profile_steps)
     preemption = PreemptionWatch(checkpointer)
+    images = task.images if t.tensorboard else None
     try:
         for step in range(start + 1, t.num_steps + 1):
+            waiting = time.perf_counter()
             batch = next(data_iterator)
             if not isinstance(next(iter(batch.values())), jax.Array):  # not yet on devices
                 batch = mesh_lib.global_batch(batch, mesh)
+            throughput.data_wait(time.perf_counter() - waiting)
+            phase = task.step_for(step - 1)
+            profile.before(step)
             # Traced (on first use) with the rules in context: the models' activation
             # constraints (tensor parallelism) apply.
             with mesh_lib.activation_rules(mesh, rules):
-                state, metrics = steps[task.step_for(step - 1)](state, task.frozen, batch, step_rng)
+                if phase not in throughput.flops:
+                    # Compiled ahead of its first call, to time the compilation and read XLA's
+                    # FLOP count; the call below then finds the program in jit's cache.
+                    began = time.perf_counter()
+                    compiled = steps[phase].lower(state, task.frozen, batch, step_rng).compile()
+                    seconds = time.perf_counter() - began
+                    throughput.compiled(phase, seconds, watch.compiled_flops(compiled))
+                state, metrics = steps[phase](state, task.frozen, batch, step_rng)
+            throughput.step(phase)
             monitor.dispatched(step, metrics)
+            if profile.active:
+                began = time.perf_counter()
+                if traced := profile.after(step, (state, metrics)):
+                    monitor.note(traced)
+                throughput.aside(time.perf_counter() - began)  # writing the trace
             is_last = step == t.num_steps
             preempted = not is_last and preemption.reached(step)
             saving = step % t.checkpoint_every == 0 or is_last or preempted
             host = None
             if step % t.log_every == 0 or saving:
-                evaluate = task.evaluate is not None and (step % t.eval_every == 0 or is_last)
-                host = monitor.log(step, metrics, task.evaluate(state, step) if evaluate else {})
+                host = monitor.fetch(step, metrics)  # waits for the step
+                perf = throughput.report(step)
+                began = time.perf_counter()
+                if step % t.eval_every == 0 or is_last:
+                    if task.evaluate is not None:
+                        host.update(task.evaluate(state, step))
+                    if images is not None:
+                        events.images(step, images(state, step))
+                throughput.aside(time.perf_counter() - began)
+                monitor.log(step, host, perf)
             if saving:
                 checkpointer.save(step, state, data_iterator, metrics=host)
                 monitor.last_good = step
@@ -135,8 +175,11 @@ def run(
         checkpointer.wait()
         monitor.finish(t.num_steps - start)
     finally:
+        if traced := profile.stop():
+            monitor.note(traced)
         preemption.close()
         monitor.close()
+        events.close()
         checkpointer.close()
     return state
 
@@ -148,18 +191,25 @@ class Monitor:
     steps, where they are read back anyway."""
 
     def __init__(
-        self, workdir: Path, name: str, start: int, num_steps: int, on_nonfinite, progress
+        self,
+        workdir: Path,
+        name: str,
+        start: int,
+        num_steps: int,
+        on_nonfinite,
+        progress,
+        events: watch.EventWriter | None = None,
     ):
         self.path, self.on_nonfinite = workdir / run_lib.METRICS_FILE, on_nonfinite
         self.checkpoints = workdir / run_lib.CHECKPOINT_DIR
         self.writer = jax.process_index() == 0
         self.num_steps, self.name = num_steps, name
+        self.events = events
         self.last_good = start or None
         self.skipped = 0
         self._pending = None  # (step, device metrics) not checked yet
         interactive = progress and sys.stderr.isatty()
         self.lines = self.writer and not interactive
-        self._since = (start, time.perf_counter())  # for the steps/s of the next line
         if self.writer and self.path.exists():
             kept = "".join(
                 json.dumps(r) + "\n" for r in read_metrics(self.path) if r["step"] <= start
@@ -180,29 +230,39 @@ class Monitor:
         self._pending = (step, metrics)
         self.bar.update(1)
 
-    def log(self, step: int, metrics: dict[str, jax.Array], extra: dict[str, float]) -> dict:
+    def fetch(self, step: int, metrics: dict[str, jax.Array]) -> dict[str, float]:
+        """The step's metrics on the host (this waits for the step), checked for NaN/Inf."""
         host = {k: float(v) for k, v in jax.device_get(metrics).items()}
         self._pending = None
         self._check(step, host)
-        host.update(extra)
         if self.skipped:
             host["skipped_updates"] = float(self.skipped)
+        return host
+
+    def log(self, step: int, host: dict[str, float], perf: dict[str, float | None]) -> None:
+        """One record: ``metrics.jsonl``, TensorBoard, the bar or a line. ``perf``: the watch
+        fields (:class:`~latentjax.train.watch.Throughput`)."""
+        # NaN/Inf (a skipped update) as null: metrics.jsonl stays strict JSON.
+        record = {k: v if math.isfinite(v) else None for k, v in host.items()}
+        record.update(perf)
         if self.writer:
-            # NaN/Inf (a skipped update) as null: metrics.jsonl stays strict JSON.
-            clean = {k: v if math.isfinite(v) else None for k, v in host.items()}
             with self.path.open("a") as f:
-                f.write(json.dumps({"step": step, **clean}) + "\n")
+                f.write(json.dumps({"step": step, **record}) + "\n")
+        if self.events is not None:
+            self.events.scalars(step, record)
+        for key, seconds in perf.items():
+            if key.startswith("compile_seconds_"):
+                flops = perf.get("flops_per_step")
+                self.note(
+                    f"compiled {self.name} {key[len('compile_seconds_') :]} step in "
+                    f"{seconds:.1f} s"
+                    + (f" ({flops:.3g} FLOPs per step per device)" if flops else "")
+                )
         shown = {k: f"{host[k]:.4g}" for k in PROGRESS_KEYS if k in host}
         self.bar.set_postfix(shown)
         if self.lines:
-            (before, then), now = self._since, time.perf_counter()
-            self._since = (step, now)
-            rate = (step - before) / max(now - then, 1e-9)
             values = " ".join(f"{k} {v}" for k, v in shown.items())
-            print(
-                f"latentjax: {self.name} step {step}/{self.num_steps} {values} ({rate:.3g} steps/s)"
-            )
-        return host
+            print(f"latentjax: {self.name} step {step}/{self.num_steps} {values} ({_pace(perf)})")
 
     def _check(self, step: int, metrics: dict[str, Any]) -> None:
         if not float(np.asarray(metrics["nonfinite"])):
@@ -232,6 +292,21 @@ class Monitor:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _pace(perf: dict[str, float | None]) -> str:
+    """``3.2 steps/s, 205 examples/s, data wait 1%, MFU 41%`` (MFU n/a where the chip's peak is
+    unknown, e.g. on CPU)."""
+    mfu = perf.get("mfu")
+    parts = [
+        f"{perf['steps_per_s']:.3g} steps/s",
+        f"{perf['examples_per_s']:.4g} examples/s",
+        f"data wait {100 * perf['data_wait_fraction']:.0f}%",
+        f"MFU {100 * mfu:.1f}%" if mfu is not None else "MFU n/a",
+    ]
+    if "memory_bytes_in_use" in perf:
+        parts.append(f"memory {perf['memory_bytes_in_use'] / 2**30:.2f} GiB")
+    return ", ".join(parts)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

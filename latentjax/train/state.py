@@ -38,6 +38,9 @@ class Task:
     frozen_shardings: Any = dataclasses.field(default_factory=dict)
     # Called on evaluation steps with the device state; returns extra metrics.
     evaluate: Callable[[Any, int], dict[str, float]] | None = None
+    # Called on evaluation steps (on every process) when the run writes TensorBoard images;
+    # returns tag -> uint8 image [H, W, 3] (stage 1: reconstructions, stage 2: samples).
+    images: Callable[[Any, int], dict[str, Any]] | None = None
     # Which of ``train_steps`` runs at a given step (0-based count of updates done). A phase
     # switch on the host, not ``lax.cond`` in the step: XLA:CPU runs a backward pass inside a
     # conditional about 10x slower than the same pass outside one.

@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.lr = base.BASE_LR * c.train.batch_size
     c.optim.disc_lr = base.BASE_LR * c.train.batch_size
     c.train.num_steps = 200_000
+    c.train.eval_images = 8  # held-out images, reconstructions, latent PCA in TensorBoard
 
     # Data parallel over the pod; parameters and Adam state of the 84M-parameter AE sharded over
     # groups of 4 chips (FSDP) to leave room for 256 px activations.

@@ -24,4 +24,6 @@ def get_config() -> ml_collections.ConfigDict:
     # 675M parameters: f32 weights + EMA + Adam are ~11 GB, sharded over groups of 8 chips (FSDP);
     # the rest of the slice is data parallel. 16 heads allow tensor=2/4/8 for larger variants.
     c.mesh = mesh_config(data=-1, fsdp=8)
+    # A grid of 16 samples (fixed noise, classes 0-15) in TensorBoard at each evaluation.
+    c.train.eval_images = 16
     return c

@@ -1,0 +1,268 @@
+"""Watching a run: TensorBoard event files (scalars and images, across a resume), the throughput
+fields of each log line, profiler traces, and ``latentjax plot``."""
+
+import json
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from latentjax import run as run_lib
+from latentjax.commands import main
+from latentjax.config import load_config
+from latentjax.data import pipeline
+from latentjax.eval.images import to_uint8
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.parallel import topologies
+from latentjax.run import Run
+from latentjax.train import autoencoder, state, watch
+from latentjax.train.loop import read_metrics
+from latentjax.train.state import build_state, jit_steps
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+import test_loop  # noqa: E402  (the toy task and its loop runs)
+
+
+def _toy_task():
+    """The toy task with an image per evaluation whose pixels say the step (and a second
+    channel the parameters' first value, so two runs' images can be told apart)."""
+    task = test_loop._task()
+
+    def images(s, step):
+        w = float(jax.device_get(s["params"]["w"][0]))
+        return {"eval/toy": np.full((4, 6, 3), [step, int(abs(w) * 10) % 256, 7], np.uint8)}
+
+    task.images = images
+    return task
+
+
+def _records(workdir):
+    return read_metrics(workdir / run_lib.METRICS_FILE)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A toy run of 6 steps, resumed from its step 4 to 8 (steps 5 and 6 run again); -> its
+    directory and the images the event files held after the first sitting."""
+    workdir = tmp_path_factory.mktemp("toy")
+    test_loop._run(workdir, 6, _toy_task(), batch_size=4, checkpoint_every=4)
+    first = watch.read_images(workdir / run_lib.TENSORBOARD_DIR)
+    test_loop._run(workdir, 8, _toy_task(), batch_size=4, checkpoint_every=4, resume_step=4)
+    return workdir, first
+
+
+def test_event_files_hold_each_scalar_and_image_once_across_a_resume(toy_run):
+    workdir, first = toy_run
+    assert [s for s, _ in first["eval/toy"]] == [4, 6]  # eval_every 4, and the last step
+    board = workdir / run_lib.TENSORBOARD_DIR
+    scalars = watch.read_scalars(board)
+    records = {r["step"]: r for r in _records(workdir)}
+    assert sorted(records) == [2, 4, 6, 8]
+    tags = {"loss": "train/loss", "ev": "train/ev", "steps_per_s": "perf/steps_per_s"}
+    for key, tag in tags.items():
+        logged = [(r["step"], r[key]) for r in records.values() if key in r]
+        assert [s for s, _ in scalars[tag]] == [s for s, _ in logged], tag
+        np.testing.assert_allclose([v for _, v in scalars[tag]], [v for _, v in logged], rtol=1e-6)
+    # What the first sitting logged after step 4 is gone: step 6's image with it.
+    images = watch.read_images(board)["eval/toy"]
+    assert [s for s, _ in images] == [4, 8]
+    assert all(img.shape == (4, 6, 3) and (img[..., 0] == s).all() for s, img in images)
+    assert (images[0][1] == first["eval/toy"][0][1]).all()  # step 4's image kept as written
+
+
+def test_throughput_fields_of_each_log_line(toy_run):
+    records = _records(toy_run[0])
+    # FLOPs per step: XLA's cost analysis of the program the loop runs, compiled here anew.
+    config = test_loop._config(6)
+    mesh = mesh_lib.make_mesh(config.mesh.shape)
+    rules = tuple(tuple(r) for r in config.mesh.rules)
+    task = test_loop._task()
+    abstract, shardings, _ = build_state(task.init_state, mesh, rules, jax.random.key(0))
+    batch = mesh_lib.global_batch(next(test_loop._data()), mesh)
+    program = jit_steps(task, shardings, mesh)["main"]
+    compiled = program.lower(abstract, {}, batch, jax.random.key(1)).compile()
+    flops = compiled.cost_analysis()["flops"]
+    assert flops > 0
+    for r in records:
+        assert r["flops_per_step"] == flops
+        assert 0.0 <= r["data_wait_fraction"] <= 1.0
+        assert r["steps_per_s"] > 0
+        np.testing.assert_allclose(r["examples_per_s"], 4 * r["steps_per_s"], rtol=1e-9)
+        np.testing.assert_allclose(r["flops_per_s"], flops * r["steps_per_s"], rtol=1e-9)
+        assert r["mfu"] is None  # a CPU: no peak to divide by
+        assert "memory_bytes_in_use" not in r  # the CPU backend reports no memory
+    # Once per compilation: at the first log line of each sitting (steps 1-2, and 5-6).
+    key = "compile_seconds_main"
+    compiles = {r["step"]: r[key] for r in records if key in r}
+    assert list(compiles) == [2, 6] and min(compiles.values()) > 0
+
+
+def test_mfu_divides_the_achieved_flops_by_the_chips_peak():
+    t = watch.Throughput(start=0, batch_size=8, peak=2e12)
+    t.compiled("main", 1.0, 3e9)
+    for _ in range(5):
+        t.data_wait(0.0)
+        t.step("main")
+    r = t.report(5)
+    assert r["flops_per_step"] == 3e9 and r["compile_seconds_main"] == 1.0
+    np.testing.assert_allclose(r["flops_per_s"], 3e9 * r["steps_per_s"], rtol=1e-9)
+    np.testing.assert_allclose(r["mfu"], r["flops_per_s"] / 2e12, rtol=1e-9)
+    assert "compile_seconds_main" not in t.report(6)  # reported once
+
+
+@pytest.mark.parametrize(
+    ("kind", "chip"),
+    [
+        ("TPU v4", "v4"),
+        ("TPU v5 lite", "v5e"),
+        ("TPU v5", "v5p"),
+        ("TPU v5p", "v5p"),
+        ("TPU v6 lite", "v6e"),
+        ("NVIDIA H100 80GB HBM3", "h100"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA H100 PCIe", None),  # another peak than the SXM part's
+        ("cpu", None),
+    ],
+)
+def test_device_kinds_name_their_chip(kind, chip):
+    found = topologies.chip_of_device(kind)
+    assert found is (topologies.CHIPS[chip] if chip else None)
+
+
+TINY_AE = [
+    "--config.model.ch=8",
+    "--config.model.num_groups=4",
+    "--config.model.ch_mult=(1, 2)",
+    "--config.data.image_size=8",
+    "--config.loss.disc_ndf=8",
+    "--config.loss.disc_layers=1",
+    "--config.loss.disc_start=100",
+    "--config.train.batch_size=8",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=4",
+    "--config.train.checkpoint_every=4",
+    "--config.train.num_steps=4",
+    "--config.train.eval_images=2",
+]
+
+
+def _train(workdir, *extra: str) -> int:
+    argv = ["train", "--config", "ae/digits.py", "--workdir", str(workdir), "--no-progress"]
+    return main(argv + TINY_AE + list(extra))
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("latentjax: error:"), err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory, digits_data_dir):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
+    workdir = tmp_path_factory.mktemp("watch") / "ae"
+    # Steps 2-4: the compilation (at step 1) stays out of the trace.
+    assert _train(workdir, "--profile", "2:3") == 0
+    yield workdir
+    mp.undo()
+
+
+def test_a_profile_of_3_digits_steps_is_a_trace_tensorboard_lists(profiled):
+    # TensorBoard's profile plugin lists the sessions under <logdir>/plugins/profile that hold
+    # an .xplane.pb; Perfetto opens the .trace.json.gz beside it.
+    sessions = list((profiled / run_lib.TENSORBOARD_DIR / "plugins" / "profile").iterdir())
+    assert len(sessions) == 1
+    assert list(sessions[0].glob("*.xplane.pb")) and list(sessions[0].glob("*.trace.json.gz"))
+
+
+def test_stage1_images_are_the_held_out_reconstructions_of_the_step(profiled, digits_data_dir):
+    images = watch.read_images(profiled / run_lib.TENSORBOARD_DIR)["eval/reconstructions"]
+    assert [s for s, _ in images] == [4]
+    sheet = images[0][1][::12, ::12]  # 8 px tiles enlarged 12x (to >= 96 px)
+    assert sheet.shape == (3 * 9 + 1, 2 * 9 + 1, 3)
+    config = load_config("ae/digits.py", [o.removeprefix("--config.") for o in TINY_AE])
+    config.data.data_dir = digits_data_dir
+    stage = autoencoder.AutoencoderStage(config)
+    mesh = mesh_lib.make_mesh(config.mesh.shape)
+    params = state.restore(Run.open(profiled), stage.init_state, mesh)["params"]["ae"]
+    x = pipeline.split_arrays(config.data, config.data.eval_split)["image"][:2]
+    rows = {"originals": x, "reconstructions": np.asarray(stage.reconstruct(params, x))}
+    for r, expected in enumerate(rows.values()):
+        for i in range(2):
+            tile = sheet[1 + 9 * r : 9 + 9 * r, 1 + 9 * i : 9 + 9 * i, 0]
+            np.testing.assert_allclose(tile, to_uint8(expected[i])[..., 0], atol=1)
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ("3", "--profile '3': give START:STEPS"),
+        ("0:2", "--profile '0:2': give START:STEPS"),
+        ("9:2", "train.profile_start=9: profiling starts at a step of the run"),
+    ],
+)
+def test_a_profile_request_no_run_can_serve_is_one_line(tmp_path, capsys, profile, message):
+    assert _train(tmp_path / "w", "--profile", profile) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "w").exists()
+
+
+def test_plot_writes_the_losses_and_the_throughput(toy_run, tmp_path, capsys):
+    assert main(["plot", "--workdir", str(toy_run[0]), "--out", str(tmp_path)]) == 0
+    for name in ("losses.png", "throughput.png"):
+        with open(tmp_path / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "throughput.png" in capsys.readouterr().out
+
+
+def test_plot_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    assert main(["plot", "--workdir", str(tmp_path)]) == 2
+    assert "holds no metrics.jsonl" in _error_line(capsys)
+    (tmp_path / run_lib.METRICS_FILE).write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(["plot", "--workdir", str(tmp_path)]) == 2
+    assert "pip install 'latentjax[plot]'" in _error_line(capsys)
+    assert not (tmp_path / "plots").exists()
+
+
+def test_stage2_images_are_samples_of_fixed_noise_and_labels():
+    """A DiT at initialisation outputs zeros (adaLN-Zero), so the rectified-flow Euler sampler
+    leaves its noise as it is: each sample must be ``decode(noise / scale + shift)``."""
+    from latentjax.factory import latent_shape
+    from latentjax.train import dit
+
+    ae_config = load_config("ae/digits.py", [o.removeprefix("--config.") for o in TINY_AE[:5]])
+    dit_config = load_config(
+        "dit/digits.py",
+        [
+            "model.hidden_size=16",
+            "model.depth=1",
+            "model.num_heads=2",
+            "data.image_size=8",
+            "sample.num_steps=1",
+            "sample.cfg_scale=1.0",  # unguided: one network call per step, a smaller program
+            "train.eval_images=3",
+        ],
+    )
+    mesh = mesh_lib.make_mesh(dit_config.mesh.shape)
+    ae_stage = autoencoder.AutoencoderStage(ae_config)
+    ae = ae_stage.ae
+    rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
+    ae_params = jax.jit(lambda: ae.init(rngs, ae_stage.example_input()))()
+    stage = dit.DiTStage(dit_config, ae, latent_shape(ae_config))
+    task = dit.make_task(stage, ae_params, {"shift": 0.25, "scale": 2.0}, mesh)
+    rules = tuple(tuple(r) for r in dit_config.mesh.rules)
+    _, _, init = build_state(task.init_state, mesh, rules, jax.random.key(1))
+    s = init(jax.random.key(1))
+    first, again = (task.images(s, step)["eval/samples"] for step in (1, 2))
+    np.testing.assert_array_equal(first, again)  # the same noise and labels every time
+    grid = first[::12, ::12]  # 8 px tiles enlarged 12x
+    assert grid.shape == (1 * 9 + 1, 3 * 9 + 1, 3)  # one row: labels 0, 1, 2
+    key = jax.random.key(dit_config.seed)
+    noise = jax.random.normal(jax.random.fold_in(key, 0), (3, *stage.latent_shape))
+    x = jax.jit(lambda p, z: ae.apply(p, z, method=ae.decode))(ae_params, noise / 2.0 + 0.25)
+    for i in range(3):
+        tile = grid[1:9, 1 + 9 * i : 9 + 9 * i, 0]
+        np.testing.assert_allclose(tile, to_uint8(np.asarray(x[i]))[..., 0], atol=1)
