@@ -134,7 +134,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def report(outcomes: list[Outcome], baseline_s: float, total_s: float) -> str:
+def report(outcomes: list[Outcome], baseline_s: float, total_s: float, commit: str) -> str:
     n = len(outcomes)
     survivors = [o for o in outcomes if o.status == "survived"]
     rate = len(survivors) / n if n else 0.0
@@ -142,7 +142,7 @@ def report(outcomes: list[Outcome], baseline_s: float, total_s: float) -> str:
         "# Mutation check",
         "",
         f"Written by `python tools/mutate.py` (`make mutate`) on {datetime.date.today()}, "
-        f"commit {git_commit()}, in {total_s / 60:.1f} min "
+        f"commit {commit}, in {total_s / 60:.1f} min "
         f"(the unmutated baseline took {baseline_s:.0f} s).",
         "",
         f"**{n} mutants, {n - len(survivors)} killed, {len(survivors)} survived: "
@@ -201,6 +201,7 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    commit = git_commit()  # the tree that is copied, not whatever HEAD is at the end
     start = time.monotonic()
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="latentjax-mutate-") as tmp:
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
             flag = "" if o.status != "survived" else "   <-- SURVIVED"
             print(f"[{i}/{len(mutants)}] {m.id}: {o.status} ({o.seconds:.0f} s){flag}", flush=True)
     total = time.monotonic() - start
-    text = report(outcomes, baseline_s, total)
+    text = report(outcomes, baseline_s, total, commit)
     survivors = [o for o in outcomes if o.status == "survived"]
     print(f"\n{len(outcomes)} mutants, {len(survivors)} survived "
           f"({100 * len(survivors) / max(len(outcomes), 1):.1f}%)")  # fmt: skip
