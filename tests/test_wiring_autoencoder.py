@@ -343,3 +343,39 @@ def test_the_configured_optimisers_are_adam_with_warmup():
             step = lr * min(n / 4, 1.0)  # linear warm-up from 0
             want = -step * m_hat / (np.sqrt(v_hat) + 1e-8)
             np.testing.assert_allclose(updates["a"], want, rtol=1e-4, atol=1e-7)
+
+
+def test_eq_step_applies_the_transformed_reconstruction():
+    """An EQ batch (eq_prob 1, one factor, one rotation): the step the loop picks decodes the
+    rotated, down-scaled latent and its loss is L1 against the image transformed alike --
+    nothing of the untransformed reconstruction. The host's draw picks EQ batches at about
+    eq_prob and the same ones on every call (a resumed run repeats them)."""
+    stage, state, run = compiled_steps(
+        "model.bottleneck=ae", "loss.perceptual=none", "loss.eq_prob=1.0",
+        "loss.eq_scales=(0.5,)", "loss.eq_rotations=(1,)",
+    )  # fmt: skip
+    assert stage.phase(0) == "reconstruction@eq0.5"
+    before, after, metrics = run(state, 0)
+    ae = stage.ae
+
+    @jax.jit
+    def reference(p):
+        def loss(p):
+            z = ae.apply(p, images(), method=ae.encode).mode()  # [4, 8, 8, 4]
+            z = jnp.rot90(jax.image.resize(z, (4, 4, 4, z.shape[-1]), "linear"), 1, axes=(1, 2))
+            x_hat = ae.apply(p, z, method=lambda m, z: m._decode(z))  # [4, 4, 4, 1]
+            target = jnp.rot90(jax.image.resize(images(), (4, 4, 4, 1), "linear"), 1, (1, 2))
+            return jnp.mean(per_example_sum(jnp.abs(x_hat - target)))
+
+        return jax.value_and_grad(loss)(p)
+
+    rec, want = jax.device_get(reference(before["params"]["ae"]))
+    np.testing.assert_allclose(float(metrics["rec"]), rec, rtol=1e-5)
+    assert_trees_close(applied_gradient(before, after, "ae"), want)
+
+    config = load_config("ae/digits.py", [*TINY, "loss.eq_prob=0.3", "loss.eq_scales=(1.0,0.5)"])
+    draws = [ae_train.AutoencoderStage(config).phase(n) for n in range(400)]
+    assert draws == [ae_train.AutoencoderStage(config).phase(n) for n in range(400)]
+    counts = {name: draws.count(name) for name in set(draws)}
+    assert set(counts) == {"reconstruction", "reconstruction@eq1.0", "reconstruction@eq0.5"}
+    assert 0.22 < 1 - counts["reconstruction"] / 400 < 0.38

@@ -6,6 +6,12 @@ vdm's train state). Training has two phases, each its own compiled step: before 
 the step computes only the reconstruction + regulariser loss; from then on it adds the
 adversarial term with latent-diffusion's adaptive weight and updates the discriminator in the
 same step.
+
+Equivariance regularisation (EQ-VAE, ``loss.eq_prob`` > 0) adds one compiled step per phase and
+down-scale factor: the host draws, from the seed and the step number (so a resumed run draws
+the same), whether a batch is an EQ batch and which factor it gets; the rotation is drawn in
+the step. On an EQ batch every loss of the phase judges ``decode(tau(z))`` against ``tau(x)``
+(the discriminator sees ``tau(x)`` as its real images) instead of ``decode(z)`` against ``x``.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
-from latentjax.errors import ConfigError
+from latentjax.errors import ConfigError, WorkdirError
 from latentjax.eval.metrics import psnr
-from latentjax.factory import build_autoencoder, build_discriminator
+from latentjax.factory import build_autoencoder, build_discriminator, latent_shape
 from latentjax.losses import autoencoder as losses
 from latentjax.losses import perceptual
 from latentjax.models.bottleneck import restart_dead_codes
@@ -43,6 +51,31 @@ def _check_loss_config(lc) -> None:
     for key in ("kl_free_bits", "r1_weight", "lecam_weight", "perceptual_weight"):
         if lc[key] < 0:
             raise ConfigError(f"loss.{key}={lc[key]} must be >= 0")
+    if not 0.0 <= lc.eq_prob <= 1.0:
+        raise ConfigError(f"loss.eq_prob={lc.eq_prob} must be in [0, 1]")
+
+
+def _check_eq_config(config) -> None:
+    """EQ-VAE's transforms must fit the latent: whole sides after each down-scale, square
+    latents to rotate."""
+    lc = config.loss
+    if lc.eq_prob == 0:
+        return
+    if config.model.family != "kl":
+        raise ConfigError(f"loss.eq_prob needs model.family='kl', not {config.model.family!r}")
+    side = latent_shape(config)[0]
+    if not lc.eq_scales:
+        raise ConfigError("loss.eq_scales is empty; give at least one factor (1.0: no scaling)")
+    for s in lc.eq_scales:
+        if not 0 < s <= 1 or abs(side * s - round(side * s)) > 1e-6 or round(side * s) < 1:
+            raise ConfigError(
+                f"loss.eq_scales has {s}: each factor must be in (0, 1] and give a whole latent "
+                f"side from {side}"
+            )
+    if not lc.eq_rotations or any(k not in (0, 1, 2, 3) for k in lc.eq_rotations):
+        raise ConfigError(
+            f"loss.eq_rotations={tuple(lc.eq_rotations)}; give quarter turns from 0, 1, 2, 3"
+        )
 
 
 def _optimizer(lr: float, config) -> optax.GradientTransformation:
@@ -73,6 +106,7 @@ class AutoencoderStage:
                 "`latentjax convert lpips`, or 'VGG16.pth,HEADS.pth' (torchvision VGG16 and the "
                 "lpips package's vgg.pth); or use 'haar' or 'fft', which need no weights"
             )
+        _check_eq_config(config)
         self.config, self.features = config, features
         self.ae = build_autoencoder(config.model)
         self.disc = build_discriminator(lc)
@@ -142,21 +176,37 @@ class AutoencoderStage:
             return lc.codebook_weight * reg, metrics
         return jnp.zeros((), jnp.float32), metrics
 
-    def _losses(self, state, batch, rng, frozen=None):
+    def _losses(self, state, batch, rng, frozen=None, eq_scale=None):
         """Closures over one batch: the NLL (reconstruction + perceptual + the bottleneck's
         regulariser) and the generator's adversarial loss, both as functions of the
-        autoencoder parameters."""
+        autoencoder parameters. With ``eq_scale`` (an EQ batch), the decoder decodes the
+        transformed latent tau(z) and the target is tau(x) (``aux["target"]``)."""
         lc = self.config.loss
-        x = batch["image"]  # [B, H, W, C] in [-1, 1]
+        image = batch["image"]  # [B, H, W, C] in [-1, 1]
         kind = lc.perceptual
         distance = None
         if frozen and "lpips" in frozen:
             distance = functools.partial(LPIPS().apply, frozen["lpips"])
+        x, turns = image, None
+        if eq_scale is not None:
+            # A key of its own (fold_in 2): the sample and the VQ restart keys are unchanged.
+            turns = losses.draw_quarter_turns(jax.random.fold_in(rng, 2), lc.eq_rotations)
+            x = losses.equivariance_transform(image, eq_scale, turns)
+
+        def forward(p):
+            if turns is None:
+                return self.ae.apply(p, image, sample=True, rngs={"sample": rng})
+            posterior = self.ae.apply(p, image, method=self.ae.encode)
+            z = posterior.sample(rng) if self.bottleneck == "kl" else posterior.mode()
+            z = losses.equivariance_transform(z, eq_scale, turns)
+            # The decoder alone (no VQ/FSQ snap: tau(z_q) is decoded as it is, its gradient
+            # passing to the encoder as the plain step's does).
+            return self.ae.apply(p, z, method=lambda m, z: m._decode(z)), posterior
 
         def nll_loss(p):
-            x_hat, posterior = self.ae.apply(p, x, sample=True, rngs={"sample": rng})
+            x_hat, posterior = forward(p)
             rec = jnp.mean(losses.reconstruction_loss(x, x_hat, lc.reconstruction))
-            aux = {"x_hat": x_hat, "rec": rec}
+            aux = {"x_hat": x_hat, "rec": rec, "target": x}
             if kind != "none":
                 term = jnp.mean(perceptual.perceptual_loss(kind, x, x_hat, self.features, distance))
                 rec = rec + lc.perceptual_weight * term
@@ -173,11 +223,11 @@ class AutoencoderStage:
 
         return nll_loss, generator_losses
 
-    def reconstruction_step(self, state, frozen, batch, rng):
+    def reconstruction_step(self, state, frozen, batch, rng, eq_scale=None):
         """Before ``disc_start``: reconstruction + regulariser only; the discriminator is
         untouched."""
         rng = jax.random.fold_in(rng, state["step"])
-        nll_loss, _ = self._losses(state, batch, rng, frozen)
+        nll_loss, _ = self._losses(state, batch, rng, frozen, eq_scale)
         (nll, aux), grads = jax.value_and_grad(nll_loss, has_aux=True)(state["params"]["ae"])
         zero = jnp.zeros((), jnp.float32)
         metrics = {"nll": nll, "g_adv": zero, "d_loss": zero, "adaptive_weight": zero}
@@ -204,13 +254,13 @@ class AutoencoderStage:
             out["lecam"] = zero
         return out
 
-    def adversarial_step(self, state, frozen, batch, rng):
+    def adversarial_step(self, state, frozen, batch, rng, eq_scale=None):
         """From ``disc_start``: adds the PatchGAN term with the adaptive weight and updates the
         discriminator (hinge or non-saturating loss, optional R1/LeCam) on the same batch with
         its own optimiser."""
         lc = self.config.loss
         rng = jax.random.fold_in(rng, state["step"])
-        _, generator_losses = self._losses(state, batch, rng, frozen)
+        _, generator_losses = self._losses(state, batch, rng, frozen, eq_scale)
         ae_params, disc_params = state["params"]["ae"], state["params"]["disc"]
         # One forward pass, two backward passes: the adaptive weight compares the gradients of
         # the NLL and of the adversarial loss at the decoder's last layer (Esser et al. 2021,
@@ -221,7 +271,7 @@ class AutoencoderStage:
         weight = lc.disc_weight * losses.adaptive_weight(_last_layer(g_nll), _last_layer(g_adv))
         grads = jax.tree.map(lambda a, b: a + weight * b, g_nll, g_adv)
 
-        x, fake = batch["image"], jax.lax.stop_gradient(aux["x_hat"])
+        x, fake = aux["target"], jax.lax.stop_gradient(aux["x_hat"])
         gan, r1_weight, lecam_weight = lc.gan_loss, lc.r1_weight, lc.lecam_weight
         ema = state.get("lecam")
 
@@ -296,7 +346,26 @@ class AutoencoderStage:
         return new_state, metrics
 
     def phase(self, step: int) -> str:
-        return "adversarial" if step >= self.config.loss.disc_start else "reconstruction"
+        """The step that runs after ``step`` updates: the loss phase, with ``@eq<factor>`` on
+        an EQ batch (drawn on the host from the seed and ``step``, so the same on resume)."""
+        lc = self.config.loss
+        name = "adversarial" if step >= lc.disc_start else "reconstruction"
+        if lc.eq_prob > 0:
+            draw = np.random.default_rng([self.config.seed, 0x4551, step])
+            if draw.random() < lc.eq_prob:
+                return f"{name}@eq{lc.eq_scales[draw.integers(len(lc.eq_scales))]}"
+        return name
+
+    def train_steps(self) -> dict[str, Callable]:
+        """Every step :meth:`phase` may name; the EQ variants first, so the last is the
+        adversarial phase's plain step (``latentjax plan``'s default)."""
+        plain = {"reconstruction": self.reconstruction_step, "adversarial": self.adversarial_step}
+        steps = {}
+        if self.config.loss.eq_prob > 0:
+            for name, fn in plain.items():
+                for s in self.config.loss.eq_scales:
+                    steps[f"{name}@eq{s}"] = functools.partial(fn, eq_scale=float(s))
+        return {**steps, **plain}
 
     def reconstruct(self, ae_params, images: jax.Array) -> jax.Array:
         """Deterministic reconstruction through the posterior mode (quantised for VQ/FSQ)."""
@@ -337,18 +406,43 @@ def make_task(config, mesh, eval_images: Any | None = None) -> state_lib.Task:
             out = {"test_psnr": float(jnp.mean(psnr(x, x_hat)))}
             return {**out, **{f"test_{k}": float(v) for k, v in stats.items()}}
 
+    warm_start = None
+    if config.init_from:
+        source = Run.open(config.init_from, stage="ae")
+
+        def warm_start(state):
+            """The fresh state with the autoencoder's parameters of ``init_from``, placed as
+            the fresh ones (this run's rules); the optimiser's moments start at zero."""
+            restored = state_lib.restore(source, stage.init_state, mesh)["params"]["ae"]
+            fresh = state["params"]["ae"]
+            chex.assert_trees_all_equal_shapes_and_dtypes(restored, fresh)
+            ae = jax.tree.map(lambda r, f: jax.device_put(r, f.sharding), restored, fresh)
+            return {**state, "params": {**state["params"], "ae": ae}}
+
     return state_lib.Task(
         name="ae",
         init_state=stage.init_state,
-        train_steps={
-            "reconstruction": stage.reconstruction_step,
-            "adversarial": stage.adversarial_step,
-        },
+        train_steps=stage.train_steps(),
         frozen=frozen,
         frozen_shardings=jax.tree.map(lambda _: repl, frozen),
         evaluate=evaluate,
         phase=stage.phase,
+        warm_start=warm_start,
     )
+
+
+def adopt_init_from(config) -> None:
+    """For ``init_from``: the model section of the run it names replaces ``config``'s (a
+    fine-tune trains that network); a one-line error if there is no stage-1 run there."""
+    if not config.init_from:
+        return
+    try:
+        source = Run.open(config.init_from, stage="ae")
+    except WorkdirError as e:
+        raise ConfigError(f"init_from={config.init_from!r}: no stage-1 run there ({e})") from e
+    config.init_from = str(source.path.absolute())
+    with config.ignore_type():
+        config.model = ml_collections.ConfigDict(source.config.model.to_dict())
 
 
 def load_autoencoder(run: Run, mesh) -> tuple[AutoencoderStage, Any]:

@@ -26,6 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.stage = "ae"  # which trainer runs: the autoencoder (stage 1)
     c.seed = 0  # parameters, data order and augmentation
+    # A stage-1 run or `latentjax convert ae` directory whose autoencoder starts this run (a
+    # fine-tune, e.g. with loss.eq_prob): its model section replaces this one's, and its
+    # parameters the fresh ones when the run starts (not on resume). "" = from scratch.
+    c.init_from = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
@@ -109,6 +113,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.r1_weight = 0.0  # gamma of R1 (Mescheder et al. 2018); 0 = off
     c.loss.lecam_weight = 0.0  # LeCam (Tseng et al. 2021); 0 = off
     c.loss.lecam_decay = 0.99  # decay of LeCam's logit averages
+    # Equivariance regularisation (EQ-VAE, Kouzelis et al. 2025): on a batch drawn with this
+    # probability the latent is down-scaled (bilinear) by a factor from eq_scales and rotated by
+    # a number of quarter turns from eq_rotations, decoded, and judged by every loss above
+    # against the image transformed alike. 0 = off (model.family "kl" only).
+    c.loss.eq_prob = 0.0
+    # eq: latent down-scale factors in (0, 1], one drawn per EQ batch; latent side x factor must
+    # be whole. Each factor compiles its own step (the shapes differ).
+    c.loss.eq_scales = (1.0, 0.75, 0.5)
+    c.loss.eq_rotations = (0, 1, 2, 3)  # eq: quarter turns (x 90 degrees), one drawn per batch
 
     c.optim = ml_collections.ConfigDict()
     # Adam's learning rate for the autoencoder (the recipe: 4.5e-6 per example, batch 12).
