@@ -102,16 +102,14 @@ class DiTStage:
         check_diffusion_config(config)
         self.config, self.ae, self.latent_shape = config, ae, tuple(latent_shape)
         self.dit = build_dit(config.model, self.latent_shape)
-        self.repa_encoder = None
+        self._repa_encoder = repa_encoder
         if config.repa.weight > 0:
-            r = config.repa
-            self.repa_encoder = repa_encoder or FrozenEncoder.load(
-                r.encoder, r.encoder_weights, "repa", r.encoder_size, r.encoder_heads, r.vgg_tap
-            )
+            if not config.repa.feature_dim:  # recorded in the run's config when it starts
+                config.repa.feature_dim = self.repa_encoder.dim
             self.dit = self.dit.clone(
                 repa_depth=config.repa.depth,
                 repa_projector_dim=config.repa.projector_dim,
-                repa_feature_dim=self.repa_encoder.dim,
+                repa_feature_dim=config.repa.feature_dim,
             )
         o = config.optim
         tx = optax.adamw(
@@ -129,8 +127,23 @@ class DiTStage:
         return self.config.model.num_classes
 
     @property
+    def repa_encoder(self) -> FrozenEncoder:
+        """REPA's frozen encoder, read from ``config.repa`` on first use (training only)."""
+        if self._repa_encoder is None:
+            r = self.config.repa
+            self._repa_encoder = FrozenEncoder.load(
+                r.encoder, r.encoder_weights, "repa", r.encoder_size, r.encoder_heads, r.vgg_tap
+            )
+            if r.feature_dim and self._repa_encoder.dim != r.feature_dim:
+                raise ConfigError(
+                    f"repa.feature_dim={r.feature_dim} but the encoder's features are "
+                    f"{self._repa_encoder.dim} wide"
+                )
+        return self._repa_encoder
+
+    @property
     def uses_repa(self) -> bool:
-        return self.repa_encoder is not None
+        return self.config.repa.weight > 0
 
     def apply(self, params, x, t, y, **kwargs):
         return self.dit.apply(params, x, t, y, **kwargs)

@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.repa.encoder_heads = 0  # dinov2: attention heads when the weights do not say (timm files)
     c.repa.encoder_size = 224  # the encoder's input side in px (REPA resizes 256 -> 224)
     c.repa.vgg_tap = 3  # vgg16: which LPIPS ReLU tap, 0 (relu1_2) .. 4 (relu5_3)
+    # The encoder's feature width: 0 reads it from the weights; recorded when training starts,
+    # so sampling and export of the run never need the encoder.
+    c.repa.feature_dim = 0
 
     c.sample = ml_collections.ConfigDict()
     # ddim | ddpm | dpmpp_2m | euler | heun | euler_maruyama (latentjax/diffusion/samplers.py)
