@@ -174,7 +174,7 @@ def test_repa_loss_is_minus_the_mean_cosine():
         (["repa.depth=4"], "repa.depth=4; use 1 .. model.depth=3"),
         (["repa.encoder=clip"], "repa.encoder='clip'"),
         (["data.latent_cache=/tmp/cache"], "needs the images"),
-        ([], "repa needs repa.encoder_weights"),
+        ([], "repa.weight > 0 needs repa.encoder_weights"),
     ],
 )
 def test_bad_repa_settings_are_config_errors(overrides, message):

@@ -151,7 +151,7 @@ class AutoencoderStage:
             self._vf_encoder = FrozenEncoder.load(
                 lc.vf_encoder,
                 lc.vf_encoder_weights,
-                "loss.vf",
+                "loss.vf_",
                 size,
                 lc.vf_encoder_heads,
                 lc.vf_vgg_tap,

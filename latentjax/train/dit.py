@@ -132,7 +132,7 @@ class DiTStage:
         if self._repa_encoder is None:
             r = self.config.repa
             self._repa_encoder = FrozenEncoder.load(
-                r.encoder, r.encoder_weights, "repa", r.encoder_size, r.encoder_heads, r.vgg_tap
+                r.encoder, r.encoder_weights, "repa.", r.encoder_size, r.encoder_heads, r.vgg_tap
             )
             if r.feature_dim and self._repa_encoder.dim != r.feature_dim:
                 raise ConfigError(

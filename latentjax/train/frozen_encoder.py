@@ -26,11 +26,12 @@ class FrozenEncoder:
     def load(
         cls, encoder: str, weights: str, prefix: str, size: int, heads: int = 0, vgg_tap: int = 3
     ) -> FrozenEncoder:
-        """``encoder`` ("dinov2" | "vgg16") from ``weights``; ``prefix`` names the config
-        group in errors; ``size``: the side images are resized to before the network."""
+        """``encoder`` ("dinov2" | "vgg16") from ``weights``; ``prefix`` begins the config keys
+        named in errors ("repa." or "loss.vf_"); ``size``: the side images are resized to
+        before the network."""
         if encoder not in representation.ENCODERS:
             raise ConfigError(
-                f"{prefix}.encoder={encoder!r}; use one of {', '.join(representation.ENCODERS)}"
+                f"{prefix}encoder={encoder!r}; use one of {', '.join(representation.ENCODERS)}"
             )
         if not weights:
             what = (
@@ -38,7 +39,9 @@ class FrozenEncoder:
                 if encoder == "dinov2"
                 else "a `latentjax convert lpips` directory"
             )
-            raise ConfigError(f"{prefix} needs {prefix}.encoder_weights: for {encoder!r}, {what}")
+            raise ConfigError(
+                f"{prefix}weight > 0 needs {prefix}encoder_weights: for {encoder!r}, {what}"
+            )
         if encoder == "dinov2":
             kwargs, variables = load_dinov2(weights, heads or None)
             model = build_dinov2(kwargs)
@@ -48,7 +51,7 @@ class FrozenEncoder:
 
             return cls(dinov2, variables, kwargs["hidden_size"])
         if not 0 <= vgg_tap < 5:
-            raise ConfigError(f"{prefix}.vgg_tap={vgg_tap}; use 0 .. 4")
+            raise ConfigError(f"{prefix}vgg_tap={vgg_tap}; use 0 .. 4")
 
         def vgg(v, images):
             return representation.vgg16_features(v, images, size, vgg_tap)
