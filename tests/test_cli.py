@@ -346,6 +346,15 @@ def test_a_fine_tune_starts_from_init_from_with_its_model(runs, tmp_path):
         (["--config.loss.eq_prob=1.5"], "loss.eq_prob=1.5 must be in [0, 1]"),
         (["--config.loss.eq_prob=0.5", "--config.loss.eq_scales=(0.3,)"], "loss.eq_scales has 0.3"),
         (["--config.loss.eq_prob=0.5", "--config.loss.eq_rotations=(4,)"], "quarter turns from"),
+        (
+            [
+                "--config.loss.eq_prob=0.5",
+                "--config.loss.eq_scales=(0.5,)",
+                "--config.loss.disc_layers=2",
+                "--config.train.num_steps=5",
+            ],
+            "its 4 px images are too small for the PatchGAN",
+        ),
         (["--config.loss.vf_weight=0.1"], "loss.vf_weight > 0 needs loss.vf_encoder_weights"),
         (
             ["--config.loss.vf_weight=0.1", f"--config.loss.vf_encoder_weights={__file__}.x"],

@@ -355,6 +355,7 @@ def test_eq_step_applies_the_transformed_reconstruction():
     stage, state, run = compiled_steps(
         "model.bottleneck=ae", "loss.perceptual=none", "loss.eq_prob=1.0",
         "loss.eq_scales=(0.5,)", "loss.eq_rotations=(1,)",
+        "loss.disc_start=100000",  # 4 px EQ images are too small for the PatchGAN
     )  # fmt: skip
     assert stage.phase(0) == "reconstruction@eq0.5"
     before, after, metrics = run(state, 0)
@@ -375,7 +376,10 @@ def test_eq_step_applies_the_transformed_reconstruction():
     np.testing.assert_allclose(float(metrics["rec"]), rec, rtol=1e-5)
     assert_trees_close(applied_gradient(before, after, "ae"), want)
 
-    config = load_config("ae/digits.py", [*TINY, "loss.eq_prob=0.3", "loss.eq_scales=(1.0,0.5)"])
+    config = load_config(
+        "ae/digits.py",
+        [*TINY, "loss.eq_prob=0.3", "loss.eq_scales=(1.0,0.5)", "loss.disc_start=100000"],
+    )
     draws = [ae_train.AutoencoderStage(config).phase(n) for n in range(400)]
     assert draws == [ae_train.AutoencoderStage(config).phase(n) for n in range(400)]
     counts = {name: draws.count(name) for name in set(draws)}

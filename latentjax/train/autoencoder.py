@@ -132,6 +132,8 @@ class AutoencoderStage:
         self.config, self.features = config, features
         self.ae = build_autoencoder(config.model)
         self.disc = build_discriminator(lc)
+        if lc.eq_prob > 0 and lc.disc_start < config.train.num_steps:
+            self._check_disc_sees_eq_images()
         self.tx = _optimizer(config.optim.lr, config)
         self.disc_tx = _optimizer(config.optim.disc_lr, config)
         self._vf_encoder = vf_encoder  # VA-VAE's frozen network; None: read on first use
@@ -162,6 +164,21 @@ class AutoencoderStage:
                     f"{self._vf_encoder.dim} wide"
                 )
         return self._vf_encoder
+
+    def _check_disc_sees_eq_images(self) -> None:
+        """The PatchGAN must give at least one logit on the smallest EQ images (an empty
+        logit map has a NaN mean: the run would stop at the first adversarial EQ step)."""
+        c = self.config
+        scale = min(c.loss.eq_scales)
+        side = round(c.data.image_size * scale)
+        x = jax.ShapeDtypeStruct((1, side, side, c.model.in_channels), jnp.float32)
+        logits, _ = jax.eval_shape(lambda x: self.disc.init_with_output(jax.random.key(0), x), x)
+        if 0 in logits.shape:
+            raise ConfigError(
+                f"loss.eq_scales has {scale}: its {side} px images are too small for the "
+                f"PatchGAN (loss.disc_layers={c.loss.disc_layers}); use larger factors or a "
+                "shallower discriminator"
+            )
 
     def lpips_variables(self) -> dict | None:
         """The LPIPS network's variables from ``loss.lpips_weights`` (None unless the
