@@ -132,8 +132,6 @@ class AutoencoderStage:
         self.config, self.features = config, features
         self.ae = build_autoencoder(config.model)
         self.disc = build_discriminator(lc)
-        if lc.eq_prob > 0 and lc.disc_start < config.train.num_steps:
-            self._check_disc_sees_eq_images()
         self.tx = _optimizer(config.optim.lr, config)
         self.disc_tx = _optimizer(config.optim.disc_lr, config)
         self._vf_encoder = vf_encoder  # VA-VAE's frozen network; None: read on first use
@@ -165,10 +163,13 @@ class AutoencoderStage:
                 )
         return self._vf_encoder
 
-    def _check_disc_sees_eq_images(self) -> None:
-        """The PatchGAN must give at least one logit on the smallest EQ images (an empty
-        logit map has a NaN mean: the run would stop at the first adversarial EQ step)."""
+    def check_disc_sees_eq_images(self) -> None:
+        """Before training (``make_task``): the PatchGAN must give at least one logit on the
+        smallest EQ images (an empty logit map has a NaN mean: the run would stop at the first
+        adversarial EQ step)."""
         c = self.config
+        if c.loss.eq_prob == 0 or c.loss.disc_start >= c.train.num_steps:
+            return
         scale = min(c.loss.eq_scales)
         side = round(c.data.image_size * scale)
         x = jax.ShapeDtypeStruct((1, side, side, c.model.in_channels), jnp.float32)
@@ -528,6 +529,7 @@ def make_task(
     """The loop's task for ``config``; ``stage``: one built already (e.g. with a frozen VF
     network passed in), else built here."""
     stage = stage or AutoencoderStage(config)
+    stage.check_disc_sees_eq_images()
     repl = mesh_lib.replicated(mesh)
     # The perceptual network, when there is one, is a frozen input of the steps (replicated).
     lpips = stage.lpips_variables()
