@@ -172,3 +172,50 @@ def test_lpips_hook_with_a_known_feature_map():
         P.perceptual_loss("lpips", x, y)
     with pytest.raises(ValueError, match="perceptual"):
         P.perceptual_loss("vgg", x, y)
+
+
+def _toy_images(seed: int = 0) -> jax.Array:
+    return jnp.tanh(jax.random.normal(jax.random.key(seed), (2, 8, 8, 3)))
+
+
+def test_equivariance_transform_is_the_rotation_and_the_downscale():
+    """Quarter turns are numpy's rot90 in the (H, W) plane (the traced turn count picks them);
+    the down-scale keeps a constant image constant and halves the side at factor 0.5."""
+    x = np.asarray(_toy_images())
+    for k in range(4):
+        np.testing.assert_array_equal(
+            L.equivariance_transform(x, 1.0, jnp.int32(k)), np.rot90(x, k, axes=(1, 2))
+        )
+    flat = L.equivariance_transform(jnp.full((1, 8, 8, 2), 0.3), 0.5, jnp.int32(3))
+    assert flat.shape == (1, 4, 4, 2)
+    np.testing.assert_allclose(flat, 0.3, rtol=1e-6)
+    with pytest.raises(ValueError, match="whole side"):
+        L.equivariance_transform(x, 0.3, jnp.int32(0))
+
+
+def test_equivariance_loss_is_zero_exactly_for_an_equivariant_autoencoder():
+    """EQ-VAE's term vanishes for an autoencoder that reconstructs and commutes with tau: a
+    per-position linear map A and its inverse (rescaling and rotating act on positions only).
+    An autoencoder that reconstructs as well but is not equivariant (it rolls the latent one
+    position and back) is charged for every scaled or rotated tau."""
+    x = _toy_images()
+    a = jnp.array([[1.0, 0.5, 0.0], [0.2, 1.0, -0.3], [0.0, 0.4, 2.0]])
+    a_inv = jnp.linalg.inv(a)
+    enc = lambda im: im @ a  # noqa: E731
+    dec = lambda z: z @ a_inv  # noqa: E731
+    roll_enc = lambda im: jnp.roll(im @ a, 1, axis=1)  # noqa: E731
+    roll_dec = lambda z: jnp.roll(z @ a_inv, -1, axis=1)  # noqa: E731
+    scale_of_x = float(L.reconstruction_loss(x, jnp.zeros_like(x)).mean())
+    for scale in (1.0, 0.75, 0.5):
+        for k in range(4):
+            turns = jnp.int32(k)
+            eq = L.equivariance_loss(enc, dec, x, scale, turns)
+            assert float(eq.max()) < 1e-5 * scale_of_x, (scale, k)
+            # The rolled autoencoder reconstructs x exactly (tau = identity) ...
+            if scale == 1.0 and k == 0:
+                assert float(L.equivariance_loss(roll_enc, roll_dec, x, scale, turns).max()) < (
+                    1e-5 * scale_of_x
+                )
+            else:  # ... and fails every other tau.
+                rolled = L.equivariance_loss(roll_enc, roll_dec, x, scale, turns)
+                assert float(rolled.min()) > 1e-2 * scale_of_x, (scale, k)

@@ -316,3 +316,54 @@ def test_a_damaged_config_json_is_one_line(runs, tmp_path, capsys):
         == 2
     )
     assert "config.json: not valid JSON" in _error_line(capsys)
+
+
+def test_a_fine_tune_starts_from_init_from_with_its_model(runs, tmp_path):
+    """``init_from``: the run's model section replaces the config's (a wider ``model.ch`` given
+    here is overridden) and its parameters are the starting point: the first step's learning
+    rate is 0 (the warm-up starts there), so one step leaves them exactly as the source run's
+    last checkpoint (a from-scratch start would leave them at a fresh initialisation)."""
+    tune = tmp_path / "tune"
+    assert (
+        _train(
+            "ae", tune, f"--config.init_from={runs / 'ae'}", "--config.model.ch=16",
+            "--config.train.num_steps=1",
+        )
+        == 0
+    )  # fmt: skip
+    config = json.loads((tune / "config.json").read_text())
+    assert config["model"] == json.loads((runs / "ae" / "config.json").read_text())["model"]
+    assert config["init_from"] == str((runs / "ae").absolute())
+    source, tuned = _params(runs / "ae", TINY_AE), _params(tune, TINY_AE)
+    assert int(tuned["step"]) == 1
+    jax.tree.map(np.testing.assert_array_equal, tuned["params"]["ae"], source["params"]["ae"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--config.init_from=/nonexistent/run"], "init_from='/nonexistent/run': no stage-1 run"),
+        (["--config.loss.eq_prob=1.5"], "loss.eq_prob=1.5 must be in [0, 1]"),
+        (["--config.loss.eq_prob=0.5", "--config.loss.eq_scales=(0.3,)"], "loss.eq_scales has 0.3"),
+        (["--config.loss.eq_prob=0.5", "--config.loss.eq_rotations=(4,)"], "quarter turns from"),
+        (
+            [
+                "--config.loss.eq_prob=0.5",
+                "--config.loss.eq_scales=(0.5,)",
+                "--config.loss.disc_layers=2",
+                "--config.train.num_steps=5",
+            ],
+            "its 4 px images are too small for the PatchGAN",
+        ),
+        (["--config.loss.vf_weight=0.1"], "loss.vf_weight > 0 needs loss.vf_encoder_weights"),
+        (
+            ["--config.loss.vf_weight=0.1", f"--config.loss.vf_encoder_weights={__file__}.x"],
+            "no weights file",
+        ),
+    ],
+)
+def test_bad_fine_tune_and_eq_settings_are_one_line(tmp_path, capsys, overrides, message):
+    workdir = tmp_path / "new"
+    assert _train("ae", workdir, *overrides) == 2
+    assert message in _error_line(capsys)
+    assert not workdir.exists()

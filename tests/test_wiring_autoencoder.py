@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import chex
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,13 +72,14 @@ def random_like(abstract, seed: int):
     return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
-def compiled_steps(*overrides: str):
+def compiled_steps(*overrides: str, vf_encoder=None):
     """(stage, a state, run) for the tiny config, the steps built as the loop builds them, with
     SGD(1) in place of both Adam optimisers; ``run(state, n)`` runs the step of step n's phase
-    at step counter n."""
+    at step counter n. ``vf_encoder``: the frozen network of the VF loss."""
     config = load_config("ae/digits.py", [*TINY, *overrides])
     mesh = mesh_lib.make_mesh(config.mesh.shape)
-    task = ae_train.make_task(config, mesh)
+    stage = ae_train.AutoencoderStage(config, vf_encoder=vf_encoder)
+    task = ae_train.make_task(config, mesh, stage=stage)
     stage = task.train_steps["reconstruction"].__self__  # the stage make_task built
     stage.tx = stage.disc_tx = optax.sgd(1.0)
     rules = tuple(tuple(r) for r in config.mesh.rules)
@@ -88,7 +90,7 @@ def compiled_steps(*overrides: str):
         """-> (the state before, as host arrays; the state after; metrics)."""
         state = {**state, "step": np.int32(step)}
         with mesh_lib.activation_rules(mesh, rules):
-            new, metrics = steps[task.step_for(step)](state, {}, {"image": images()}, RNG)
+            new, metrics = steps[task.step_for(step)](state, task.frozen, {"image": images()}, RNG)
         return state, jax.device_get(new), metrics
 
     return stage, random_like(abstract, 0), run
@@ -343,3 +345,112 @@ def test_the_configured_optimisers_are_adam_with_warmup():
             step = lr * min(n / 4, 1.0)  # linear warm-up from 0
             want = -step * m_hat / (np.sqrt(v_hat) + 1e-8)
             np.testing.assert_allclose(updates["a"], want, rtol=1e-4, atol=1e-7)
+
+
+def test_eq_step_applies_the_transformed_reconstruction():
+    """An EQ batch (eq_prob 1, one factor, one rotation): the step the loop picks decodes the
+    rotated, down-scaled latent and its loss is L1 against the image transformed alike --
+    nothing of the untransformed reconstruction. The host's draw picks EQ batches at about
+    eq_prob and the same ones on every call (a resumed run repeats them)."""
+    stage, state, run = compiled_steps(
+        "model.bottleneck=ae", "loss.perceptual=none", "loss.eq_prob=1.0",
+        "loss.eq_scales=(0.5,)", "loss.eq_rotations=(1,)",
+        "loss.disc_start=100000",  # 4 px EQ images are too small for the PatchGAN
+    )  # fmt: skip
+    assert stage.phase(0) == "reconstruction@eq0.5"
+    before, after, metrics = run(state, 0)
+    ae = stage.ae
+
+    @jax.jit
+    def reference(p):
+        def loss(p):
+            z = ae.apply(p, images(), method=ae.encode).mode()  # [4, 8, 8, 4]
+            z = jnp.rot90(jax.image.resize(z, (4, 4, 4, z.shape[-1]), "linear"), 1, axes=(1, 2))
+            x_hat = ae.apply(p, z, method=lambda m, z: m._decode(z))  # [4, 4, 4, 1]
+            target = jnp.rot90(jax.image.resize(images(), (4, 4, 4, 1), "linear"), 1, (1, 2))
+            return jnp.mean(per_example_sum(jnp.abs(x_hat - target)))
+
+        return jax.value_and_grad(loss)(p)
+
+    rec, want = jax.device_get(reference(before["params"]["ae"]))
+    np.testing.assert_allclose(float(metrics["rec"]), rec, rtol=1e-5)
+    assert_trees_close(applied_gradient(before, after, "ae"), want)
+
+    config = load_config(
+        "ae/digits.py",
+        [*TINY, "loss.eq_prob=0.3", "loss.eq_scales=(1.0,0.5)", "loss.disc_start=100000"],
+    )
+    draws = [ae_train.AutoencoderStage(config).phase(n) for n in range(400)]
+    assert draws == [ae_train.AutoencoderStage(config).phase(n) for n in range(400)]
+    counts = {name: draws.count(name) for name in set(draws)}
+    assert set(counts) == {"reconstruction", "reconstruction@eq1.0", "reconstruction@eq0.5"}
+    assert 0.22 < 1 - counts["reconstruction"] / 400 < 0.38
+
+
+VF_WEIGHT, COS_MARGIN, DISTMAT_MARGIN = 0.3, 0.95, 0.25
+
+
+def tiny_dinov2():
+    """A random DINOv2 whose 14 px patches tile the 8 x 8 latent grid at 112 px."""
+    from latentjax.models import representation
+    from latentjax.models.dinov2 import DINOv2
+    from latentjax.train.frozen_encoder import FrozenEncoder
+
+    model = DINOv2(hidden_size=12, depth=1, num_heads=2, image_size=112)
+    variables = model.init(jax.random.key(5), jnp.zeros((1, 112, 112, 3)))
+    variables = jax.tree.map(lambda a: a + 0.1, flax.linen.meta.unbox(variables))
+
+    def features(v, im):
+        return representation.dinov2_features(model, v, im, 112)
+
+    return FrozenEncoder(features, variables, 12)
+
+
+def test_vf_step_applies_the_adaptively_weighted_alignment():
+    """VA-VAE's VF loss in the reconstruction phase: the applied gradient is
+    g_rec + w g_vf, with L_vf the margin cosine + margin distance-matrix loss of the 1x1
+    projection of z against the frozen features, and w = vf_weight ||g_rec|| / (||g_vf|| +
+    1e-4) at the *encoder's* last layer (VA-VAE eq. 4), not the decoder's."""
+    encoder = tiny_dinov2()
+    stage, state, run = compiled_steps(
+        "model.bottleneck=ae", "loss.perceptual=none", f"loss.vf_weight={VF_WEIGHT}",
+        f"loss.vf_cos_margin={COS_MARGIN}", f"loss.vf_distmat_margin={DISTMAT_MARGIN}",
+        vf_encoder=encoder,
+    )  # fmt: skip
+    before, after, metrics = run(state, 0)
+    ae = stage.ae
+    feats = encoder.features(encoder.variables, images()).reshape(4, 64, 12)
+
+    @jax.jit
+    def reference(p):
+        def terms(p):
+            z = ae.apply(p, images(), method=ae.encode).mode()  # [4, 8, 8, 4]
+            x_hat = ae.apply(p, z, method=lambda m, z: m._decode(z))
+            rec = jnp.mean(per_example_sum(jnp.abs(x_hat - images())))
+            w = p["params"]["vf_proj"]
+            proj = (z @ w["kernel"] + w["bias"]).reshape(4, 64, 12)
+            zn = proj / jnp.linalg.norm(proj, axis=-1, keepdims=True)
+            fn = feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
+            cos = jnp.sum(zn * fn, -1)
+            gram = jnp.abs(zn @ zn.transpose(0, 2, 1) - fn @ fn.transpose(0, 2, 1))
+            mcos = jnp.mean(jax.nn.relu(1 - COS_MARGIN - cos))
+            mdms = jnp.mean(jax.nn.relu(gram - DISTMAT_MARGIN))
+            return (rec, mcos + mdms), (cos, gram)
+
+        (rec, vf), pull, (cos, gram) = jax.vjp(terms, p, has_aux=True)
+        g_rec = pull((jnp.float32(1), jnp.float32(0)))[0]
+        g_vf = pull((jnp.float32(0), jnp.float32(1)))[0]
+        return rec, vf, g_rec, g_vf, cos, gram
+
+    rec, vf, g_rec, g_vf, cos, gram = jax.device_get(reference(before["params"]["ae"]))
+    # Both margins bind somewhere and not elsewhere.
+    assert 0 < np.mean(cos > 1 - COS_MARGIN) < 1 and 0 < np.mean(gram > DISTMAT_MARGIN) < 1
+    enc = lambda g: np.asarray(g["params"]["encoder"]["conv_out"]["kernel"], np.float64)  # noqa: E731
+    w = VF_WEIGHT * np.linalg.norm(enc(g_rec)) / (np.linalg.norm(enc(g_vf)) + 1e-4)
+    # Weighting at the decoder's last layer instead would give another w.
+    dec = VF_WEIGHT * np.linalg.norm(last_layer(g_rec)) / (np.linalg.norm(last_layer(g_vf)) + 1e-4)
+    assert abs(dec - w) > 0.1 * w
+    np.testing.assert_allclose(float(metrics["vf_adaptive_weight"]), w, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["vf"]), vf, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["nll"]), rec, rtol=1e-5)
+    assert_trees_close(applied_gradient(before, after, "ae"), combine((1.0, g_rec), (w, g_vf)))

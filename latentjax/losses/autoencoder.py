@@ -1,5 +1,6 @@
 """Stage-1 losses: reconstruction, KL with warm-up and free bits, the PatchGAN adversarial terms
-(hinge and non-saturating), the adaptive weight, and R1 / LeCam discriminator regularisers.
+(hinge and non-saturating), the adaptive weight, R1 / LeCam discriminator regularisers, and the
+transform of equivariance regularisation (EQ-VAE).
 
 Scale conventions follow latent-diffusion's ``LPIPSWithDiscriminator`` (Rombach et al. 2022):
 the reconstruction term is summed over pixels and averaged over the batch, the KL is summed over
@@ -8,6 +9,8 @@ Gaussian (L2) likelihood and Stable Diffusion's ``kl_weight=1e-6`` means what it
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -131,3 +134,41 @@ def adaptive_weight(
     by ``disc_weight``."""
     w = jnp.linalg.norm(grad_rec) / (jnp.linalg.norm(grad_adv) + eps)
     return jax.lax.stop_gradient(jnp.clip(w, 0.0, max_weight))
+
+
+def equivariance_transform(x: jax.Array, scale: float, quarter_turns: jax.Array) -> jax.Array:
+    """The transform tau of equivariance regularisation (EQ-VAE, Kouzelis et al. 2025, sec. 3;
+    Skorokhodov et al. 2025): a bilinear down-scale of both sides by ``scale`` (antialiased, as
+    any down-sampling of an image should be), then a rotation by ``quarter_turns`` x 90 degrees
+    counter-clockwise in the (H, W) plane. Both are linear per channel and act on positions
+    only, so they commute with any per-position channel map: applied alike to an image and to
+    its latent. ``x``: [B, H, W, C] with H = W and H * scale whole; ``scale`` is static (it sets
+    the output shape), ``quarter_turns`` may be traced (an int in 0..3)."""
+    b, hgt, wid, c = x.shape
+    if hgt != wid:
+        raise ValueError(f"equivariance_transform needs square inputs, got {hgt}x{wid}")
+    side = round(hgt * scale)
+    if abs(side - hgt * scale) > 1e-6 or side < 1:
+        raise ValueError(f"scale {scale} does not give a whole side from {hgt}")
+    if side != hgt:
+        x = jax.image.resize(x, (b, side, side, c), method="linear", antialias=True)
+    turns = jnp.stack([jnp.rot90(x, k, axes=(1, 2)) for k in range(4)])  # [4, B, s, s, C]
+    return turns[jnp.asarray(quarter_turns, jnp.int32) % 4]
+
+
+def draw_quarter_turns(rng: jax.Array, allowed: Sequence[int]) -> jax.Array:
+    """One rotation for the batch, uniform over ``allowed`` quarter turns (EQ-VAE draws one
+    transform per batch)."""
+    return jax.random.choice(rng, jnp.asarray(tuple(allowed), jnp.int32))
+
+
+def equivariance_loss(
+    encode, decode, x: jax.Array, scale: float, quarter_turns: jax.Array, kind: str = "l1"
+) -> jax.Array:
+    """EQ-VAE's reconstruction term (Kouzelis et al. 2025, eq. 5): the error of
+    ``decode(tau(encode(x)))`` against ``tau(x)``, per example (:func:`reconstruction_loss`).
+    Zero for every tau exactly when the autoencoder reconstructs and is equivariant to tau.
+    The training step applies the same term with the configured perceptual and adversarial
+    losses on top (``latentjax/train/autoencoder.py``)."""
+    x_hat = decode(equivariance_transform(encode(x), scale, quarter_turns))
+    return reconstruction_loss(equivariance_transform(x, scale, quarter_turns), x_hat, kind)

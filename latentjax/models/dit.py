@@ -218,8 +218,26 @@ class FinalLayer(nn.Module):
         return dense(self.out_features, (EMBED, None), kernel_init=ZEROS, name="linear")(x)
 
 
+class Projector(nn.Module):
+    """REPA's projector (Yu et al. 2025, sec. 3.2; its ``build_mlp``): Dense -> SiLU -> Dense ->
+    SiLU -> Dense, from the DiT's width to the frozen encoder's, applied per token."""
+
+    hidden: int
+    out_features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, L, D] -> [B, L, out_features]
+        x = nn.silu(dense(self.hidden, (EMBED, MLP), name="fc1")(x))
+        x = nn.silu(dense(self.hidden, (MLP, None), name="fc2")(x))
+        return dense(self.out_features, (None, None), name="fc3")(x)
+
+
 class DiT(nn.Module):
-    """Diffusion Transformer on [B, H, W, C] latents; H = W = ``input_size``."""
+    """Diffusion Transformer on [B, H, W, C] latents; H = W = ``input_size``.
+
+    With ``repa_depth`` > 0 the network also has REPA's projector (parameters
+    ``repa_projector``), which ``return_repa=True`` applies to the hidden state after the first
+    ``repa_depth`` blocks; a call without it ignores the projector (sampling)."""
 
     input_size: int
     patch_size: int
@@ -235,14 +253,20 @@ class DiT(nn.Module):
     timestep_freq_shift: float = 0.0
     mlp_norm_eps: float = 1e-6
     null_class: bool = True  # the label table's null (guidance) row; False: cannot guide
+    repa_depth: int = 0  # REPA: align the output of this many blocks; 0 = no projector
+    repa_projector_dim: int = 2048  # REPA: the projector's hidden width
+    repa_feature_dim: int = 0  # REPA: the frozen encoder's feature width
 
     @property
     def out_channels(self) -> int:
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array) -> jax.Array:
-        """x [B, H, W, C] latents, t [B] in [0, 1000), y [B] int labels -> [B, H, W, out]."""
+    def __call__(
+        self, x: jax.Array, t: jax.Array, y: jax.Array, *, return_repa: bool = False
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """x [B, H, W, C] latents, t [B] in [0, 1000), y [B] int labels -> [B, H, W, out];
+        with ``return_repa``, also the projected hidden state [B, (H/p)(W/p), feature dim]."""
         b, h, w, _ = x.shape
         p = self.patch_size
         if h != self.input_size or w != self.input_size:
@@ -271,6 +295,9 @@ class DiT(nn.Module):
                 self.num_classes, self.hidden_size, self.null_class, name="y_embedder"
             )
             c = c + embed(y)
+        if return_repa and not 0 < self.repa_depth <= self.depth:
+            raise ValueError(f"repa_depth={self.repa_depth} is not in 1..{self.depth}")
+        projected = None
         for i in range(self.depth):
             tokens = DiTBlock(
                 self.hidden_size,
@@ -279,5 +306,11 @@ class DiT(nn.Module):
                 mlp_norm_eps=self.mlp_norm_eps,
                 name=f"block_{i}",
             )(tokens, c)
+            if return_repa and i + 1 == self.repa_depth:
+                projector = Projector(
+                    self.repa_projector_dim, self.repa_feature_dim, name="repa_projector"
+                )
+                projected = projector(tokens)
         out = FinalLayer(self.hidden_size, p * p * self.out_channels, name="final_layer")(tokens, c)
-        return unpatchify(out, p, h, w, self.out_channels)
+        out = unpatchify(out, p, h, w, self.out_channels)
+        return (out, projected) if return_repa else out

@@ -6,6 +6,18 @@ vdm's train state). Training has two phases, each its own compiled step: before 
 the step computes only the reconstruction + regulariser loss; from then on it adds the
 adversarial term with latent-diffusion's adaptive weight and updates the discriminator in the
 same step.
+
+Equivariance regularisation (EQ-VAE, ``loss.eq_prob`` > 0) adds one compiled step per phase and
+down-scale factor: the host draws, from the seed and the step number (so a resumed run draws
+the same), whether a batch is an EQ batch and which factor it gets; the rotation is drawn in
+the step. On an EQ batch every loss of the phase judges ``decode(tau(z))`` against ``tau(x)``
+(the discriminator sees ``tau(x)`` as its real images) instead of ``decode(z)`` against ``x``.
+
+VA-VAE's VF loss (``loss.vf_weight`` > 0) aligns a 1x1 projection of the latent z (parameters
+``vf_proj`` beside the autoencoder's, trained with them, unused by encode/decode) with a frozen
+vision network's features of the clean image; the step weighs it by ``vf_weight`` times the
+ratio of the NLL's and the VF loss's gradient norms at the encoder's last layer (one more
+backward pass).
 """
 
 from __future__ import annotations
@@ -14,23 +26,29 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
-from latentjax.errors import ConfigError
+from latentjax.errors import ConfigError, WorkdirError
 from latentjax.eval.autoencoder import reconstruction_sheet
 from latentjax.eval.images import enlarge
 from latentjax.eval.metrics import psnr
-from latentjax.factory import build_autoencoder, build_discriminator
+from latentjax.factory import build_autoencoder, build_discriminator, latent_shape
 from latentjax.losses import autoencoder as losses
 from latentjax.losses import perceptual
+from latentjax.losses.representation import vf_loss
+from latentjax.models import representation
 from latentjax.models.bottleneck import restart_dead_codes
 from latentjax.models.lpips import LPIPS
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.run import Run
 from latentjax.train import state as state_lib
+from latentjax.train.frozen_encoder import FrozenEncoder
 
 
 def _check_loss_config(lc) -> None:
@@ -42,9 +60,36 @@ def _check_loss_config(lc) -> None:
         raise ConfigError(
             f"loss.perceptual={lc.perceptual!r}; use one of {perceptual.PERCEPTUAL_LOSSES}"
         )
-    for key in ("kl_free_bits", "r1_weight", "lecam_weight", "perceptual_weight"):
+    for key in ("kl_free_bits", "r1_weight", "lecam_weight", "perceptual_weight", "vf_weight"):
         if lc[key] < 0:
             raise ConfigError(f"loss.{key}={lc[key]} must be >= 0")
+    if not 0.0 <= lc.eq_prob <= 1.0:
+        raise ConfigError(f"loss.eq_prob={lc.eq_prob} must be in [0, 1]")
+
+
+def _check_shaping_config(config) -> None:
+    """VF and EQ train the "kl" family only; EQ-VAE's transforms must fit the latent: whole
+    sides after each down-scale, square latents to rotate."""
+    lc = config.loss
+    if lc.vf_weight > 0 and config.model.family != "kl":
+        raise ConfigError(f"loss.vf_weight needs model.family='kl', not {config.model.family!r}")
+    if lc.eq_prob == 0:
+        return
+    if config.model.family != "kl":
+        raise ConfigError(f"loss.eq_prob needs model.family='kl', not {config.model.family!r}")
+    side = latent_shape(config)[0]
+    if not lc.eq_scales:
+        raise ConfigError("loss.eq_scales is empty; give at least one factor (1.0: no scaling)")
+    for s in lc.eq_scales:
+        if not 0 < s <= 1 or abs(side * s - round(side * s)) > 1e-6 or round(side * s) < 1:
+            raise ConfigError(
+                f"loss.eq_scales has {s}: each factor must be in (0, 1] and give a whole latent "
+                f"side from {side}"
+            )
+    if not lc.eq_rotations or any(k not in (0, 1, 2, 3) for k in lc.eq_rotations):
+        raise ConfigError(
+            f"loss.eq_rotations={tuple(lc.eq_rotations)}; give quarter turns from 0, 1, 2, 3"
+        )
 
 
 def _optimizer(lr: float, config) -> optax.GradientTransformation:
@@ -61,12 +106,22 @@ def _last_layer(tree: Any) -> jax.Array:
     return tree["params"]["decoder"]["conv_out"]["kernel"]
 
 
+def _encoder_last_layer(tree: Any) -> jax.Array:
+    """The encoder's output conv kernel: where VA-VAE's adaptive VF weight compares gradients."""
+    return tree["params"]["encoder"]["conv_out"]["kernel"]
+
+
 class AutoencoderStage:
     """The stage-1 networks, optimisers and pure steps of a config. ``features``: the feature
     network for ``loss.perceptual="lpips"`` (images -> list of activations; see
     ``latentjax/losses/perceptual.py``), None otherwise."""
 
-    def __init__(self, config, features: Callable[[jax.Array], Sequence[jax.Array]] | None = None):
+    def __init__(
+        self,
+        config,
+        features: Callable[[jax.Array], Sequence[jax.Array]] | None = None,
+        vf_encoder: FrozenEncoder | None = None,
+    ):
         lc = config.loss
         _check_loss_config(lc)
         if lc.perceptual == "lpips" and features is None and not lc.lpips_weights:
@@ -75,11 +130,58 @@ class AutoencoderStage:
                 "`latentjax convert lpips`, or 'VGG16.pth,HEADS.pth' (torchvision VGG16 and the "
                 "lpips package's vgg.pth); or use 'haar' or 'fft', which need no weights"
             )
+        _check_shaping_config(config)
         self.config, self.features = config, features
         self.ae = build_autoencoder(config.model)
         self.disc = build_discriminator(lc)
         self.tx = _optimizer(config.optim.lr, config)
         self.disc_tx = _optimizer(config.optim.disc_lr, config)
+        self._vf_encoder = vf_encoder  # VA-VAE's frozen network; None: read on first use
+        if lc.vf_weight > 0 and not lc.vf_feature_dim:  # recorded in the run's config
+            lc.vf_feature_dim = self.vf_encoder.dim
+
+    @property
+    def vf_encoder(self) -> FrozenEncoder:
+        """The VF loss's frozen network, read from ``loss.vf_*`` on first use (training
+        only)."""
+        if self._vf_encoder is None:
+            lc = self.config.loss
+            size = lc.vf_encoder_size
+            if not size:
+                side = latent_shape(self.config)[0]
+                size = side * 14 if lc.vf_encoder == "dinov2" else self.config.data.image_size
+            self._vf_encoder = FrozenEncoder.load(
+                lc.vf_encoder,
+                lc.vf_encoder_weights,
+                "loss.vf_",
+                size,
+                lc.vf_encoder_heads,
+                lc.vf_vgg_tap,
+            )
+            if lc.vf_feature_dim and self._vf_encoder.dim != lc.vf_feature_dim:
+                raise ConfigError(
+                    f"loss.vf_feature_dim={lc.vf_feature_dim} but the network's features are "
+                    f"{self._vf_encoder.dim} wide"
+                )
+        return self._vf_encoder
+
+    def check_disc_sees_eq_images(self) -> None:
+        """Before training (``make_task``): the PatchGAN must give at least one logit on the
+        smallest EQ images (an empty logit map has a NaN mean: the run would stop at the first
+        adversarial EQ step)."""
+        c = self.config
+        if c.loss.eq_prob == 0 or c.loss.disc_start >= c.train.num_steps:
+            return
+        scale = min(c.loss.eq_scales)
+        side = round(c.data.image_size * scale)
+        x = jax.ShapeDtypeStruct((1, side, side, c.model.in_channels), jnp.float32)
+        logits, _ = jax.eval_shape(lambda x: self.disc.init_with_output(jax.random.key(0), x), x)
+        if 0 in logits.shape:
+            raise ConfigError(
+                f"loss.eq_scales has {scale}: its {side} px images are too small for the "
+                f"PatchGAN (loss.disc_layers={c.loss.disc_layers}); use larger factors or a "
+                "shallower discriminator"
+            )
 
     def lpips_variables(self) -> dict | None:
         """The LPIPS network's variables from ``loss.lpips_weights`` (None unless the
@@ -101,6 +203,10 @@ class AutoencoderStage:
         return self.bottleneck == "vq" and self.config.loss.vq_restart_threshold > 0
 
     @property
+    def uses_vf(self) -> bool:
+        return self.config.loss.vf_weight > 0
+
+    @property
     def uses_lecam(self) -> bool:
         return self.config.loss.lecam_weight > 0
 
@@ -112,6 +218,13 @@ class AutoencoderStage:
         ae_rng, disc_rng, sample_rng = jax.random.split(rng, 3)
         x = self.example_input()
         ae_params = self.ae.init({"params": ae_rng, "sample": sample_rng}, x)
+        if self.uses_vf:
+            # The VF projection z -> feature width (a 1x1 conv as a Dense over channels), with
+            # a key of its own so the other parameters are those of a run without it.
+            proj = nn.Dense(self.config.loss.vf_feature_dim, name="vf_proj").init(
+                jax.random.fold_in(rng, 7), jnp.zeros((1, self.ae.latent_channels))
+            )["params"]
+            ae_params = {**ae_params, "params": {**ae_params["params"], "vf_proj": proj}}
         disc_params = self.disc.init(disc_rng, x)
         state = {
             "step": jnp.zeros((), jnp.int32),
@@ -144,21 +257,54 @@ class AutoencoderStage:
             return lc.codebook_weight * reg, metrics
         return jnp.zeros((), jnp.float32), metrics
 
-    def _losses(self, state, batch, rng, frozen=None):
+    def _losses(self, state, batch, rng, frozen=None, eq_scale=None):
         """Closures over one batch: the NLL (reconstruction + perceptual + the bottleneck's
         regulariser) and the generator's adversarial loss, both as functions of the
-        autoencoder parameters."""
+        autoencoder parameters. With ``eq_scale`` (an EQ batch), the decoder decodes the
+        transformed latent tau(z) and the target is tau(x) (``aux["target"]``)."""
         lc = self.config.loss
-        x = batch["image"]  # [B, H, W, C] in [-1, 1]
+        image = batch["image"]  # [B, H, W, C] in [-1, 1]
         kind = lc.perceptual
         distance = None
         if frozen and "lpips" in frozen:
             distance = functools.partial(LPIPS().apply, frozen["lpips"])
+        x, turns = image, None
+        if eq_scale is not None:
+            # A key of its own (fold_in 2): the sample and the VQ restart keys are unchanged.
+            turns = losses.draw_quarter_turns(jax.random.fold_in(rng, 2), lc.eq_rotations)
+            x = losses.equivariance_transform(image, eq_scale, turns)
+
+        vf_features = None
+        if self.uses_vf:
+            # The frozen network's features of the clean images on the latent grid.
+            side = latent_shape(self.config)[0]
+            f = self.vf_encoder.features(frozen["vf"], image)
+            vf_features = jax.lax.stop_gradient(representation.to_grid(f, side))
+
+        def forward(p):
+            """-> (x_hat, posterior, the latent before any transform or None)."""
+            if turns is None and vf_features is None:
+                x_hat, posterior = self.ae.apply(p, image, sample=True, rngs={"sample": rng})
+                return x_hat, posterior, None
+            posterior = self.ae.apply(p, image, method=self.ae.encode)
+            z = posterior.sample(rng) if self.bottleneck == "kl" else posterior.mode()
+            decoded = z if turns is None else losses.equivariance_transform(z, eq_scale, turns)
+            # The decoder alone (no VQ/FSQ snap: tau(z_q) is decoded as it is, its gradient
+            # passing to the encoder as the plain step's does).
+            x_hat = self.ae.apply(p, decoded, method=lambda m, z: m._decode(z))
+            return x_hat, posterior, z
 
         def nll_loss(p):
-            x_hat, posterior = self.ae.apply(p, x, sample=True, rngs={"sample": rng})
+            x_hat, posterior, z = forward(p)
             rec = jnp.mean(losses.reconstruction_loss(x, x_hat, lc.reconstruction))
-            aux = {"x_hat": x_hat, "rec": rec}
+            aux = {"x_hat": x_hat, "rec": rec, "target": x}
+            if vf_features is not None:
+                w = p["params"]["vf_proj"]
+                projected = z @ w["kernel"] + w["bias"]  # the 1x1 projection [B, h, w, D]
+                aux["vf"], vf_terms = vf_loss(
+                    projected, vf_features, lc.vf_cos_margin, lc.vf_distmat_margin
+                )
+                aux.update(vf_terms)
             if kind != "none":
                 term = jnp.mean(perceptual.perceptual_loss(kind, x, x_hat, self.features, distance))
                 rec = rec + lc.perceptual_weight * term
@@ -169,21 +315,40 @@ class AutoencoderStage:
             return rec + reg, {**aux, **reg_metrics}
 
         def generator_losses(p):
+            """-> ((nll, adversarial loss[, VF loss]), aux)."""
             nll, aux = nll_loss(p)
             logits = self.disc.apply(state["params"]["disc"], aux["x_hat"])
-            return (nll, losses.g_loss(lc.gan_loss, logits)), aux
+            outs = (nll, losses.g_loss(lc.gan_loss, logits))
+            if "vf" in aux:
+                outs = (*outs, aux.pop("vf"))
+            return outs, aux
 
         return nll_loss, generator_losses
 
-    def reconstruction_step(self, state, frozen, batch, rng):
+    def reconstruction_step(self, state, frozen, batch, rng, eq_scale=None):
         """Before ``disc_start``: reconstruction + regulariser only; the discriminator is
         untouched."""
         rng = jax.random.fold_in(rng, state["step"])
-        nll_loss, _ = self._losses(state, batch, rng, frozen)
-        (nll, aux), grads = jax.value_and_grad(nll_loss, has_aux=True)(state["params"]["ae"])
+        nll_loss, _ = self._losses(state, batch, rng, frozen, eq_scale)
+        vf_metrics = {}
+        if not self.uses_vf:
+            (nll, aux), grads = jax.value_and_grad(nll_loss, has_aux=True)(state["params"]["ae"])
+        else:
+
+            def terms(p):
+                nll, aux = nll_loss(p)
+                return (nll, aux.pop("vf")), aux
+
+            outs, vjp, aux = jax.vjp(terms, state["params"]["ae"], has_aux=True)
+            nll = outs[0]
+            g_nll, g_vf = (vjp(_basis(outs, i))[0] for i in range(2))
+            w_vf = self._vf_weight(g_nll, g_vf)
+            grads = jax.tree.map(lambda a, b: a + w_vf * b, g_nll, g_vf)
+            vf_metrics = {"vf": outs[1], "vf_adaptive_weight": w_vf}
         zero = jnp.zeros((), jnp.float32)
         metrics = {"nll": nll, "g_adv": zero, "d_loss": zero, "adaptive_weight": zero}
         metrics.update(self._zero_disc_extras())
+        metrics.update(vf_metrics)
         return self._apply(
             state,
             grads,
@@ -192,6 +357,14 @@ class AutoencoderStage:
             {**metrics, **_scalars(aux)},
             aux=aux,
             rng=rng,
+        )
+
+    def _vf_weight(self, g_nll, g_vf) -> jax.Array:
+        """vf_weight x ||grad NLL|| / (||grad L_vf|| + 1e-4) at the encoder's last layer,
+        clipped to [0, 1e4] and not differentiated (VA-VAE, eq. 4: latent-diffusion's adaptive
+        weight moved to the encoder)."""
+        return self.config.loss.vf_weight * losses.adaptive_weight(
+            _encoder_last_layer(g_nll), _encoder_last_layer(g_vf)
         )
 
     def _zero_disc_extras(self) -> dict[str, jax.Array]:
@@ -206,24 +379,31 @@ class AutoencoderStage:
             out["lecam"] = zero
         return out
 
-    def adversarial_step(self, state, frozen, batch, rng):
+    def adversarial_step(self, state, frozen, batch, rng, eq_scale=None):
         """From ``disc_start``: adds the PatchGAN term with the adaptive weight and updates the
         discriminator (hinge or non-saturating loss, optional R1/LeCam) on the same batch with
         its own optimiser."""
         lc = self.config.loss
         rng = jax.random.fold_in(rng, state["step"])
-        _, generator_losses = self._losses(state, batch, rng, frozen)
+        _, generator_losses = self._losses(state, batch, rng, frozen, eq_scale)
         ae_params, disc_params = state["params"]["ae"], state["params"]["disc"]
         # One forward pass, two backward passes: the adaptive weight compares the gradients of
         # the NLL and of the adversarial loss at the decoder's last layer (Esser et al. 2021,
         # eq. 7).
-        (nll, adv), vjp, aux = jax.vjp(generator_losses, ae_params, has_aux=True)
-        (g_nll,) = vjp((jnp.ones_like(nll), jnp.zeros_like(adv)))
-        (g_adv,) = vjp((jnp.zeros_like(nll), jnp.ones_like(adv)))
+        outs, vjp, aux = jax.vjp(generator_losses, ae_params, has_aux=True)
+        nll, adv = outs[:2]
+        (g_nll,) = vjp(_basis(outs, 0))
+        (g_adv,) = vjp(_basis(outs, 1))
         weight = lc.disc_weight * losses.adaptive_weight(_last_layer(g_nll), _last_layer(g_adv))
         grads = jax.tree.map(lambda a, b: a + weight * b, g_nll, g_adv)
+        vf_metrics = {}
+        if self.uses_vf:  # VA-VAE's VF term with its own adaptive weight (a third pass)
+            (g_vf,) = vjp(_basis(outs, 2))
+            w_vf = self._vf_weight(g_nll, g_vf)
+            grads = jax.tree.map(lambda a, b: a + w_vf * b, grads, g_vf)
+            vf_metrics = {"vf": outs[2], "vf_adaptive_weight": w_vf}
 
-        x, fake = batch["image"], jax.lax.stop_gradient(aux["x_hat"])
+        x, fake = aux["target"], jax.lax.stop_gradient(aux["x_hat"])
         gan, r1_weight, lecam_weight = lc.gan_loss, lc.r1_weight, lc.lecam_weight
         ema = state.get("lecam")
 
@@ -249,6 +429,7 @@ class AutoencoderStage:
         updates, disc_opt = self.disc_tx.update(d_grads, state["opt_state"]["disc"], disc_params)
         disc = optax.apply_updates(disc_params, updates)
         metrics = {"nll": nll, "g_adv": adv, "d_loss": d_loss, "adaptive_weight": weight}
+        metrics.update(vf_metrics)
         extra_state = {}
         if ema is not None:
             decay = lc.lecam_decay
@@ -298,7 +479,26 @@ class AutoencoderStage:
         return new_state, metrics
 
     def phase(self, step: int) -> str:
-        return "adversarial" if step >= self.config.loss.disc_start else "reconstruction"
+        """The step that runs after ``step`` updates: the loss phase, with ``@eq<factor>`` on
+        an EQ batch (drawn on the host from the seed and ``step``, so the same on resume)."""
+        lc = self.config.loss
+        name = "adversarial" if step >= lc.disc_start else "reconstruction"
+        if lc.eq_prob > 0:
+            draw = np.random.default_rng([self.config.seed, 0x4551, step])
+            if draw.random() < lc.eq_prob:
+                return f"{name}@eq{lc.eq_scales[draw.integers(len(lc.eq_scales))]}"
+        return name
+
+    def train_steps(self) -> dict[str, Callable]:
+        """Every step :meth:`phase` may name; the EQ variants first, so the last is the
+        adversarial phase's plain step (``latentjax plan``'s default)."""
+        plain = {"reconstruction": self.reconstruction_step, "adversarial": self.adversarial_step}
+        steps = {}
+        if self.config.loss.eq_prob > 0:
+            for name, fn in plain.items():
+                for s in self.config.loss.eq_scales:
+                    steps[f"{name}@eq{s}"] = functools.partial(fn, eq_scale=float(s))
+        return {**steps, **plain}
 
     def reconstruct(self, ae_params, images: jax.Array) -> jax.Array:
         """Deterministic reconstruction through the posterior mode (quantised for VQ/FSQ)."""
@@ -316,16 +516,28 @@ class AutoencoderStage:
         return self.ae.apply(ae_params, images, method=self.ae.encode).mode()
 
 
+def _basis(outs: tuple, i: int) -> tuple:
+    """The cotangent that pulls back output ``i`` of a vjp alone."""
+    return tuple(jnp.ones_like(o) if j == i else jnp.zeros_like(o) for j, o in enumerate(outs))
+
+
 def _scalars(aux: dict[str, Any]) -> dict[str, jax.Array]:
     return {k: v for k, v in aux.items() if isinstance(v, jax.Array) and v.ndim == 0}
 
 
-def make_task(config, mesh, eval_images: Any | None = None) -> state_lib.Task:
-    stage = AutoencoderStage(config)
+def make_task(
+    config, mesh, eval_images: Any | None = None, stage: AutoencoderStage | None = None
+) -> state_lib.Task:
+    """The loop's task for ``config``; ``stage``: one built already (e.g. with a frozen VF
+    network passed in), else built here."""
+    stage = stage or AutoencoderStage(config)
+    stage.check_disc_sees_eq_images()
     repl = mesh_lib.replicated(mesh)
     # The perceptual network, when there is one, is a frozen input of the steps (replicated).
     lpips = stage.lpips_variables()
     frozen = {} if lpips is None else {"lpips": jax.device_put(lpips, repl)}
+    if stage.uses_vf:  # VA-VAE's frozen network, replicated like LPIPS's
+        frozen["vf"] = jax.device_put(stage.vf_encoder.variables, repl)
     evaluate = None
     if eval_images is not None:
         # Replicated over the mesh, so the same program runs on every process of a pod.
@@ -355,19 +567,55 @@ def make_task(config, mesh, eval_images: Any | None = None) -> state_lib.Task:
             sheet = reconstruction_sheet(shown, x_hat, z)
             return {"eval/reconstructions": enlarge(sheet, size=shown.shape[1])}
 
+    warm_start = None
+    if config.init_from:
+        source = Run.open(config.init_from, stage="ae")
+
+        def warm_start(state):
+            """The fresh state with the autoencoder's parameters of ``init_from`` (read as
+            that run's own stage reads them), placed as the fresh ones (this run's rules). What
+            the source lacks (a new VF projection) stays fresh; the optimiser's moments start
+            at zero."""
+            _, restored = load_autoencoder(source, mesh)
+            fresh = dict(state["params"]["ae"]["params"])
+            for name in fresh:
+                if name in restored["params"]:
+                    chex.assert_trees_all_equal_shapes_and_dtypes(
+                        restored["params"][name], fresh[name]
+                    )
+                    fresh[name] = jax.tree.map(
+                        lambda r, f: jax.device_put(r, f.sharding),
+                        restored["params"][name],
+                        fresh[name],
+                    )
+            ae = {**state["params"]["ae"], "params": fresh}
+            return {**state, "params": {**state["params"], "ae": ae}}
+
     return state_lib.Task(
         name="ae",
         init_state=stage.init_state,
-        train_steps={
-            "reconstruction": stage.reconstruction_step,
-            "adversarial": stage.adversarial_step,
-        },
+        train_steps=stage.train_steps(),
         frozen=frozen,
         frozen_shardings=jax.tree.map(lambda _: repl, frozen),
         evaluate=evaluate,
         images=images,
         phase=stage.phase,
+        warm_start=warm_start,
     )
+
+
+def adopt_init_from(config) -> None:
+    """For ``init_from``: the model section of the run it names replaces ``config``'s (a
+    fine-tune trains that network); a one-line error if there is no stage-1 run there."""
+    if not config.init_from:
+        return
+    try:
+        source = Run.open(config.init_from, stage="ae")
+    except WorkdirError as e:
+        raise ConfigError(f"init_from={config.init_from!r}: no stage-1 run there ({e})") from e
+    config.init_from = str(source.path.absolute())
+    with config.ignore_type():
+        config.model = ml_collections.ConfigDict(source.config.model.to_dict())
 
 
 def load_autoencoder(run: Run, mesh) -> tuple[AutoencoderStage, Any]:

@@ -10,6 +10,12 @@ probability ``label_drop`` so one network learns the conditional and uncondition
 by classifier-free guidance (Ho & Salimans 2022); a DiT without the null class
 (``model.null_class=False``, e.g. a converted checkpoint trained without label dropout) drops
 none. An EMA of the weights is kept in the state; sampling uses it.
+
+REPA (``repa.weight`` > 0, Yu et al. 2025) adds ``weight`` times the alignment loss of the
+DiT's projected hidden state after ``repa.depth`` blocks with a frozen encoder's patch features
+of the clean images (resampled to the DiT's token grid), from the same forward pass as the
+diffusion loss. The encoder's parameters are a frozen input of the step, replicated like the
+autoencoder's; its features are computed in the step (not cached).
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from latentjax.errors import ConfigError, WorkdirError
 from latentjax.eval.images import enlarge, image_grid
 from latentjax.factory import build_dit
 from latentjax.losses.diffusion import T_SAMPLINGS, WEIGHTINGS, diffusion_loss
+from latentjax.losses.representation import repa_loss
+from latentjax.models import representation
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import state as state_lib
+from latentjax.train.frozen_encoder import FrozenEncoder
 
 
 def ema_decay(step: jax.Array, decay: float) -> jax.Array:
@@ -61,6 +70,21 @@ def check_diffusion_config(config) -> None:
         )
     if smp.guidance_channels < 0:
         raise ConfigError(f"sample.guidance_channels={smp.guidance_channels}; use 0 (all) or more")
+    r = config.repa
+    if r.weight < 0:
+        raise ConfigError(f"repa.weight={r.weight} must be >= 0")
+    if r.weight > 0:
+        if not 1 <= r.depth <= config.model.depth:
+            raise ConfigError(f"repa.depth={r.depth}; use 1 .. model.depth={config.model.depth}")
+        if r.encoder not in representation.ENCODERS:
+            raise ConfigError(
+                f"repa.encoder={r.encoder!r}; use one of {', '.join(representation.ENCODERS)}"
+            )
+        if config.data.latent_cache:
+            raise ConfigError(
+                "repa.weight > 0 needs the images (the frozen encoder sees them): set "
+                "data.latent_cache='' to encode on the fly"
+            )
 
 
 class DiTStage:
@@ -68,10 +92,27 @@ class DiTStage:
     stage-1 network ``ae`` (anything with ``apply(params, images, method=ae.encode)`` returning
     a posterior) of shape ``latent_shape`` (h, w, c)."""
 
-    def __init__(self, config, ae, latent_shape: tuple[int, int, int]):
+    def __init__(
+        self,
+        config,
+        ae,
+        latent_shape: tuple[int, int, int],
+        repa_encoder: FrozenEncoder | None = None,
+    ):
+        """``repa_encoder``: REPA's frozen encoder; None reads the one ``config.repa`` names
+        (when REPA is on)."""
         check_diffusion_config(config)
         self.config, self.ae, self.latent_shape = config, ae, tuple(latent_shape)
         self.dit = build_dit(config.model, self.latent_shape)
+        self._repa_encoder = repa_encoder
+        if config.repa.weight > 0:
+            if not config.repa.feature_dim:  # recorded in the run's config when it starts
+                config.repa.feature_dim = self.repa_encoder.dim
+            self.dit = self.dit.clone(
+                repa_depth=config.repa.depth,
+                repa_projector_dim=config.repa.projector_dim,
+                repa_feature_dim=config.repa.feature_dim,
+            )
         o = config.optim
         tx = optax.adamw(
             optax.linear_schedule(0.0, o.lr, max(o.warmup_steps, 1)),
@@ -87,12 +128,33 @@ class DiTStage:
     def null_label(self) -> int:
         return self.config.model.num_classes
 
-    def apply(self, params, x, t, y):
-        return self.dit.apply(params, x, t, y)
+    @property
+    def repa_encoder(self) -> FrozenEncoder:
+        """REPA's frozen encoder, read from ``config.repa`` on first use (training only)."""
+        if self._repa_encoder is None:
+            r = self.config.repa
+            self._repa_encoder = FrozenEncoder.load(
+                r.encoder, r.encoder_weights, "repa.", r.encoder_size, r.encoder_heads, r.vgg_tap
+            )
+            if r.feature_dim and self._repa_encoder.dim != r.feature_dim:
+                raise ConfigError(
+                    f"repa.feature_dim={r.feature_dim} but the encoder's features are "
+                    f"{self._repa_encoder.dim} wide"
+                )
+        return self._repa_encoder
+
+    @property
+    def uses_repa(self) -> bool:
+        return self.config.repa.weight > 0
+
+    def apply(self, params, x, t, y, **kwargs):
+        return self.dit.apply(params, x, t, y, **kwargs)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         z = jnp.zeros((1, *self.latent_shape), jnp.float32)
-        params = self.dit.init(rng, z, jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))
+        params = self.dit.init(
+            rng, z, jnp.zeros((1,)), jnp.zeros((1,), jnp.int32), return_repa=self.uses_repa
+        )
         return {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
@@ -127,9 +189,28 @@ class DiTStage:
             drop = jax.random.bernoulli(drop_rng, c.diffusion.label_drop, labels.shape)
             labels = jnp.where(drop, self.null_label, labels)
 
+        features = None
+        if self.uses_repa:
+            # The frozen encoder's patch features of the clean images, on the DiT's token grid
+            # (the latent side over the patch size): [B, N, D], constants of the step.
+            grid = self.latent_shape[0] // c.model.patch_size
+            f = self.repa_encoder.features(frozen["repa"], batch["image"])
+            f = representation.to_grid(f, grid)
+            features = jax.lax.stop_gradient(f.reshape(f.shape[0], grid * grid, f.shape[-1]))
+
         def loss_fn(params):
-            return diffusion_loss(
-                self.apply,
+            captured = {}
+
+            def apply(p, x, t, y):
+                """The network of the diffusion loss; with REPA, the same forward pass also
+                gives the projected hidden state, kept for the alignment loss."""
+                if features is None:
+                    return self.apply(p, x, t, y)
+                out, captured["projected"] = self.apply(p, x, t, y, return_repa=True)
+                return out
+
+            loss, aux = diffusion_loss(
+                apply,
                 params,
                 z,
                 labels,
@@ -140,14 +221,19 @@ class DiTStage:
                 weighting=c.diffusion.loss_weighting,
                 min_snr_gamma=c.diffusion.min_snr_gamma,
             )
+            aux = {"loss": loss}
+            if features is not None:
+                aux["repa"] = repa_loss(captured["projected"], features)
+                loss = loss + c.repa.weight * aux["repa"]
+            return loss, aux
 
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         decay = ema_decay(step, c.optim.ema_decay)
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
         metrics = {
-            "loss": loss,
+            **aux,  # "loss": the diffusion loss; with REPA, "repa": minus the mean cosine
             "grad_norm": optax.tree.norm(grads),
             "param_norm": optax.tree.norm(params),
             "ema_decay": decay,
@@ -265,6 +351,10 @@ def sample_sheet(stage: DiTStage, frozen, mesh, count: int, seed: int):
 def make_task(stage: DiTStage, ae_params, stats: dict[str, Any], mesh) -> state_lib.Task:
     frozen, frozen_shardings = frozen_inputs(ae_params, stats, mesh, stage.latent_shape[-1])
     count = stage.config.train.eval_images
+    if stage.uses_repa:
+        repl = mesh_lib.replicated(mesh)
+        frozen["repa"] = jax.device_put(stage.repa_encoder.variables, repl)
+        frozen_shardings["repa"] = jax.tree.map(lambda _: repl, frozen["repa"])
     return state_lib.Task(
         name="dit",
         init_state=stage.init_state,

@@ -110,6 +110,8 @@ def run(
                 )
         else:
             state = init(init_rng)
+            if task.warm_start is not None:
+                state = task.warm_start(state)
     except BaseException:
         checkpointer.close()
         raise

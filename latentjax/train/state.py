@@ -45,6 +45,9 @@ class Task:
     # switch on the host, not ``lax.cond`` in the step: XLA:CPU runs a backward pass inside a
     # conditional about 10x slower than the same pass outside one.
     phase: Callable[[int], str] | None = None
+    # Called once on a freshly initialised state (never on a resumed one): a fine-tune puts
+    # the parameters it starts from in place here.
+    warm_start: Callable[[Any], Any] | None = None
 
     def step_for(self, step: int) -> str:
         return self.phase(step) if self.phase is not None else next(iter(self.train_steps))

@@ -95,6 +95,8 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> dict[str, An
         raise ConfigError(f"config.stage must be one of {STAGES}, got {config.stage!r}")
     if not str(workdir).strip():
         raise ConfigError("--workdir is empty; name a run directory")
+    if config.stage == "ae":
+        autoencoder.adopt_init_from(config)
     check_config(config)
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     mesh_lib.check_batch_size(config.train.batch_size, mesh, "train.batch_size")

@@ -26,6 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.stage = "ae"  # which trainer runs: the autoencoder (stage 1)
     c.seed = 0  # parameters, data order and augmentation
+    # A stage-1 run or `latentjax convert ae` directory whose autoencoder starts this run (a
+    # fine-tune, e.g. with loss.eq_prob): its model section replaces this one's, and its
+    # parameters the fresh ones when the run starts (not on resume). "" = from scratch.
+    c.init_from = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
@@ -109,6 +113,33 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.r1_weight = 0.0  # gamma of R1 (Mescheder et al. 2018); 0 = off
     c.loss.lecam_weight = 0.0  # LeCam (Tseng et al. 2021); 0 = off
     c.loss.lecam_decay = 0.99  # decay of LeCam's logit averages
+    # Equivariance regularisation (EQ-VAE, Kouzelis et al. 2025): on a batch drawn with this
+    # probability the latent is down-scaled (bilinear) by a factor from eq_scales and rotated by
+    # a number of quarter turns from eq_rotations, decoded, and judged by every loss above
+    # against the image transformed alike. 0 = off (model.family "kl" only).
+    c.loss.eq_prob = 0.0
+    # eq: latent down-scale factors in (0, 1], one drawn per EQ batch; latent side x factor must
+    # be whole. Each factor compiles its own step (the shapes differ).
+    c.loss.eq_scales = (1.0, 0.75, 0.5)
+    c.loss.eq_rotations = (0, 1, 2, 3)  # eq: quarter turns (x 90 degrees), one drawn per batch
+    # VA-VAE's VF loss (Yao et al. 2025): a 1x1 projection of the latent aligned with a frozen
+    # vision network's features of the image (margin cosine per position + margin distance
+    # matrix), times vf_weight x an adaptive weight measured at the encoder's last layer.
+    c.loss.vf_weight = 0.0  # 0 = off (VA-VAE's: 0.1)
+    c.loss.vf_cos_margin = 0.5  # vf: m1 of the marginal cosine similarity loss
+    c.loss.vf_distmat_margin = 0.25  # vf: m2 of the marginal distance-matrix loss
+    c.loss.vf_encoder = "dinov2"  # vf: the frozen network, "dinov2" | "vgg16" (LPIPS's VGG16)
+    # vf: its weights: dinov2: a transformers or timm DINOv2 checkpoint; vgg16: a
+    # `latentjax convert lpips` directory.
+    c.loss.vf_encoder_weights = ""
+    c.loss.vf_encoder_heads = 0  # vf, dinov2: attention heads when the file does not say (timm)
+    # vf: the network's input side in px; 0: one 14 px DINOv2 patch per latent position
+    # (latent side x 14), or the image size for vgg16. Features are resampled to the latent grid.
+    c.loss.vf_encoder_size = 0
+    c.loss.vf_vgg_tap = 3  # vf, vgg16: which LPIPS ReLU tap, 0 (relu1_2) .. 4 (relu5_3)
+    # vf: the network's feature width: 0 reads it from the weights; recorded when training
+    # starts, so evaluating, encoding and exporting the run never need the network.
+    c.loss.vf_feature_dim = 0
 
     c.optim = ml_collections.ConfigDict()
     # Adam's learning rate for the autoencoder (the recipe: 4.5e-6 per example, batch 12).

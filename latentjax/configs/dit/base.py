@@ -70,6 +70,24 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.min_snr_gamma = 5.0  # gamma of min_snr (Hang et al. 2023)
     c.diffusion.label_drop = 0.1  # classifier-free guidance training
 
+    # REPA (Yu et al. 2025): an MLP projector on the hidden state after the first `depth`
+    # blocks, pulled towards a frozen encoder's patch features of the clean image by
+    # weight * (minus their cosine similarity). Needs images: not with data.latent_cache.
+    c.repa = ml_collections.ConfigDict()
+    c.repa.weight = 0.0  # lambda of the alignment loss; 0 = off (REPA's: 0.5)
+    c.repa.depth = 8  # blocks before the aligned hidden state (REPA's SiT-XL/2: 8)
+    c.repa.projector_dim = 2048  # the projector MLP's hidden width (REPA's)
+    c.repa.encoder = "dinov2"  # the frozen encoder: "dinov2" | "vgg16" (LPIPS's VGG16)
+    # Its weights: dinov2: a Hugging Face (transformers) or timm DINOv2 directory/safetensors
+    # file; vgg16: a `latentjax convert lpips` directory.
+    c.repa.encoder_weights = ""
+    c.repa.encoder_heads = 0  # dinov2: attention heads when the weights do not say (timm files)
+    c.repa.encoder_size = 224  # the encoder's input side in px (REPA resizes 256 -> 224)
+    c.repa.vgg_tap = 3  # vgg16: which LPIPS ReLU tap, 0 (relu1_2) .. 4 (relu5_3)
+    # The encoder's feature width: 0 reads it from the weights; recorded when training starts,
+    # so sampling and export of the run never need the encoder.
+    c.repa.feature_dim = 0
+
     c.sample = ml_collections.ConfigDict()
     # ddim | ddpm | dpmpp_2m | euler | heun | euler_maruyama (latentjax/diffusion/samplers.py)
     c.sample.sampler = "euler"
