@@ -83,3 +83,12 @@ def test_write_draws_a_sweep_only_for_several_settings(tmp_path):
     assert np.asarray(Image.open(paths["sweep"])).std() > 0
     assert generation.setting_label(report["points"][1]) == "cfg 3 [0.2, 0.8]"
     assert generation.setting_tag(report["points"][1]) == "cfg3_t0.2-0.8"
+
+
+def test_without_matplotlib_the_report_is_written_without_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(generation, "_pyplot", lambda: None)
+    report = {"real_test": _figures(0), "default": {}}
+    report["points"] = [{"cfg_scale": 1.0, **_figures(1)}, {"cfg_scale": 2.0, **_figures(2)}]
+    paths = generation.write(report, tmp_path)
+    assert paths["card"] is None and paths["sweep"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
