@@ -7,9 +7,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from PIL import Image
+from threadpoolctl import threadpool_limits
 
+import latentjax
 from latentjax.commands import main
 from latentjax.config import load_config
+from latentjax.data.pipeline import split_arrays
+from latentjax.eval import distribution as dist
+from latentjax.eval.images import to_uint8
 from latentjax.run import Run
 from latentjax.train import autoencoder, state
 from latentjax.train.checkpoint import Checkpointer
@@ -367,3 +373,78 @@ def test_bad_fine_tune_and_eq_settings_are_one_line(tmp_path, capsys, overrides,
     assert _train("ae", workdir, *overrides) == 2
     assert message in _error_line(capsys)
     assert not workdir.exists()
+
+
+# --- latentjax eval on a stage-2 run (eval/generation.py) -------------------------------------
+
+
+@pytest.fixture
+def one_blas_thread():
+    """The tiny scikit-learn fits of the digits' feature space and classifier: on 2 busy cores,
+    BLAS threads spinning for each other stretch them (see test_distribution.py)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def test_eval_sweep_is_the_report_of_what_sample_makes(runs, tmp_path, capsys, one_blas_thread):
+    out = tmp_path / "card"
+    argv = ["eval", "--workdir", str(runs / "dit"), "--num", "40", "--cfg", "1,3", "--steps", "2"]
+    argv += ["--guidance-interval", "0.3,0.7"]
+    assert main([*argv, "--seed", "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cfg 1 [0.3, 0.7]: recognised" in printed and "cfg 3 [0.3, 0.7]: recognised" in printed
+    report = json.loads((out / "report.json").read_text())
+    settings = [(p["cfg_scale"], p["guidance_interval"]) for p in report["points"]]
+    assert settings == [(1.0, [0.3, 0.7]), (3.0, [0.3, 0.7])]
+    assert report["default"] == {"cfg_scale": 1.25, "guidance_interval": [0.0, 1.0]}
+    assert report["feature_space"] == "digits" and report["num_samples"] == 40
+
+    # The same images from `latentjax sample` (same seed and settings, classes in turn), judged
+    # by distribution.report beside reconstructions made through the public autoencoder API.
+    config = Run.open(runs / "dit").config
+    train = split_arrays(config.data, "train")
+    test = split_arrays(config.data, "test")
+    ae = latentjax.load_autoencoder(runs / "dit")
+    recon = to_uint8(np.asarray(ae.decode(ae.encode(test["image"]))))
+    npz = tmp_path / "s.npz"
+    sample = ["sample", "--workdir", str(runs / "dit"), "--num", "40", "--steps", "2", "--cfg", "3"]
+    sample += ["--guidance-interval", "0.3,0.7", "--seed", "5", "--out", str(npz), "--no-progress"]
+    assert main(sample) == 0
+    with np.load(npz) as f:
+        images, labels = f["images"], f["labels"]
+    np.testing.assert_array_equal(labels, np.arange(40) % 10)
+    want = dist.report(
+        to_uint8(train["image"]), train["label"], to_uint8(test["image"]), test["label"],
+        images, labels, recon,
+    )  # fmt: skip
+    sets = (("samples", report["points"][1]), ("real_test", report["real_test"]))
+    for name, got in (*sets, ("recon", report["recon"])):
+        assert {f"{name}_{k}" for k in got} >= {k for k in want if k.startswith(name)}
+        for figure, value in got.items():
+            if f"{name}_{figure}" in want:
+                assert value == pytest.approx(want[f"{name}_{figure}"], rel=1e-6, abs=1e-9)
+    assert report["real_test"]["frechet_ratio"] == 1.0
+    names = ["report.png", "guidance_sweep.png", "samples_cfg1_t0.3-0.7.png"]
+    names += ["samples_cfg3_t0.3-0.7.png"]
+    for png in names:
+        assert np.asarray(Image.open(out / png)).std() > 0, png
+
+
+def test_eval_stage2_errors_are_one_line(runs, tmp_path, capsys):
+    before = sorted(p.name for p in (runs / "dit").iterdir())
+    bad = [
+        (["--cfg", "1,x"], "--cfg must be comma-separated numbers"),
+        (["--cfg", "nan"], "guidance scale must be a finite number"),
+        (["--guidance-interval", "0.8,0.2"], "guidance interval must satisfy"),
+        (["--sampler", "rk45"], "rk45"),
+        (["--max-images", "5"], "--max-images is for a stage-1 run"),
+        (["--config.data.name=x"], "--config.data.name=x is for a stage-1 run"),
+        (["--inception", str(tmp_path / "none.pth")], "--inception: no such file"),
+    ]
+    for extra, message in bad:
+        assert main(["eval", "--workdir", str(runs / "dit"), *extra]) == 2, extra
+        assert message in _error_line(capsys)
+    assert sorted(p.name for p in (runs / "dit").iterdir()) == before  # nothing written
+    ae_run = runs / "ae"
+    assert main(["eval", "--workdir", str(ae_run), "--cfg", "2"]) == 2
+    assert "--cfg is for a stage-2 run" in _error_line(capsys)

@@ -32,3 +32,47 @@ def test_the_readme_quotes_the_committed_demo_summary():
     missing = {k: v for k, v in quoted.items() if v not in section}
     assert not missing, missing
     assert summary["quick"] is False
+
+
+def test_the_readme_quotes_the_demo_distribution_figures():
+    summary = json.loads((ROOT / "benchmarks" / "demo" / "summary.json").read_text())
+    section = _section((ROOT / "README.md").read_text(), "### What `make demo` gives")
+    d = summary["distribution"]
+    quoted = {
+        "cfg_scale": f"guidance scale {summary['cfg_scale']:g}",
+        "samples_frechet_ratio": f"{d['samples']['frechet_ratio']:.2f}x",
+        "recon_frechet_ratio": f"{d['recon']['frechet_ratio']:.2f}x",
+        "samples_variance": f"{d['samples']['class_variance_ratio']:.2f} of real",
+        "recon_variance": f"{d['recon']['class_variance_ratio']:.2f} of real",
+        "samples_precision_recall": (
+            f"{d['samples']['precision']:.3f} / {d['samples']['recall']:.3f}"
+        ),
+        "real_precision_recall": (
+            f"{d['real_test']['precision']:.3f} / {d['real_test']['recall']:.3f}"
+        ),
+    }
+    missing = {k: v for k, v in quoted.items() if v not in section}
+    assert not missing, missing
+
+
+def sweep_row(point: dict) -> str:
+    """A row of the README's guidance sweep table, from a point of eval's report.json."""
+    interval = point["guidance_interval"]
+    where = "" if interval == [0.0, 1.0] else f", t in [{interval[0]:g}, {interval[1]:g}]"
+    return (
+        f"| cfg {point['cfg_scale']:g}{where} | {100 * point['recognised']:.1f}% | "
+        f"{point['frechet_ratio']:.2f} | {point['precision']:.3f} | {point['recall']:.3f} | "
+        f"{point['class_variance_ratio']:.2f} ({point['class_variance_ratio_min']:.2f}) |"
+    )
+
+
+def test_the_readme_quotes_the_committed_guidance_sweep_and_levers():
+    text = (ROOT / "README.md").read_text()
+    section = _section(text, "## Stage 2's report card")
+    report = json.loads((ROOT / "benchmarks" / "guidance" / "sweep.json").read_text())
+    missing = [row for row in map(sweep_row, report["points"]) if row not in section]
+    assert not missing, missing
+    levers = json.loads((ROOT / "benchmarks" / "guidance" / "levers.json").read_text())
+    for row in levers:
+        assert f"| {row['samples_frechet_ratio']:.2f} |" in section, row
+        assert f"| {100 * row['samples_recognised']:.1f}% |" in section, row

@@ -1,41 +1,111 @@
-"""``latentjax eval``: the report card of a stage-1 run (``latentjax/eval/autoencoder.py``)."""
+"""``latentjax eval``: the report card of a run.
+
+A stage-1 run: reconstruction and the latent space (``latentjax/eval/autoencoder.py``). A stage-2
+run: samples judged as a distribution beside real-vs-real and the autoencoder's reconstructions,
+at one guidance setting or a sweep of them (``latentjax/eval/generation.py``).
+"""
 
 from __future__ import annotations
 
 from latentjax.commands.common import add_parser
 from latentjax.errors import LatentjaxError
 
+STAGE1_DEFAULTS = {"max_images": 1024, "batch_size": 128, "num_show": 8}
+
 
 def register(subparsers) -> None:
     p = add_parser(
         subparsers,
         "eval",
-        "report card of a stage-1 run -> DIR/eval/",
-        "latentjax eval --workdir runs/digits/ae",
+        "report card of a run -> DIR/eval/ (stage 1: reconstruction and latents; stage 2: "
+        "samples judged as a distribution, optionally over a sweep of guidance scales)",
+        "latentjax eval --workdir runs/digits/ae\n"
+        "  latentjax eval --workdir runs/digits/dit --cfg 1,1.5,2,3",
     )
-    p.add_argument("--workdir", required=True, help="a stage-1 (ae) run directory")
-    p.add_argument("--split", default=None, help="split to evaluate (default: data.eval_split)")
-    p.add_argument("--max-images", type=int, default=1024, help="evaluate at most this many")
-    p.add_argument("--batch-size", type=int, default=128, help="images per jitted call")
-    p.add_argument("--num-show", type=int, default=8, help="images in the PNGs")
+    p.add_argument("--workdir", required=True, help="a stage-1 (ae) or stage-2 (dit) run directory")
     p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per jitted call (default: 128 for stage 1, sample.batch_size for stage 2)",
+    )
+    p.add_argument(
+        "--inception",
+        default=None,
+        metavar="WEIGHTS",
+        help="pytorch-fid weights: adds rFID (stage 1); FID and Inception precision/recall "
+        "(stage 2; needed for datasets other than the embedded digits)",
+    )
+    one = p.add_argument_group("stage 1")
+    one.add_argument("--split", default=None, help="split to evaluate (default: data.eval_split)")
+    one.add_argument("--max-images", type=int, default=None, help="evaluate at most this many")
+    one.add_argument("--num-show", type=int, default=None, help="images in the PNGs")
+    one.add_argument(
         "--lpips",
         nargs=2,
         default=None,
         metavar=("VGG", "HEADS"),
         help="LPIPS from torchvision's VGG16 and lpips' vgg.pth head weights",
     )
-    p.add_argument(
-        "--inception", default=None, metavar="WEIGHTS", help="pytorch-fid weights: adds rFID"
+    two = p.add_argument_group("stage 2")
+    two.add_argument(
+        "--num", type=int, default=None, help="samples per setting, classes in turn (default 1000)"
     )
+    two.add_argument(
+        "--cfg",
+        default=None,
+        help="guidance scale, or several comma-separated for a sweep (default: the run's)",
+    )
+    two.add_argument(
+        "--guidance-interval",
+        action="append",
+        default=None,
+        metavar="LO,HI",
+        help="guide only for path times in [LO, HI]; repeat it to sweep intervals too",
+    )
+    two.add_argument("--sampler", default=None, help="sampler (default: the run's)")
+    two.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's)")
+    two.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
+    two.add_argument("--out", default=None, help="output directory (default: WORKDIR/eval)")
     p.set_defaults(run=run, config_overrides=True)
     p.epilog = (
-        "--config.data.KEY=VALUE evaluates on other data than the run's, e.g. your own dataset: "
-        "--config.data.name=my_photos --config.data.data_dir=DIR --config.data.image_size=64"
+        "--config.data.KEY=VALUE (stage 1) evaluates on other data than the run's, e.g. your own "
+        "dataset: --config.data.name=my_photos --config.data.data_dir=DIR "
+        "--config.data.image_size=64"
     )
+
+
+def _given(args, names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+
+
+def parse_scales(spec: str | None) -> list[float] | None:
+    """ "1,1.5,2" -> [1.0, 1.5, 2.0]."""
+    if spec is None:
+        return None
+    try:
+        scales = [float(s) for s in spec.split(",")]
+    except ValueError:
+        raise LatentjaxError(f"--cfg must be comma-separated numbers, got {spec!r}") from None
+    return scales
 
 
 def run(args) -> None:
+    from latentjax.run import Run
+
+    run_ = Run.open(args.workdir)
+    if run_.stage == "dit":
+        return run_stage2(args, run_)
+    wrong = _given(args, ["num", "cfg", "guidance_interval", "sampler", "steps", "seed", "out"])
+    if wrong:
+        raise LatentjaxError(f"{wrong[0]} is for a stage-2 run; {args.workdir} is a stage-1 run")
+    for name, value in STAGE1_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return run_stage1(args, run_)
+
+
+def run_stage1(args, run_) -> None:
     from pathlib import Path
 
     import jax
@@ -45,7 +115,6 @@ def run(args) -> None:
     from latentjax.config import apply_overrides
     from latentjax.eval.autoencoder import check_options, evaluate
     from latentjax.parallel.mesh import make_mesh
-    from latentjax.run import Run
     from latentjax.train.autoencoder import load_autoencoder
 
     check_options(args.max_images, args.batch_size, args.num_show)
@@ -73,7 +142,6 @@ def run(args) -> None:
         from latentjax.convert.inception import image_features
 
         feature_fn = image_features(args.inception)
-    run_ = Run.open(args.workdir, stage="ae")
     data = ml_collections.ConfigDict(run_.config.data.to_dict())
     data.lock()
     apply_overrides(data, [o.removeprefix("data.") for o in args.overrides])
@@ -97,3 +165,133 @@ def run(args) -> None:
             f"{report['active_units']['count']}/{report['active_units']['total']}, size "
             f"reduction {report['size_reduction']:g} -> {Path(args.workdir) / 'eval'}"
         )
+
+
+def run_stage2(args, run_) -> None:
+    from pathlib import Path
+
+    import jax
+    import numpy as np
+
+    from latentjax.commands.sample import parse_interval, parse_labels
+    from latentjax.eval import generation
+    from latentjax.eval.autoencoder import reconstruct
+    from latentjax.eval.images import to_uint8
+    from latentjax.generate import (
+        check_guidance,
+        collect_samples,
+        load_generator,
+        save_grid,
+        spec_from_config,
+    )
+    from latentjax.parallel.mesh import make_mesh
+
+    wrong = _given(args, ["split", "max_images", "num_show", "lpips"])
+    if wrong or args.overrides:
+        flag = wrong[0] if wrong else f"--config.{args.overrides[0]}"
+        raise LatentjaxError(f"{flag} is for a stage-1 run; {args.workdir} is a stage-2 run")
+    config = run_.config
+    num = 1000 if args.num is None else args.num
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise LatentjaxError(f"--batch-size must be positive, got {args.batch_size}")
+    scales = parse_scales(args.cfg) or [config.sample.cfg_scale]
+    intervals = [parse_interval(i) for i in args.guidance_interval or []] or [None]
+    base = {"sampler": args.sampler, "num_steps": args.steps}
+    settings, specs = [], []
+    for scale in scales:
+        for interval in intervals:
+            # Checks every setting before anything is loaded or compiled.
+            spec = spec_from_config(config, **base, cfg_scale=scale, guidance_interval=interval)
+            check_guidance(config.model, spec)
+            specs.append(spec)
+            settings.append(
+                {
+                    "cfg_scale": spec.cfg_scale,
+                    "guidance_interval": list(spec.guidance_interval),
+                    "sampler": spec.sampler,
+                    "num_steps": spec.num_steps,
+                }
+            )
+    labels = parse_labels(None, num, config.model.num_classes)
+    inception = None
+    if args.inception:
+        if not Path(args.inception).is_file():
+            raise LatentjaxError(f"--inception: no such file {args.inception}")
+        from latentjax.convert.inception import load_inception
+        from latentjax.eval import fid
+
+        net = load_inception(args.inception)
+
+        def inception(images):  # uint8 -> pool features, 64 images a call
+            batches = (images[i : i + 64] for i in range(0, len(images), 64))
+            return fid.features_of(batches, net)
+
+    name, features, classifier = generation.feature_space(config.data.name, inception)
+    seed = 0 if args.seed is None else args.seed
+    batch_size = args.batch_size or config.sample.batch_size
+    generator = load_generator(run_.path, make_mesh(config.mesh.shape))
+    real = generation.real_sets(config.data)
+    recon = to_uint8(
+        reconstruct(
+            generator.stage.ae,
+            generator.frozen["ae"],
+            real["test_images"].astype(np.float32) / 127.5 - 1.0,
+            batch_size,
+        )
+    )
+    spec_of = {id(s): spec for s, spec in zip(settings, specs, strict=True)}
+
+    def sample(labels, setting):
+        return collect_samples(generator, labels, spec_of[id(setting)], batch_size, seed)
+
+    def progress(point):
+        if jax.process_index() == 0:
+            rec = f"recognised {point['recognised']:.3f}, " if "recognised" in point else ""
+            print(
+                f"latentjax: {generation.setting_label(point)}: {rec}precision "
+                f"{point['precision']:.3f}, recall {point['recall']:.3f}, Fréchet "
+                f"{point['frechet_ratio']:.2f}x real-vs-real, within-class variance "
+                f"{point['class_variance_ratio']:.2f} of real",
+                flush=True,
+            )
+
+    default = {
+        "cfg_scale": float(config.sample.cfg_scale),
+        "guidance_interval": list(config.sample.guidance_interval),
+    }
+    report, images = generation.evaluate(
+        sample,
+        real,
+        recon,
+        labels,
+        settings,
+        features=features,
+        classifier=classifier,
+        default=default,
+        on_point=progress,
+    )
+    report = {
+        "workdir": str(run_.path),
+        "step": generator.checkpoint["step"],
+        "feature_space": name,
+        "seed": seed,
+        "num_samples": num,
+        **report,
+    }
+    if jax.process_index() != 0:
+        return
+    out = Path(args.out) if args.out else run_.path / "eval"
+    paths = generation.write(report, out)
+    for point, imgs in zip(report["points"], images, strict=True):
+        tag = generation.setting_tag(point)
+        # Up to 10 classes, a row each: the first 10 samples asked for that class.
+        rows = [imgs[labels == c][:10] for c in np.unique(labels)[:10]]
+        save_grid(out / f"samples_{tag}.png", np.concatenate(rows), ncol=len(rows[0]))
+    r, c = report["real_test"], report.get("recon")
+    ceiling = f", reconstructions {c['frechet_ratio']:.2f}x" if c else ""
+    plots = [str(p) for p in paths.values() if p is not None]
+    print(
+        f"latentjax: real-vs-real Fréchet {r['frechet']:.4g} (= 1x){ceiling}; wrote "
+        f"{', '.join(plots)}"
+        + ("" if paths["card"] else " (plots need matplotlib: pip install matplotlib)")
+    )

@@ -51,6 +51,18 @@ def _batched(fn, x: np.ndarray, batch_size: int) -> list:
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
 
+def reconstruct(ae, params, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """The autoencoder's reconstructions ``decode(mode(encode(x)))`` of ``images`` [N, H, W, C]
+    in [-1, 1], clipped to [-1, 1]; one jitted program over fixed-size batches."""
+
+    @jax.jit
+    def encode_decode(batch):
+        z = ae.apply(params, batch, method=ae.encode).mode()
+        return jnp.clip(ae.apply(params, z, method=ae.decode), -1.0, 1.0)
+
+    return _batched(encode_decode, np.asarray(images, np.float32), batch_size)
+
+
 def ms_ssim_scales(size: int, win_size: int = 11, most: int = 5) -> int:
     """How many MS-SSIM scales fit an image side: the coarsest must still hold the window."""
     return max(0, min(most, int(math.floor(math.log2(size / win_size))) + 1)) if size >= 11 else 0

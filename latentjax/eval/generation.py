@@ -1,0 +1,304 @@
+"""Stage 2's report card: generation judged as a distribution (DESIGN.md, principle 7).
+
+``latentjax eval --workdir DIT`` samples a stage-2 run at one or more guidance settings and judges
+every set of samples with ``distribution.report`` beside two references: held-out real images
+(real-vs-real) and the autoencoder's reconstructions of them (the ceiling: stage 2 generates
+latents, and the decoder turns even perfect latents into reconstructions, not originals). It
+writes ``OUT/report.json``, ``OUT/report.png`` (each figure for the three sets side by side) and,
+for several settings, ``OUT/guidance_sweep.png`` (fidelity against distribution distance, one
+point per setting, the run's default marked).
+
+The feature space depends on the dataset: the embedded digits are judged in their own fixed space
+(``digits_features``, with the digits classifier for "recognised"); any other dataset needs the
+FID Inception network (``--inception WEIGHTS``), and then the Fréchet distance is FID and
+precision/recall are computed on Inception's pool features with k = 3, as ADM's evaluator does
+(Dhariwal & Nichol 2021). FID here is computed at the held-out split's size, against the
+training split's statistics, and averaged over chunks (``distribution.report``): it is comparable
+with the real-vs-real figure beside it, not with FID-50K figures of papers.
+
+This module does not sample: the caller passes ``sample(labels, setting) -> uint8 images`` (the
+command wraps ``latentjax.generate``), so the judging can be tested on any images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentjax.data.pipeline import split_arrays
+from latentjax.errors import LatentjaxError
+from latentjax.eval import distribution
+from latentjax.eval.digits_classifier import DigitsClassifier
+from latentjax.eval.digits_features import digits_features
+from latentjax.eval.images import to_uint8
+from latentjax.run import write_json
+
+DIGITS_DATASET = "latentjax_digits"
+FIGURES = (
+    "recognised",
+    "precision",
+    "recall",
+    "class_variance_ratio",
+    "class_variance_ratio_min",
+    "frechet",
+    "frechet_ratio",
+    "chunks",
+)
+SETS = {"real_test": "real test split", "recon": "reconstructions", "samples": "samples"}
+
+Sampler = Callable[[np.ndarray, dict[str, Any]], np.ndarray]  # (labels [N], setting) -> uint8
+
+
+def real_sets(data) -> dict[str, np.ndarray]:
+    """The real images of a run's ``data`` config section as uint8: ``train_images``,
+    ``train_labels`` (the reference the sets are judged against) and ``test_images``,
+    ``test_labels`` (held out: real-vs-real), in dataset order."""
+    out = {}
+    for name, split in (("train", data.train_split), ("test", data.eval_split)):
+        arrays = split_arrays(data, split)
+        out[f"{name}_images"] = to_uint8(np.asarray(arrays["image"]))
+        out[f"{name}_labels"] = np.asarray(arrays["label"], np.int64)
+    return out
+
+
+class CachedFeatures:
+    """``features`` computed once per distinct image array (keyed by a digest of its bytes):
+    a sweep judges the same training, test and reconstructed images at every setting."""
+
+    def __init__(self, features: Callable[[np.ndarray], np.ndarray]):
+        self.features = features
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images)
+        key = hashlib.sha256(images.tobytes()).hexdigest() + str(images.shape)
+        if key not in self._cache:
+            self._cache[key] = np.asarray(self.features(images), np.float64)
+        return self._cache[key]
+
+
+def feature_space(dataset: str, inception=None) -> tuple[str, Callable, Callable | None]:
+    """(name, features, classifier) for judging ``dataset``: the digits' own space and
+    classifier, or Inception pool features (``inception``: uint8 images -> [N, 2048]) and no
+    classifier. A dataset that is not the digits needs ``inception``."""
+    if inception is not None:
+        return "inception", CachedFeatures(inception), None
+    if dataset == DIGITS_DATASET:
+        return "digits", CachedFeatures(digits_features), DigitsClassifier
+    raise LatentjaxError(
+        f"judging samples of {dataset!r} needs the FID Inception network: give --inception "
+        "WEIGHTS (pytorch-fid's pt_inception weights); only the embedded digits have a feature "
+        "space of their own"
+    )
+
+
+def _split(flat: dict[str, Any]) -> dict[str, Any]:
+    """``distribution.report``'s flat dict -> {set: {figure: value}} and the shared sizes."""
+    out: dict[str, Any] = {name: {} for name in SETS}
+    for key, value in flat.items():
+        name = next((s for s in SETS if key.startswith(s + "_")), None)
+        if name is None:
+            out[key] = value
+        else:
+            out[name][key.removeprefix(name + "_")] = value
+    return out
+
+
+def judge(
+    real: dict[str, np.ndarray],
+    images: np.ndarray,
+    labels: np.ndarray,
+    reconstructions: np.ndarray | None,
+    features: Callable,
+    classifier: Callable | None,
+    k: int = 3,
+) -> dict[str, Any]:
+    """One set of samples (uint8 ``images`` [N, H, W, C], asked for ``labels`` [N]) judged with
+    ``distribution.report`` beside the real test split and ``reconstructions`` of it. ->
+    {real_test: {...}, recon: {...} (when given), samples: {...}, and the sizes}."""
+    flat = distribution.report(
+        real["train_images"],
+        real["train_labels"],
+        real["test_images"],
+        real["test_labels"],
+        images,
+        labels,
+        reconstructions,
+        features=features,
+        classifier=classifier,
+        k=k,
+    )
+    out = _split(flat)
+    if reconstructions is None:
+        del out["recon"]
+    return out
+
+
+def evaluate(
+    sample: Sampler,
+    real: dict[str, np.ndarray],
+    reconstructions: np.ndarray | None,
+    labels: np.ndarray,
+    settings: Sequence[dict[str, Any]],
+    *,
+    features: Callable,
+    classifier: Callable | None,
+    default: dict[str, Any] | None = None,
+    k: int = 3,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Samples ``labels`` at each of ``settings`` (e.g. ``{"cfg_scale": 1.5}``) and judges them.
+
+    -> (report, images per setting). The report: the references ``real_test`` and ``recon``
+    (the same at every setting), ``points`` (per setting: the setting's keys and the samples'
+    figures), ``default`` (the run's own setting, marked in the sweep plot) and the sizes.
+    ``on_point(point)`` is called as each point is done (progress lines)."""
+    if not settings:
+        raise LatentjaxError("no sampling setting to evaluate")
+    report: dict[str, Any] = {"default": dict(default or {}), "points": []}
+    all_images = []
+    for setting in settings:
+        images = sample(labels, setting)
+        judged = judge(real, images, labels, reconstructions, features, classifier, k)
+        point = {**setting, **judged.pop("samples")}
+        report["points"].append(point)
+        report.update(judged)  # the references and sizes: the same at every setting
+        all_images.append(images)
+        if on_point is not None:
+            on_point(point)
+    return report, all_images
+
+
+def setting_label(point: dict[str, Any]) -> str:
+    """A short label of a point's guidance setting: "cfg 1.5" or "cfg 2 [0.2, 0.8]"."""
+    text = f"cfg {point['cfg_scale']:g}"
+    interval = point.get("guidance_interval")
+    if interval is not None and tuple(interval) != (0.0, 1.0):
+        text += f" [{interval[0]:g}, {interval[1]:g}]"
+    return text
+
+
+def setting_tag(point: dict[str, Any]) -> str:
+    """The same for file names: "cfg1.5" or "cfg2_t0.2-0.8"."""
+    text = f"cfg{point['cfg_scale']:g}"
+    interval = point.get("guidance_interval")
+    if interval is not None and tuple(interval) != (0.0, 1.0):
+        text += f"_t{interval[0]:g}-{interval[1]:g}"
+    return text
+
+
+def is_default(point: dict[str, Any], default: dict[str, Any]) -> bool:
+    return bool(default) and all(
+        np.allclose(point.get(k), v) if k != "sampler" else point.get(k) == v
+        for k, v in default.items()
+    )
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_report(report: dict[str, Any], path: str | Path) -> Path | None:
+    """Bars per figure: the real test split, the reconstructions and each setting's samples.
+    -> the PNG, or None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    rows = [("real test", report["real_test"])]
+    if "recon" in report:
+        rows.append(("reconstructions", report["recon"]))
+    rows += [(f"samples, {setting_label(p)}", p) for p in report["points"]]
+    panels = [
+        ("fidelity", ["recognised", "precision"]),
+        ("coverage and diversity", ["recall", "class_variance_ratio"]),
+        ("Fréchet distance / real-vs-real", ["frechet_ratio"]),
+    ]
+    panels = [(t, [f for f in fs if f in report["real_test"]]) for t, fs in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.5 + 0.45 * len(rows)))
+    colors = ["0.55", "tab:blue"] + [plt.cm.viridis(x) for x in np.linspace(0.1, 0.9, len(rows))]
+    for ax, (title, figures) in zip(axes, panels, strict=True):
+        height = 0.8 / len(figures)
+        for j, figure in enumerate(figures):
+            y = np.arange(len(rows)) + (j - (len(figures) - 1) / 2) * height
+            values = [row[figure] for _, row in rows]
+            ax.barh(y, values, height, color=colors[: len(rows)], alpha=1.0 - 0.45 * j)
+            for yi, v in zip(y, values, strict=True):
+                ax.text(v, yi, f" {v:.2f}" + (f" {figure}" if len(figures) > 1 else ""),
+                        va="center", fontsize=7)  # fmt: skip
+        ax.set_yticks(np.arange(len(rows)), [name for name, _ in rows] if ax is axes[0] else [])
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9)
+        ax.margins(x=0.35)
+    axes[-1].axvline(1.0, color="0.3", lw=0.8, ls=":")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sweep(report: dict[str, Any], path: str | Path) -> Path | None:
+    """Fidelity (recognised, or precision without a classifier) against the Fréchet distance
+    relative to real-vs-real, a point per setting joined in order, the references as markers and
+    the default ringed; beside it, diversity (recall, within-class variance) per setting.
+    -> the PNG, or None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    points, ref = report["points"], report["real_test"]
+    fidelity = "recognised" if "recognised" in ref else "precision"
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    x = [p["frechet_ratio"] for p in points]
+    y = [p[fidelity] for p in points]
+    ax.plot(x, y, "-o", color="tab:purple", label="samples")
+    for p, xi, yi in zip(points, x, y, strict=True):
+        ax.annotate(setting_label(p), (xi, yi), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)  # fmt: skip
+        if is_default(p, report.get("default", {})):
+            ax.plot(xi, yi, "o", ms=14, mfc="none", mec="tab:red", mew=1.5, label="default")
+    refs = [("real test", ref, "s", "0.3")]
+    if "recon" in report:
+        refs.append(("reconstructions (ceiling)", report["recon"], "D", "tab:blue"))
+    for name, r, marker, color in refs:
+        ax.plot(r["frechet_ratio"], r[fidelity], marker, color=color, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("Fréchet distance / real-vs-real (log; lower is closer)")
+    ax.set_ylabel(fidelity)
+    ax.set_title("fidelity against distribution distance", fontsize=10)
+    ax.legend(fontsize=8)
+    ticks = np.arange(len(points))
+    for figure, marker in (("recall", "o"), ("class_variance_ratio", "s")):
+        bx.plot(ticks, [p[figure] for p in points], "-" + marker, label=f"samples: {figure}")
+        for _, r, _, color in refs:
+            bx.axhline(r[figure], color=color, lw=0.8, ls="--" if marker == "o" else ":")
+    bx.set_xticks(ticks, [setting_label(p) for p in points], rotation=30, fontsize=8)
+    bx.set_ylim(0, 1.05)
+    bx.set_title("diversity (dashed / dotted: references)", fontsize=10)
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write(report: dict[str, Any], out: str | Path) -> dict[str, Path | None]:
+    """``OUT/report.json``, ``OUT/report.png`` and, for several points,
+    ``OUT/guidance_sweep.png``. -> the paths written (None: no matplotlib)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    paths = {"json": out / "report.json", "card": plot_report(report, out / "report.png")}
+    if len(report["points"]) > 1:
+        paths["sweep"] = plot_sweep(report, out / "guidance_sweep.png")
+    return paths

@@ -1,0 +1,94 @@
+"""The stage-2 report card's pieces that need no model (eval/generation.py); the command end to
+end is in test_cli.py (it shares that file's trained tiny runs)."""
+
+import numpy as np
+import pytest
+
+from latentjax.errors import LatentjaxError
+from latentjax.eval import generation
+
+
+def test_other_datasets_need_inception():
+    with pytest.raises(LatentjaxError, match="needs the FID Inception network"):
+        generation.feature_space("my_photos")
+    name, _, classifier = generation.feature_space("my_photos", lambda x: x[:, 0, 0])
+    assert name == "inception" and classifier is None
+    name, _, classifier = generation.feature_space(generation.DIGITS_DATASET)
+    assert name == "digits" and classifier is not None
+
+
+def test_cached_features_compute_once_per_array():
+    calls = []
+
+    def features(x):
+        calls.append(len(x))
+        return x.reshape(len(x), -1).astype(float)
+
+    cached = generation.CachedFeatures(features)
+    a = np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)
+    np.testing.assert_array_equal(cached(a), features(a))
+    cached(a.copy())
+    cached(a[:1])
+    assert calls == [2, 2, 1]  # the direct call, then a copy served from the cache, then new
+
+
+def test_evaluate_samples_each_setting_once_and_keeps_its_keys():
+    rng = np.random.default_rng(0)
+    real = {
+        "train_images": rng.integers(0, 256, (60, 4, 4, 1), np.uint8),
+        "train_labels": np.arange(60) % 3,
+        "test_images": rng.integers(0, 256, (30, 4, 4, 1), np.uint8),
+        "test_labels": np.arange(30) % 3,
+    }
+    asked = []
+
+    def sample(labels, setting):  # the test images, darkened more the larger the scale
+        asked.append(setting["cfg_scale"])
+        return (real["test_images"] / setting["cfg_scale"]).astype(np.uint8)
+
+    features = generation.CachedFeatures(lambda x: x.reshape(len(x), -1) / 255.0)
+    report, images = generation.evaluate(
+        sample, real, None, real["test_labels"], [{"cfg_scale": 1.0}, {"cfg_scale": 4.0}],
+        features=features, classifier=None, default={"cfg_scale": 4.0}, k=2,
+    )  # fmt: skip
+    assert asked == [1.0, 4.0] and len(images) == 2 and "recon" not in report
+    first, second = report["points"]
+    assert first["cfg_scale"] == 1.0 and "recognised" not in first
+    # Scale 1 returns the test split itself: the same figures as real-vs-real.
+    assert first["frechet"] == pytest.approx(report["real_test"]["frechet"], rel=1e-12)
+    assert second["frechet_ratio"] > 1.5 and second["class_variance_ratio"] < 0.2
+    assert generation.is_default(second, report["default"])
+    assert not generation.is_default(first, report["default"])
+    with pytest.raises(LatentjaxError, match="no sampling setting"):
+        generation.evaluate(sample, real, None, real["test_labels"], [], features=features,
+                            classifier=None)  # fmt: skip
+
+
+def _figures(seed):
+    rng = np.random.default_rng(seed)
+    keys = ["recognised", "precision", "recall", "class_variance_ratio", "frechet_ratio"]
+    return {k: float(rng.uniform(0.2, 3.0 if k == "frechet_ratio" else 1.0)) for k in keys}
+
+
+def test_write_draws_a_sweep_only_for_several_settings(tmp_path):
+    from PIL import Image
+
+    report = {"real_test": _figures(0), "recon": _figures(1), "default": {"cfg_scale": 2.0}}
+    report["points"] = [{"cfg_scale": 2.0, **_figures(2)}]
+    paths = generation.write(report, tmp_path / "one")
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["report.json", "report.png"]
+    assert paths["card"] == tmp_path / "one" / "report.png"
+    report["points"].append({"cfg_scale": 3.0, "guidance_interval": [0.2, 0.8], **_figures(3)})
+    paths = generation.write(report, tmp_path / "two")
+    assert np.asarray(Image.open(paths["sweep"])).std() > 0
+    assert generation.setting_label(report["points"][1]) == "cfg 3 [0.2, 0.8]"
+    assert generation.setting_tag(report["points"][1]) == "cfg3_t0.2-0.8"
+
+
+def test_without_matplotlib_the_report_is_written_without_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(generation, "_pyplot", lambda: None)
+    report = {"real_test": _figures(0), "default": {}}
+    report["points"] = [{"cfg_scale": 1.0, **_figures(1)}, {"cfg_scale": 2.0, **_figures(2)}]
+    paths = generation.write(report, tmp_path)
+    assert paths["card"] is None and paths["sweep"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
