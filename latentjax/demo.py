@@ -133,7 +133,7 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
         # (eval/generation.py; a Fréchet ratio of 1 is as close as held-out real digits).
         "distribution": judged,
         **{k: round(v, 1) for k, v in times.items()},
-        "grid": str(grid),
+        "grid": str(grid.relative_to(workdir)),  # beside this file, wherever the run moves
         # --quick trains a few steps: its samples are not expected to look like digits.
         "quick": quick,
     }
