@@ -36,6 +36,7 @@ from latentjax.parallel import topologies
 from latentjax.run import CONFIG_FILE, Run
 from latentjax.train import autoencoder, dit
 from latentjax.train.state import Task, build_state, jit_steps
+from latentjax.train.watch import compiled_flops
 
 # ----------------------------------------------------------------------------- the plan
 
@@ -161,13 +162,6 @@ def _shard_bytes(tree) -> int:
     )
 
 
-def _flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", float("nan")))
-
-
 def plan(
     config,
     mesh_shape: dict[str, int],
@@ -215,7 +209,7 @@ def plan(
         aliased=int(mem.alias_size_in_bytes),
         temporaries=int(mem.temp_size_in_bytes),
         generated_code=int(mem.generated_code_size_in_bytes),
-        flops=_flops(compiled),
+        flops=compiled_flops(compiled),
         compile_s=compile_s,
         live_bytes=sum(a.nbytes for a in jax.live_arrays()),
     )

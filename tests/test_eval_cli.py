@@ -79,13 +79,15 @@ def test_eval_writes_report_and_pictures(ae_run):
         assert image.std() > 0, name
 
 
-def test_missing_and_stage2_workdirs_are_one_line(tmp_path, capsys):
+def test_missing_runs_and_a_stage2_run_without_its_stage1_are_one_line(tmp_path, capsys):
     assert main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
     assert "no run at" in _error_line(capsys)
     (tmp_path / "dit").mkdir()
     (tmp_path / "dit" / "config.json").write_text(to_json(load_config("dit/digits.py")))
     assert main(["eval", "--workdir", str(tmp_path / "dit")]) == 2
-    assert "holds a 'dit' run; this needs a stage-1 (ae) run" in _error_line(capsys)
+    # A stage-2 run gets the stage-2 report card, which needs the stage 1 it names.
+    line = _error_line(capsys)
+    assert "no run at runs/digits/ae" in line and "latentjax train" in line
     (tmp_path / "empty").mkdir()
     assert main(["eval", "--workdir", str(tmp_path / "empty")]) == 2
     assert "missing config.json" in _error_line(capsys)

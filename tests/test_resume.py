@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,27 +49,18 @@ def _run(workdir: Path, *args: str) -> str:
     return out
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(proc.log.read_text(errors="replace"))
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
-
-
 def _kill9(proc: subprocess.Popen) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_kill9_then_resume_is_bit_identical(tmp_path):
+def test_kill9_then_resume_is_bit_identical(tmp_path, wait_for_file):
     _run(tmp_path / "straight", "--steps", "20", "--out", str(tmp_path / "straight.npz"))
 
     run = tmp_path / "killed"
     proc = _start(run, "--steps", "20", "--hang-after-batches", "13")
-    _wait_for(run / "hung", proc)
+    wait_for_file(run / "hung", proc)
     _kill9(proc)  # after step 13; the checkpoint of step 10 is the last one
     assert Checkpointer(run / "checkpoints").latest_step() == 10
     _run(run, "--steps", "20", "--out", str(tmp_path / "resumed.npz"))
@@ -82,10 +72,10 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
     assert steps == list(range(1, 21))  # steps 11-13 of the killed run were logged once
 
 
-def test_a_save_killed_midway_is_never_picked_up(tmp_path):
+def test_a_save_killed_midway_is_never_picked_up(tmp_path, wait_for_file):
     run = tmp_path / "run"
     proc = _start(run, "--steps", "30", "--hang-in-save-after", "10")
-    _wait_for(run / "hung", proc)  # step 20's files are written, its commit has not happened
+    wait_for_file(run / "hung", proc)  # step 20's files are written, its commit has not happened
     _kill9(proc)
     leftovers = [p.name for p in (run / "checkpoints").iterdir() if "tmp" in p.name]
     assert leftovers and leftovers[0].startswith("20.")
@@ -97,10 +87,10 @@ def test_a_save_killed_midway_is_never_picked_up(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20", "30"]
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_and_exits_cleanly(tmp_path, wait_for_file):
     run = tmp_path / "run"
     proc = _start(run, "--steps", "100000", "--checkpoint-every", "100000")
-    _wait_for(run / "metrics.jsonl", proc)
+    wait_for_file(run / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGTERM)
     out = _output(proc, timeout=60)
     assert proc.returncode == 0, out
@@ -112,7 +102,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 def test_preemption_of_one_process_saves_all_at_one_step(
-    tmp_path, coordinator_address, wait_processes
+    tmp_path, coordinator_address, wait_processes, wait_for_file
 ):
     # Two processes of one jax.distributed run; the preemption notice (SIGTERM) reaches only
     # the second. JAX's preemption service picks a step at which both save and stop together.
@@ -121,7 +111,7 @@ def test_preemption_of_one_process_saves_all_at_one_step(
     args += ["--coordinator", coordinator_address]
     procs = [_start(run, *args, "--process-id", str(i)) for i in range(2)]
     try:
-        _wait_for(run / "metrics.jsonl", procs[0])
+        wait_for_file(run / "metrics.jsonl", procs[0])
     except BaseException:
         wait_processes(procs, timeout=0)  # kills both
         raise

@@ -119,7 +119,8 @@ def run(
         on_start()
     steps = jit_steps(task, shardings, mesh, t.on_nonfinite)
     board = workdir / run_lib.TENSORBOARD_DIR
-    events = watch.EventWriter(board, start, enabled=t.tensorboard)
+    # A run with no steps left writes no event file (a rerun leaves the directory as it was).
+    events = watch.EventWriter(board, start, enabled=t.tensorboard and start < t.num_steps)
     monitor = Monitor(workdir, task.name, start, t.num_steps, t.on_nonfinite, progress, events)
     throughput = watch.Throughput(start, t.batch_size, watch.peak_flops())
     profile = watch.Profile(board, t.profile_start, t.profile_steps)
