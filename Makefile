@@ -34,7 +34,7 @@ demo: $(RUNTIME)
 
 test: $(TESTS)
 	$(VENV)/bin/ruff check latentjax tests benchmarks tools
-	$(VENV)/bin/python -m pytest tests -q
+	$(VENV)/bin/python -m pytest tests -q --durations=30
 
 bench: $(BENCH)
 	$(VENV)/bin/python -m benchmarks
