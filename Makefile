@@ -2,8 +2,10 @@
 #   make demo   creates .venv, installs latentjax (runtime dependencies only), runs both stages
 #               on the embedded digits
 #   make test   creates .venv, installs latentjax with its test extras (PyTorch and diffusers as
-#               references), runs ruff and the suite
-# and two more: make bench   runs every benchmark and writes benchmarks/BENCHMARKS.md
+#               references), runs ruff and the suite, less the tests marked slow (under 20
+#               minutes on 2 CPU cores with an empty compilation cache: what CI runs)
+# and more:     make test-all  the whole suite, the slow tests too (multi-process, notebook)
+#               make bench   runs every benchmark and writes benchmarks/BENCHMARKS.md
 #               make mutate  plants the bugs of tools/mutants.py one at a time, runs the tests
 #                            that should catch each, and writes tools/mutation_results.md
 PYTHON ?= python3
@@ -12,7 +14,7 @@ RUNTIME := $(VENV)/.installed-runtime
 TESTS := $(VENV)/.installed-test
 BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test bench mutate lint clean
+.PHONY: demo test test-all bench mutate lint clean
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,10 @@ demo: $(RUNTIME)
 	$(VENV)/bin/latentjax demo --workdir runs/demo
 
 test: $(TESTS)
+	$(VENV)/bin/ruff check latentjax tests benchmarks tools
+	$(VENV)/bin/python -m pytest tests -q -m "not slow" --durations=30
+
+test-all: $(TESTS)
 	$(VENV)/bin/ruff check latentjax tests benchmarks tools
 	$(VENV)/bin/python -m pytest tests -q --durations=30
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import tiny
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
@@ -21,26 +22,13 @@ from latentjax.train import autoencoder, state
 from latentjax.train.checkpoint import Checkpointer
 
 TINY_AE = [
-    "--config.model.ch=8",
-    "--config.model.num_groups=4",
-    "--config.model.ch_mult=(1, 2)",
-    "--config.data.image_size=8",
-    "--config.loss.disc_ndf=8",
-    "--config.loss.disc_layers=1",
+    *tiny.AE,
     "--config.loss.disc_start=2",
-    "--config.train.batch_size=8",
-    "--config.train.log_every=1",
     "--config.train.eval_every=2",
     "--config.train.checkpoint_every=2",
 ]
 TINY_DIT = [
-    "--config.model.hidden_size=16",
-    "--config.model.depth=1",
-    "--config.model.num_heads=2",
-    "--config.data.image_size=8",
-    "--config.data.latent_stats_batches=2",
-    "--config.train.batch_size=8",
-    "--config.train.log_every=1",
+    *tiny.DIT,
     "--config.train.checkpoint_every=2",
     "--config.sample.num_steps=3",
 ]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 from PIL import Image
 
 from latentjax.commands import main
@@ -13,16 +14,9 @@ from latentjax.config import load_config, to_json
 # test_cli.py's tiny run (same programs, so the persistent compile cache serves both): 8 px
 # digits, f = 2, 4 latent channels.
 TINY_AE = [
-    "--config.model.ch=8",
-    "--config.model.num_groups=4",
-    "--config.model.ch_mult=(1, 2)",
-    "--config.data.image_size=8",
-    "--config.loss.disc_ndf=8",
-    "--config.loss.disc_layers=1",
+    *tiny.AE,
     "--config.loss.disc_start=2",
-    "--config.train.batch_size=8",
     "--config.train.num_steps=2",
-    "--config.train.log_every=1",
     "--config.train.eval_every=2",
     "--config.train.checkpoint_every=2",
 ]

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny
 
 from latentjax.commands import main
 from latentjax.config import from_json
@@ -25,27 +26,14 @@ from latentjax.train import dit
 from latentjax.train.autoencoder import load_autoencoder
 
 TINY_AE = [
-    "--config.model.ch=8",
-    "--config.model.num_groups=4",
-    "--config.model.ch_mult=(1, 2)",
-    "--config.data.image_size=8",
-    "--config.loss.disc_ndf=8",
-    "--config.loss.disc_layers=1",
-    "--config.train.batch_size=8",
+    *tiny.AE,
     "--config.train.num_steps=2",
-    "--config.train.log_every=1",
     "--config.train.eval_every=2",
     "--config.train.checkpoint_every=2",
 ]
 TINY_DIT = [
-    "--config.model.hidden_size=16",
-    "--config.model.depth=1",
-    "--config.model.num_heads=2",
-    "--config.data.image_size=8",
-    "--config.data.latent_stats_batches=2",
-    "--config.train.batch_size=8",
+    *tiny.DIT,
     "--config.train.num_steps=2",
-    "--config.train.log_every=1",
     "--config.train.checkpoint_every=2",
 ]
 

@@ -144,8 +144,10 @@ def test_lpips_as_the_training_perceptual_loss(weight_files):
     from latentjax.train import autoencoder, state
 
     _, _, vgg_path, head_path = weight_files
+    tiny = ["model.ch=8", "model.num_groups=4", "model.ch_mult=(1, 2)", "loss.disc_ndf=8"]
     config = load_config(
-        "ae/digits.py", ["loss.perceptual=lpips", f"loss.lpips_weights={vgg_path},{head_path}"]
+        "ae/digits.py",
+        [*tiny, "loss.perceptual=lpips", f"loss.lpips_weights={vgg_path},{head_path}"],
     )
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     task = autoencoder.make_task(config, mesh)

@@ -80,6 +80,7 @@ def test_eight_devices_data_x_tensor_match_one(single):
     assert single["dit_sharding"]["params_global"] == r["params_global"]
 
 
+@pytest.mark.slow  # 6 minutes with an empty compilation cache: `make test-all`
 @pytest.mark.multidevice
 def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir):
     """`latentjax demo --quick` (both stages, sampling, the summary) on 8 fake devices."""
@@ -115,6 +116,7 @@ def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir)
         assert resumed[key] == summary[key]
 
 
+@pytest.mark.slow  # 2 processes compiling both stages without a cache: `make test-all`
 @pytest.mark.multidevice
 def test_two_processes_match_one(single, coordinator_address, tmp_path, wait_processes):
     """Two local processes, one CPU device each, coordinated over 127.0.0.1 (gloo collectives)."""

@@ -7,6 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import tiny
 
 from latentjax import run as run_lib
 from latentjax.commands import main
@@ -213,15 +214,8 @@ def test_device_kinds_name_their_chip(kind, chip):
 
 
 TINY_AE = [
-    "--config.model.ch=8",
-    "--config.model.num_groups=4",
-    "--config.model.ch_mult=(1, 2)",
-    "--config.data.image_size=8",
-    "--config.loss.disc_ndf=8",
-    "--config.loss.disc_layers=1",
+    *tiny.AE,
     "--config.loss.disc_start=100",
-    "--config.train.batch_size=8",
-    "--config.train.log_every=1",
     "--config.train.eval_every=4",
     "--config.train.checkpoint_every=4",
     "--config.train.num_steps=4",
