@@ -83,3 +83,34 @@ def wait_for_file():
 def wait_processes():
     """:func:`_wait_processes`: waits for several processes of one run, failing fast."""
     return _wait_processes
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket():
+    """``gs://latentjax-test``: a bucket of a Google Cloud Storage emulator
+    (``gcp-storage-emulator``, in memory) on a free port of 127.0.0.1, started once per session
+    and stopped after it. The path library (gcsfs, under ``etils.epath``) and TensorStore (under
+    Orbax) are pointed at it by their documented settings, ``STORAGE_EMULATOR_HOST`` and
+    ``TENSORSTORE_GCS_HTTP_URL``; subprocesses inherit them. Nothing leaves the machine."""
+    import logging
+
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bucket = "latentjax-test"
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
+    # Orbax probes for files that do not exist yet: the emulator logs each as an error.
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+    server.start()
+    mp = pytest.MonkeyPatch()
+    url = f"http://127.0.0.1:{port}"
+    mp.setenv("STORAGE_EMULATOR_HOST", url)
+    mp.setenv("TENSORSTORE_GCS_HTTP_URL", url)
+    mp.setenv("GOOGLE_CLOUD_PROJECT", "latentjax-test")
+    try:
+        yield f"gs://{bucket}"
+    finally:
+        mp.undo()
+        server.stop()

@@ -3,8 +3,6 @@ cache (``latentjax/data/latents.py``) that stage-2 training reads with ``data.la
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 
@@ -12,6 +10,7 @@ from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.factory import latent_shape
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import Path, absolute
 from latentjax.run import Run
 from latentjax.train.autoencoder import load_autoencoder
 
@@ -64,7 +63,7 @@ def encode_run(
     if flip:
         splits[split + latents.FLIP_SUFFIX] = batches(True)
     info = {
-        "ae_workdir": str(Path(workdir).absolute()),
+        "ae_workdir": str(absolute(workdir)),
         "data": data,
         "split": split,
         "data_dir": data_dir,
