@@ -22,10 +22,17 @@ import os
 import re
 from collections.abc import Iterator
 
+import fsspec.config
 from etils import epath
 
 # A URL-like path: ``gs://bucket/…``, ``s3://…``, ``memory://…`` (fsspec's protocols).
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+# gcsfs keeps a bucket's listings for ever by default: a process would not see the checkpoints
+# another process wrote (another host of a pod; Orbax's arrays go through TensorStore, not
+# gcsfs) after it first listed the folder. Listings are rare here (one per checkpoint): fetch
+# them fresh (``cache_timeout <= 0``: no cache), unless the user's fsspec config says otherwise.
+fsspec.config.conf.setdefault("gs", {}).setdefault("cache_timeout", 0)
 
 Path = epath.Path  # the one path type; annotate with ``latentjax.paths.Path``
 PathLike = str | os.PathLike
