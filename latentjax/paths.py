@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import Iterator
 
-import fsspec.config
 from etils import epath
 
 # A URL-like path: ``gs://bucket/…``, ``s3://…``, ``memory://…`` (fsspec's protocols).
@@ -32,7 +31,12 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # another process wrote (another host of a pod; Orbax's arrays go through TensorStore, not
 # gcsfs) after it first listed the folder. Listings are rare here (one per checkpoint): fetch
 # them fresh (``cache_timeout <= 0``: no cache), unless the user's fsspec config says otherwise.
-fsspec.config.conf.setdefault("gs", {}).setdefault("cache_timeout", 0)
+try:
+    import fsspec.config
+except ImportError:  # no fsspec: local paths only (the gcs extra brings it)
+    pass
+else:
+    fsspec.config.conf.setdefault("gs", {}).setdefault("cache_timeout", 0)
 
 Path = epath.Path  # the one path type; annotate with ``latentjax.paths.Path``
 PathLike = str | os.PathLike

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from latentjax.paths import as_path
 from latentjax.train.checkpoint import Checkpointer
@@ -46,11 +47,35 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
     return out
 
 
-def test_a_bucket_run_killed_and_resumed_is_bit_identical(gcs_bucket, tmp_path, wait_for_file):
-    # The uninterrupted run on a local disk: the bucket run must end exactly where it does.
-    straight = tmp_path / "straight"
-    _finish(_start(str(straight), tmp_path / "logs", "--steps", "20", "--out", f"{straight}.npz"))
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The uninterrupted toy run on a local disk (20 steps, checkpoints at 10 and 20, the final
+    parameters in ``straight.npz``): the bucket runs must end where it does."""
+    root = tmp_path_factory.mktemp("straight")
+    run = root / "straight"
+    _finish(_start(str(run), root / "logs", "--steps", "20", "--out", f"{run}.npz"))
+    return run
 
+
+def _restore_w(directory, step: int) -> np.ndarray:
+    """``params.w`` of the toy run's checkpoint ``step``, restored onto this process's device."""
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {
+        "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=one),
+        "params": {"w": jax.ShapeDtypeStruct((8,), jnp.float32, sharding=one)},
+    }
+    checkpointer = Checkpointer(directory)
+    try:
+        restored = checkpointer.restore(abstract, step=step)
+    finally:
+        checkpointer.close()
+    assert int(restored["step"]) == step
+    return np.asarray(restored["params"]["w"])
+
+
+def test_a_bucket_run_killed_and_resumed_is_bit_identical(
+    gcs_bucket, straight, tmp_path, wait_for_file
+):
     run = as_path(f"{gcs_bucket}/toy/killed")
     proc = _start(str(run), tmp_path / "logs", "--steps", "20", "--hang-after-batches", "13")
     wait_for_file(run / "hung", proc)
@@ -71,36 +96,19 @@ def test_a_bucket_run_killed_and_resumed_is_bit_identical(gcs_bucket, tmp_path, 
 
 
 def test_two_processes_write_one_bucket_checkpoint(
-    gcs_bucket, tmp_path, coordinator_address, wait_processes
+    gcs_bucket, straight, tmp_path, coordinator_address, wait_processes
 ):
     # Two processes of one jax.distributed run, each holding half of the sharded parameters
     # (fsdp over both), save into one bucket directory; this process restores the whole state
-    # from it and meets the same run made by one process on a local disk.
-    logs = tmp_path / "logs"
-    single = tmp_path / "single"
-    _finish(
-        _start(
-            str(single), logs, "--steps", "4", "--checkpoint-every", "2", "--out", f"{single}.npz"
-        )
-    )
+    # from it and meets the same step of the run made by one process on a local disk.
     run = as_path(f"{gcs_bucket}/toy/two")
-    args = ["--steps", "4", "--checkpoint-every", "2", "--num-processes", "2", "--fsdp", "2"]
+    args = ["--steps", "10", "--num-processes", "2", "--fsdp", "2"]
     args += ["--coordinator", coordinator_address]
-    procs = [_start(str(run), logs, *args, "--process-id", str(i)) for i in range(2)]
+    procs = [_start(str(run), tmp_path / "logs", *args, "--process-id", str(i)) for i in range(2)]
     wait_processes(procs, timeout=180)
     for p in procs:
         assert p.returncode == 0, p.log.read_text(errors="replace")
-
-    checkpointer = Checkpointer(run / "checkpoints")
-    assert checkpointer.all_steps() == [2, 4]
-    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = {
-        "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=one),
-        "params": {"w": jax.ShapeDtypeStruct((8,), jnp.float32, sharding=one)},
-    }
-    restored = checkpointer.restore(abstract)
-    checkpointer.close()
-    assert int(restored["step"]) == 4
-    reference = np.load(f"{single}.npz")["w"]
+    assert Checkpointer(run / "checkpoints").all_steps() == [10]
+    w, reference = _restore_w(run / "checkpoints", 10), _restore_w(straight / "checkpoints", 10)
     # The two processes sum their halves of each batch in another order than one process.
-    np.testing.assert_allclose(np.asarray(restored["params"]["w"]), reference, rtol=1e-6)
+    np.testing.assert_allclose(w, reference, rtol=1e-6)
