@@ -12,7 +12,10 @@ import pytest
 
 from latentjax import paths
 from latentjax import run as run_lib
+from latentjax.commands import main
 from latentjax.config import resolve_config
+from latentjax.data import latents
+from latentjax.data.pipeline import DataError
 from latentjax.errors import ConfigError, WorkdirError
 
 PACKAGE = Path(__file__).parents[1] / "latentjax"
@@ -126,3 +129,29 @@ def test_small_files_and_the_lock_on_a_bucket(gcs_bucket):
     with run_lib.owned(empty):
         pass
     assert not empty.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["encode", "--workdir", "runs/ae", "--out", "gs://b/cache"], "--out=gs://b/cache"),
+        (["data", "build-folder", ".", "--name", "x", "--data-dir", "gs://b/t"], "--data-dir="),
+        (["train", "--config", "ae/digits.py", "--config.data.data_dir=gs://b/t"], "data_dir="),
+    ],
+)
+def test_arrayrecord_data_in_a_bucket_is_one_line(argv, what, tmp_path, capsys, monkeypatch):
+    # ArrayRecord files are local files: a bucket URL for a dataset or latent cache names the
+    # gcsfuse mount instead, before anything is loaded or written.
+    monkeypatch.chdir(tmp_path)
+    if argv[0] == "train":
+        argv = [*argv, "--workdir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentjax: error: ") and err.count("\n") == 1, err
+    assert what in err and "gcsfuse" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_latent_cache_in_a_bucket_is_refused():
+    with pytest.raises(DataError, match="data.latent_cache=gs://b/cache: .* gcsfuse"):
+        latents.read_cache_info("gs://b/cache")

@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from latentjax import paths as paths_lib
+from latentjax.data import pipeline
 from latentjax.data.local import LocalBuild
 from latentjax.data.pipeline import DataError
 from latentjax.paths import Path, as_path
@@ -182,6 +183,7 @@ def build_folder(
     """Builds dataset ``name`` (splits ``train`` and, with ``test_fraction`` > 0, ``test``) from
     the images under ``root`` into ``data_dir``; returns the scan (``.skipped`` lists the files
     left out)."""
+    pipeline.check_local_data_dir(data_dir, "--data-dir")
     if not NAME_PATTERN.match(name):
         raise DataError(f"dataset name {name!r}: use lower case letters, digits and '_'")
     if channels not in (1, 3):

@@ -136,6 +136,7 @@ def write_cache(
     """Writes ``splits`` (name -> zero-argument function returning an iterator of batches) as
     dataset ``name`` in data_dir ``out``. Every process must call it (the batches come from
     collective programs); only process 0 writes files."""
+    pipeline.check_local_data_dir(out, "--out")
     if jax.process_index() != 0:
         for batches in splits.values():
             for _ in batches():
@@ -159,6 +160,7 @@ def write_cache(
 def cache_location(latent_cache: str) -> tuple[str, str]:
     """``data.latent_cache`` -> (data_dir, name): either a data_dir holding the default dataset
     name or ``DATA_DIR/NAME``."""
+    pipeline.check_local_data_dir(latent_cache, "data.latent_cache")
     path = as_path(latent_cache)
     if (path / DEFAULT_NAME).is_dir():
         return str(path), DEFAULT_NAME

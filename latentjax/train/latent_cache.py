@@ -29,6 +29,7 @@ def encode_run(
     """Encodes ``data:split`` (default: the run's training split) with the stage-1 run in
     ``workdir`` into the data_dir ``out`` as dataset ``name``; returns what was written (the
     cache's info, its ``name`` and ``count``)."""
+    pipeline.check_local_data_dir(out, "--out")  # before anything is loaded or encoded
     run = Run.open(workdir, stage="ae")
     config = run.config
     mesh = mesh_lib.make_mesh(config.mesh.shape)
