@@ -71,6 +71,88 @@ def test_event_files_hold_each_scalar_and_image_once_across_a_resume(toy_run):
     assert (images[0][1] == first["eval/toy"][0][1]).all()  # step 4's image kept as written
 
 
+def _wandb_history(run_dir) -> list[dict]:
+    """The history rows of an offline W&B run directory, read from its ``run-ID.wandb`` file:
+    W&B's record log (a 7-byte header, then 32 KiB blocks of records in LevelDB's log format,
+    each a ``wandb_internal_pb2.Record``)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (file,) = run_dir.glob("run-*.wandb")
+    data, rows, pending, pos = file.read_bytes(), [], b"", 7
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record.FromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                items = record.history.item
+                rows.append(
+                    {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+                )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def wandb_run(tmp_path_factory):
+    """The toy run of ``toy_run`` (6 steps, resumed from 4 to 8) logging to W&B, offline,
+    without TensorBoard."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_MODE", "offline")
+    workdir = tmp_path_factory.mktemp("toy_wandb")
+    train = dict(batch_size=4, checkpoint_every=4, tensorboard=False, wandb_project="toy")
+    test_loop._run(workdir, 6, _toy_task(), **train)
+    test_loop._run(workdir, 8, _toy_task(), resume_step=4, **train)
+    mp.undo()
+    return workdir
+
+
+def test_wandb_gets_the_scalars_and_images_of_each_sitting_under_the_runs_id(wandb_run):
+    workdir = wandb_run
+    assert not (workdir / run_lib.TENSORBOARD_DIR).exists()  # tensorboard=False
+    run_id = Run.open(workdir).id
+    sittings = sorted((workdir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(sittings) == 2  # both sittings are the run directory's one W&B run
+    first, second = (_wandb_history(d) for d in sittings)
+    records = {r["step"]: r for r in _records(workdir)}
+    assert [r["_step"] for r in first if "train/loss" in r] == [2, 4, 6]
+    assert [r["_step"] for r in second if "train/loss" in r] == [6, 8]
+    # The resumed sitting's rows are metrics.jsonl's; its repeat of step 6 (which W&B drops
+    # on sync) is the killed sitting's value, since resume is exact.
+    for row in second:
+        if "train/loss" in row:
+            assert row["train/loss"] == pytest.approx(records[row["_step"]]["loss"], rel=1e-6)
+            assert row["perf/steps_per_s"] > 0 and "eval/ev" not in row
+    (repeat,) = (r["train/loss"] for r in first if r.get("_step") == 6)
+    assert repeat == pytest.approx(records[6]["loss"], rel=1e-6)
+    # Images at the evaluation steps, the pixels saying the step.
+    from PIL import Image
+
+    images = [
+        (r["_step"], d / "files" / r["eval/toy/path"])
+        for d, rows in zip(sittings, (first, second), strict=True)
+        for r in rows
+        if "eval/toy/path" in r  # W&B flattens an image's fields: path, width, ...
+    ]
+    assert [s for s, _ in images] == [4, 6, 8]
+    for step, path in images:
+        assert (np.asarray(Image.open(path))[..., 0] == step).all()
+
+
+def test_wandb_asked_for_but_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
+    assert _train(tmp_path / "w", "--config.train.wandb_project=p") == 2
+    assert "pip install 'latentjax[wandb]'" in _error_line(capsys)
+    assert not (tmp_path / "w").exists()
+
+
 def test_throughput_fields_of_each_log_line(toy_run):
     records = _records(toy_run[0])
     # FLOPs per step: XLA's cost analysis of the program the loop runs, compiled here anew.

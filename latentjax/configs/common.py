@@ -31,6 +31,12 @@ def train_config(**values) -> ml_collections.ConfigDict:
     # originals, their reconstructions and the latents' first 3 principal components; stage 2:
     # samples of fixed noise and labels (the same every time), with the config's sampler.
     c.eval_images = 0
+    # Weights & Biases (optional: pip install 'latentjax[wandb]'): the same scalars and images
+    # as TensorBoard, logged by process 0 to this project ("": off). The W&B run id is the run
+    # directory's, so a resumed run continues it; WANDB_MODE=offline keeps it in WORKDIR/wandb.
+    c.wandb_project = ""
+    c.wandb_entity = ""  # the W&B team or user ("": the logged-in default)
+    c.wandb_name = ""  # the run's display name ("": the run directory's name)
     # A jax.profiler trace (`latentjax train --profile START:STEPS`) into
     # WORKDIR/tensorboard/plugins/profile, for TensorBoard's profile plugin or Perfetto:
     c.profile_start = 0  # the first step traced (1-based)

@@ -55,6 +55,7 @@ def check_train_config(t) -> None:
         )
     if t.keep_best < 0 or t.resume_step < 0:
         raise ConfigError("train.keep_best and train.resume_step must be >= 0")
+    watch.check_wandb(t)
     if t.eval_images < 0 or t.profile_start < 0 or t.profile_steps < 0:
         raise ConfigError(
             "train.eval_images, train.profile_start and train.profile_steps must be >= 0"
@@ -121,12 +122,14 @@ def run(
     steps = jit_steps(task, shardings, mesh, t.on_nonfinite)
     board = workdir / run_lib.TENSORBOARD_DIR
     # A run with no steps left writes no event file (a rerun leaves the directory as it was).
-    events = watch.EventWriter(board, start, enabled=t.tensorboard and start < t.num_steps)
+    watching = bool(t.tensorboard or t.wandb_project) and start < t.num_steps
+    wandb_run = watch.open_wandb(workdir, config, start) if watching else None
+    events = watch.EventWriter(board, start, watching, wandb_run, tensorboard=t.tensorboard)
     monitor = Monitor(workdir, task.name, start, t.num_steps, t.on_nonfinite, progress, events)
     throughput = watch.Throughput(start, t.batch_size, watch.peak_flops())
     profile = watch.Profile(board, t.profile_start, t.profile_steps)
     preemption = PreemptionWatch(checkpointer)
-    images = task.images if t.tensorboard else None
+    images = task.images if t.tensorboard or t.wandb_project else None
     try:
         for step in range(start + 1, t.num_steps + 1):
             waiting = time.perf_counter()

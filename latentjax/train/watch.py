@@ -6,6 +6,9 @@ utilisation, device memory, and profiler traces.
   thread: the loop only hands it host values it has already fetched. Only process 0 writes. On
   resume, events after the restored step (logged by a run killed after its last checkpoint) are
   dropped from the files first, so no step appears twice, as ``metrics.jsonl`` is cut back.
+  With ``train.wandb_project``, the same thread logs the same scalars and images (same tags) to
+  a Weights & Biases run whose id is the run directory's own (``run.json``), so a resumed run
+  continues its W&B run (see :func:`open_wandb`).
 - :class:`Throughput` turns host clocks around the loop into the fields of each log line:
   steps/s, examples/s, the fraction of the time spent waiting for the next batch, each
   program's compile time (once), FLOPs per step from XLA's cost analysis of the compiled step,
@@ -75,20 +78,31 @@ class EventWriter:
     directory are dropped before this run writes its own. A failure to write (a full disk) is
     reported once on stderr and ends the writing, not the training."""
 
-    def __init__(self, directory: str | Path, start: int, enabled: bool = True):
+    def __init__(
+        self,
+        directory: str | Path,
+        start: int,
+        enabled: bool = True,
+        wandb_run: Any = None,
+        tensorboard: bool = True,
+    ):
         self.directory = as_path(directory)
         self.enabled = enabled and jax.process_index() == 0
         self.error: BaseException | None = None
+        self._wandb = wandb_run if self.enabled else None
+        self._writer = None
         if not self.enabled:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        drop_events_after(self.directory, start)
-        from tensorboardX import SummaryWriter
+        if tensorboard:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            drop_events_after(self.directory, start)
+            from tensorboardX import SummaryWriter
 
-        # File names hold the second they were created and the host; the suffix keeps two
-        # sittings started within one second apart (the same start step drops the same events).
-        suffix = f".from{start}"
-        self._writer = SummaryWriter(str(self.directory), flush_secs=30, filename_suffix=suffix)
+            # File names hold the second they were created and the host; the suffix keeps two
+            # sittings started within one second apart (the same start step drops the same
+            # events).
+            suffix = f".from{start}"
+            self._writer = SummaryWriter(str(self.directory), flush_secs=30, filename_suffix=suffix)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="latentjax-tensorboard")
         self._thread.daemon = True
@@ -115,22 +129,81 @@ class EventWriter:
             if self.error is not None:
                 continue
             try:
+                tagged = values
                 if kind == "scalars":
-                    for key, value in values.items():
-                        self._writer.add_scalar(scalar_tag(key), value, step)
-                else:
-                    for tag, image in values.items():
-                        self._writer.add_image(tag, image, step, dataformats="HWC")
+                    tagged = {scalar_tag(key): value for key, value in values.items()}
+                if self._writer is not None:
+                    for tag, value in tagged.items():
+                        if kind == "scalars":
+                            self._writer.add_scalar(tag, value, step)
+                        else:
+                            self._writer.add_image(tag, value, step, dataformats="HWC")
+                if self._wandb is not None:
+                    import wandb
+
+                    if kind == "images":
+                        tagged = {tag: wandb.Image(image) for tag, image in values.items()}
+                    self._wandb.log(tagged, step=step)
             except Exception as e:  # noqa: BLE001 - reported once; training goes on
                 self.error = e
-                print(f"latentjax: TensorBoard writing stopped: {e}", file=sys.stderr)
+                print(f"latentjax: TensorBoard/W&B writing stopped: {e}", file=sys.stderr)
 
     def close(self) -> None:
         if self.enabled:
             self._queue.put(None)
             self._thread.join()
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
+            if self._wandb is not None:
+                self._wandb.finish()
             self.enabled = False
+
+
+def check_wandb(t) -> None:
+    """A ``train`` section asking for Weights & Biases needs the package (checked before the
+    run directory is touched)."""
+    if not t.wandb_project:
+        return
+    try:
+        import wandb  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f"train.wandb_project={t.wandb_project!r} needs Weights & Biases: "
+            "pip install 'latentjax[wandb]' (or set train.wandb_project='')"
+        ) from e
+
+
+def open_wandb(workdir: Path, config, start: int) -> Any:
+    """The Weights & Biases run of a training run (process 0, ``train.wandb_project`` set),
+    else None (also when W&B cannot start, e.g. not logged in: said once on stderr, and the
+    training goes on, as when TensorBoard cannot write). Its id is the run directory's
+    (``run.json``) and W&B's own files go to ``WORKDIR/wandb``, so a resumed run (on this host
+    or another) continues the same W&B run; ``WANDB_MODE=offline`` keeps it on disk for
+    ``wandb sync``.
+
+    W&B's history is append-only: steps a killed sitting logged after its last checkpoint are
+    not cut back there (TensorBoard and ``metrics.jsonl`` are), and W&B ignores the resumed
+    sitting's repeat of those steps. Resume is exact, so the step metrics of both agree; only
+    the throughput fields of those few steps are the killed sitting's."""
+    t = config.train
+    if not t.wandb_project or jax.process_index() != 0:
+        return None
+    import wandb
+
+    try:
+        return wandb.init(
+            project=t.wandb_project,
+            entity=t.wandb_entity or None,
+            id=run_lib.Run.open(workdir).id,
+            name=t.wandb_name or workdir.name,
+            resume="allow",
+            dir=str(workdir),
+            config=config.to_dict(),
+            settings=wandb.Settings(console="off", silent=True),
+        )
+    except Exception as e:  # noqa: BLE001 - not logged in, no network: training goes on
+        print(f"latentjax: W&B not started ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
