@@ -116,7 +116,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 tarball="${TMPDIR:-/tmp}/latentjax-$name.tar.gz"
 run git -C "$here" archive --format=tar.gz -o "$tarball" HEAD
 run gcloud compute tpus tpu-vm scp "$tarball" "$name:latentjax.tar.gz" --worker=all "${common[@]}"
-install='rm -rf latentjax && mkdir latentjax && tar -xzf latentjax.tar.gz -C latentjax && python3 -m pip install -q -e ./latentjax "jax[tpu]"'
+install='rm -rf latentjax && mkdir latentjax && tar -xzf latentjax.tar.gz -C latentjax && python3 -m pip install -q -e "./latentjax[gcs]" "jax[tpu]"'
 run gcloud compute tpus tpu-vm ssh "$name" --worker=all "${common[@]}" --command="$install"
 
 # 2b. Optionally, the data bucket mounted read-only on every worker (gcsfuse's apt install).

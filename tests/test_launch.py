@@ -89,6 +89,7 @@ def test_tpu_pod_dry_run_creates_copies_runs_everywhere_and_deletes():
     )
     assert install[3:6] == ["tpu-vm", "ssh", "lj"] and "--worker=all" in install
     assert "pip install" in install[-1]
+    assert '-e "./latentjax[gcs]"' in install[-1]  # gcsfs: gs:// run directories
     assert run[3:6] == ["tpu-vm", "ssh", "lj"] and "--worker=all" in run
     remote = run[-1].removeprefix("--command=")
     # The remote shell sees the user's arguments intact (quoted), plus --distributed, and each
