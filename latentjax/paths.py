@@ -73,3 +73,10 @@ def is_regular_file(path: PathLike) -> bool:
     ``epath.Path.is_file`` counts as files: it means "exists and is not a directory"); in a
     bucket, an object."""
     return os.path.isfile(path) if is_local(path) else as_path(path).is_file()
+
+
+def resolved(value: PathLike) -> epath.Path:
+    """``value`` made absolute with symbolic links resolved (a local path), or as it is (a
+    bucket URL, which has neither)."""
+    path = as_path(value)
+    return path.resolve() if is_local(path) else path

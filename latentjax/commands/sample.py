@@ -106,7 +106,7 @@ def run(args) -> None:
         write_samples,
     )
     from latentjax.parallel.mesh import make_mesh
-    from latentjax.paths import absolute, as_path
+    from latentjax.paths import as_path, resolved
     from latentjax.run import Run
 
     if args.num <= 0:
@@ -147,7 +147,7 @@ def run(args) -> None:
         spec,
         args.batch_size or config.sample.batch_size,
         progress=not args.no_progress,
-        meta={"workdir": str(absolute(run_.path))},
+        meta={"workdir": str(resolved(run_.path))},
         replace=args.shard_dir is None,
     )
     if jax.process_index() != 0:  # only process 0 writes files
