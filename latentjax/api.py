@@ -15,7 +15,6 @@ Everything is jitted once per input shape.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -29,6 +28,7 @@ from latentjax.data import normalization
 from latentjax.errors import LatentjaxError
 from latentjax.factory import build_autoencoder, build_dit
 from latentjax.models.dit import DiT
+from latentjax.paths import Path, as_path
 from latentjax.run import CONFIG_FILE, Run, is_run
 
 
@@ -142,7 +142,7 @@ def load_autoencoder(path: str | Path) -> Autoencoder:
     by ``latentjax convert ae``, a latentjax stage-1 training run or export, or a stage-2 run
     (its stage-1 autoencoder with the normalisation stage 2 trains in) -> :class:`Autoencoder`.
     Another diffusers class is a one-line :class:`LatentjaxError` naming it."""
-    path = Path(path)
+    path = as_path(path)
     if (path / common.CONVERTED_FILE).exists():
         desc, params = common.load_converted(path)
         if desc.get("kind") != "autoencoder":
@@ -202,7 +202,7 @@ def load_dit(
     values; ``entry`` picks a train.py checkpoint's "ema" (default) or "model" weights
     (``dit.config.checkpoint_entry`` says which was taken). ``dit.config.model.null_class`` is
     False for a model trained without label dropout, which has no unconditional row."""
-    path = Path(path)
+    path = as_path(path)
     if (path / common.CONVERTED_FILE).exists():
         desc, params = common.load_converted(path)
         if desc.get("kind") != "dit":

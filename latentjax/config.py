@@ -22,14 +22,15 @@ import importlib
 import importlib.util
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 
+from latentjax import paths
 from latentjax.errors import ConfigError
+from latentjax.paths import Path, as_path
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "configs"
+BUILTIN_DIR = as_path(__file__).resolve().parent / "configs"
 # The base config of each stage: the one place its defaults live.
 BASES = {"ae": "latentjax.configs.ae.base", "dit": "latentjax.configs.dit.base"}
 
@@ -38,8 +39,8 @@ def builtin_names() -> list[str]:
     """The built-in configs, as names ``load_config`` takes (``ae/digits.py``, ...)."""
     return sorted(
         str(p.relative_to(BUILTIN_DIR))
-        for p in BUILTIN_DIR.rglob("*.py")
-        if p.name != "__init__.py" and p.parent != BUILTIN_DIR
+        for p in paths.files_under(BUILTIN_DIR)
+        if p.suffix == ".py" and p.name != "__init__.py" and p.parent != BUILTIN_DIR
     )
 
 
@@ -48,7 +49,12 @@ def resolve_config(path: str | Path) -> tuple[Path, str | None]:
     name of a built-in config (``ae/digits.py``, also written ``configs/ae/digits.py``). A
     relative path that is both (a file here named like a built-in config) must say which: a
     config file runs code, so it is never picked for the user."""
-    p = Path(path)
+    if not paths.is_local(path):
+        raise ConfigError(
+            f"config {path} is in a bucket: a config file is Python code that latentjax imports "
+            "from a local disk; copy it next to the code (launch/tpu_pod.sh copies the repository)"
+        )
+    p = as_path(path)
     name = p.as_posix().removeprefix("configs/")
     builtin = BUILTIN_DIR / name
     is_builtin = p.suffix == ".py" and builtin.is_file() and ".." not in p.parts
@@ -111,7 +117,7 @@ def load_builtin(name: str, overrides: Sequence[str] = ()) -> ml_collections.Con
     """A built-in config by name, never a file of the current directory (the defaults of
     ``latentjax demo`` and ``latentjax convert``)."""
     file = BUILTIN_DIR / name
-    if not file.is_file() or ".." in Path(name).parts:
+    if not file.is_file() or ".." in as_path(name).parts:
         raise ConfigError(f"no built-in config {name!r}; built-in: {', '.join(builtin_names())}")
     module_name = "latentjax.configs." + name.removesuffix(".py").replace("/", ".")
     return _finish(_import(file, module_name), file, overrides)
@@ -282,7 +288,7 @@ def key_comments(files: Sequence[Path]) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for file in files:
-        text = Path(file).read_text()
+        text = as_path(file).read_text()
         inline, above = {}, {}
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
             if tok.type == tokenize.COMMENT:

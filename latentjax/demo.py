@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from latentjax.eval.images import to_uint8
 from latentjax.factory import latent_shape
 from latentjax.generate import collect_samples, load_generator, spec_from_config, write_samples
 from latentjax.parallel.mesh import make_mesh
+from latentjax.paths import Path, as_path
 from latentjax.run import Run, read_json, write_json
 from latentjax.train.loop import read_metrics
 from latentjax.train.trainer import train
@@ -73,7 +73,7 @@ def _trained(workdir: Path, config, name: str, earlier: dict, times: dict) -> No
 
 def run_demo(workdir: str | Path, quick: bool = False) -> dict:
     """Runs the demo into ``workdir`` (resuming what is there); -> the summary it wrote."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     times: dict = {}
     summary_file = workdir / "summary.json"
     earlier = read_json(summary_file) if summary_file.exists() else {}

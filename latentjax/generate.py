@@ -21,7 +21,6 @@ import json
 import math
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,6 +36,7 @@ from latentjax.errors import LatentjaxError, WorkdirError
 from latentjax.eval.images import image_grid, save_png
 from latentjax.factory import latent_shape
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import Path, as_path
 from latentjax.run import Run, write_atomic
 from latentjax.train import state as state_lib
 from latentjax.train.autoencoder import load_autoencoder
@@ -245,7 +245,7 @@ def _shard_name(i: int) -> str:
 def _valid_shard(path: Path, labels: np.ndarray, image_shape: tuple[int, ...]) -> bool:
     """The shard exists, loads, and holds uint8 images of the right shape for ``labels``."""
     try:
-        with np.load(path) as data:
+        with path.open("rb") as f, np.load(f) as data:
             images, got = data["images"], data["labels"]
     except (OSError, KeyError, ValueError, EOFError):
         return False
@@ -278,7 +278,7 @@ def write_sample_shards(
     consistent directory."""
     from tqdm.auto import tqdm
 
-    shard_dir = Path(shard_dir)
+    shard_dir = as_path(shard_dir)
     chunk = generator.chunk_size(chunk)
     labels = np.asarray(labels, np.int32)
     settings = {
@@ -369,13 +369,13 @@ def _labels_digest(labels: np.ndarray) -> str:
 
 def read_shards(shard_dir: str | Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of the shards listed in ``index.json``, in order; at most ``limit``."""
-    shard_dir = Path(shard_dir)
+    shard_dir = as_path(shard_dir)
     index = json.loads((shard_dir / INDEX_FILE).read_text())
     images, labels, total = [], [], 0
     for sh in sorted(index["shards"], key=lambda s: s["start"]):
         if limit is not None and total >= limit:
             break
-        with np.load(shard_dir / sh["file"]) as data:
+        with (shard_dir / sh["file"]).open("rb") as f, np.load(f) as data:
             images.append(data["images"])
             labels.append(data["labels"])
         total += len(labels[-1])
@@ -447,7 +447,7 @@ def write_samples(
 ) -> Path:
     """``out`` (.npz: ``images`` uint8 [N, H, W, C], ``labels`` [N]) and a PNG grid beside it of
     ``grid`` (default: all the images); -> the grid's path."""
-    out = Path(out)
+    out = as_path(out)
     if out.suffix != ".npz":
         raise LatentjaxError(f"--out must end in .npz, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -41,6 +40,7 @@ from latentjax.generate import (
     spec_from_config,
 )
 from latentjax.parallel.mesh import make_mesh
+from latentjax.paths import Path, as_path
 from latentjax.run import Run
 
 OUTPUTS = ("uint8", "float")
@@ -154,7 +154,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     """A stage-2 training run (its EMA weights, at the latest checkpoint), its export
     (``latentjax export``) or a converted DiT with its autoencoder (``latentjax convert dit
     --ae``), with the stage-1 run it names -> :class:`Pipeline`."""
-    path = Path(path)
+    path = as_path(path)
     run = Run.open(path)
     if run.stage != "dit":
         raise WorkdirError(

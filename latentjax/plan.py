@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,6 +32,7 @@ from latentjax.errors import ConfigError
 from latentjax.factory import latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.parallel import topologies
+from latentjax.paths import as_path
 from latentjax.run import CONFIG_FILE, Run
 from latentjax.train import autoencoder, dit
 from latentjax.train.state import Task, build_state, jit_steps
@@ -121,7 +121,7 @@ def stage2_latent_shape(config, ae_config: str | None, latent: str | None):
         return h, w, c
     if ae_config:
         return latent_shape(load_config(ae_config))
-    if config.ae_workdir and (Path(config.ae_workdir) / CONFIG_FILE).exists():
+    if config.ae_workdir and (as_path(config.ae_workdir) / CONFIG_FILE).exists():
         return latent_shape(Run.open(config.ae_workdir, stage="ae").config)
     raise ConfigError(
         "planning a dit config needs the latent shape: pass --ae-config ae/….py or "

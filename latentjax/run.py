@@ -21,19 +21,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import os
-import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 
 from latentjax import config as config_lib
+from latentjax import paths
 from latentjax.errors import WorkdirError
+from latentjax.paths import Path, as_path
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"  # the run's identity: {"id", "stage", "created"}, written once
@@ -58,7 +59,7 @@ class Run:
     @classmethod
     def open(cls, path: str | Path, stage: str | None = None) -> Run:
         """The run at ``path``; with ``stage``, it must be that stage's."""
-        path = Path(path)
+        path = as_path(path)
         file = path / CONFIG_FILE
         if not file.is_file():
             what = "no such directory" if not path.is_dir() else f"missing {CONFIG_FILE}"
@@ -145,7 +146,7 @@ def is_run(path: str | Path) -> bool:
     """Whether ``path`` holds a latentjax run (its config.json names a stage), not another
     project's model directory."""
     try:
-        return "stage" in json.loads((Path(path) / CONFIG_FILE).read_text())
+        return "stage" in json.loads((as_path(path) / CONFIG_FILE).read_text())
     except (OSError, ValueError, TypeError):
         return False
 
@@ -162,7 +163,7 @@ def check_ae_run(config, ae: Run) -> None:
 
 def ensure_identity(path: Path, stage: str) -> str:
     """The id of the run at ``path``, written to ``run.json`` the first time."""
-    file = Path(path) / RUN_FILE
+    file = as_path(path) / RUN_FILE
     if file.exists():
         return read_json(file)["id"]
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -177,16 +178,45 @@ def owned(path: str | Path, write: bool = True) -> Iterator[None]:
     False: the others, which take no lock). A second process finds the lock and stops with one
     line naming its owner; a lock whose owner is gone (the same host, no such process) is stale
     and taken over. The lock is released when the block ends, however it ends; a directory this
-    made and nothing was written into is removed again."""
-    if Path(path).exists() and not Path(path).is_dir():
+    made and nothing was written into is removed again.
+
+    On a local disk the lock is created with its content at once or not at all (a hard link). A
+    bucket has no links: there the lock is checked, then written whole, so two processes that
+    start in the same instant could both take it; and a lock left by a host that is gone (a
+    preempted pod) cannot be judged stale from another host: remove it (``gcloud storage rm``)."""
+    path = as_path(path)
+    if path.exists() and not path.is_dir():
         raise WorkdirError(f"workdir {path} is a file, not a directory")
     if not write:
         yield
         return
-    lock = Path(path) / LOCK_FILE
+    lock = path / LOCK_FILE
     me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
-    created = not Path(path).exists()
-    Path(path).mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    if paths.is_local(path):
+        _lock_local(path, lock, me)
+    else:
+        _lock_bucket(path, lock, me)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+                lock.unlink()
+        if created and not any(paths.files_under(path)):
+            with contextlib.suppress(OSError):
+                path.rmtree()
+
+
+def _in_use(path: Path, lock: Path, owner: dict) -> WorkdirError:
+    return WorkdirError(
+        f"workdir {path} is in use by process {owner['pid']} on {owner['host']} (its lock "
+        f"{lock}); wait for it to finish, or remove the lock if that process is gone"
+    )
+
+
+def _lock_local(path: Path, lock: Path, me: dict) -> None:
     mine = lock.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
     mine.write_text(json.dumps(me))
     try:
@@ -197,11 +227,7 @@ def owned(path: str | Path, write: bool = True) -> Iterator[None]:
             except FileExistsError:
                 owner = _lock_owner(lock)
                 if owner is not None and not _stale(owner):
-                    raise WorkdirError(
-                        f"workdir {path} is in use by process {owner['pid']} on "
-                        f"{owner['host']} (its lock {lock}); wait for it to finish, or remove "
-                        "the lock if that process is gone"
-                    ) from None
+                    raise _in_use(path, lock, owner) from None
                 # Stale: moved aside, and put back if what was moved is not the stale lock
                 # judged above (another process took the run over in between).
                 aside = lock.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
@@ -215,14 +241,16 @@ def owned(path: str | Path, write: bool = True) -> Iterator[None]:
             raise WorkdirError(f"could not take the lock {lock} of workdir {path}")
     finally:
         mine.unlink()
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            if json.loads(lock.read_text()).get("pid") == me["pid"]:
-                lock.unlink()
-        if created and not any(p.is_file() for p in Path(path).rglob("*")):
-            shutil.rmtree(path, ignore_errors=True)
+
+
+def _lock_bucket(path: Path, lock: Path, me: dict) -> None:
+    if lock.exists():
+        owner = _lock_owner(lock)
+        if owner is not None and not _stale(owner):
+            raise _in_use(path, lock, owner)
+    lock.write_text(json.dumps(me))  # one object, written whole
+    if _lock_owner(lock) != me:  # another process wrote it in between
+        raise _in_use(path, lock, _lock_owner(lock) or {"pid": "?", "host": "?"})
 
 
 def _lock_owner(lock: Path) -> dict | None:
@@ -253,7 +281,8 @@ def _process_start(pid: int) -> int | None:
     """The start time of process ``pid`` (clock ticks after boot; Linux), to tell a reused
     process id from the lock's owner."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        with open(f"/proc/{pid}/stat") as f:  # a local system file, not a user's path
+            return int(f.read().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -261,17 +290,24 @@ def _process_start(pid: int) -> int | None:
 def read_json(path: Path) -> Any:
     """A JSON file written by latentjax; unreadable or damaged is a one-line error."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(as_path(path).read_text())
     except OSError as e:
         raise WorkdirError(f"cannot read {path}: {e.strerror or e}") from e
     except json.JSONDecodeError as e:
         raise WorkdirError(f"{path} is damaged (not valid JSON: {e})") from e
 
 
-def write_atomic(path: Path, write: Callable[[Any], Any]) -> None:
-    """Calls ``write`` on a binary file beside ``path`` and renames it to ``path``: a reader
-    sees the old file or the new one, never a part of it."""
-    path = Path(path)
+def write_atomic(path: str | Path, write: Callable[[Any], Any]) -> None:
+    """Calls ``write`` on a binary file and makes it ``path`` whole: a reader sees the old file
+    or the new one, never a part of it. On a local disk the file is written beside ``path`` and
+    renamed; on a bucket, where a rename is a copy, it is uploaded as one object (an upload is
+    atomic: the object changes only when it completes)."""
+    path = as_path(path)
+    if not paths.is_local(path):
+        buffer = io.BytesIO()
+        write(buffer)
+        path.write_bytes(buffer.getvalue())
+        return
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -289,7 +325,7 @@ def write_json(path: Path, value: Any) -> None:
 
 def check_workdir(path: str | Path, config: ml_collections.ConfigDict) -> None:
     """``path`` must be new, or hold a run of the same stage and model (to resume it)."""
-    path = Path(path)
+    path = as_path(path)
     if path.exists() and not path.is_dir():
         raise WorkdirError(f"workdir {path} is a file, not a directory")
     if not (path / CONFIG_FILE).exists():
@@ -307,7 +343,7 @@ def check_workdir(path: str | Path, config: ml_collections.ConfigDict) -> None:
 def write_config(path: str | Path, config: ml_collections.ConfigDict) -> None:
     """Writes ``config.json`` whole (and ``run.json`` the first time): done once a run really
     starts, so a start that is refused or fails leaves the directory as it was."""
-    path = Path(path)
+    path = as_path(path)
     path.mkdir(parents=True, exist_ok=True)
     text = config_lib.to_json(config)
     write_atomic(path / CONFIG_FILE, lambda f: f.write(text.encode()))

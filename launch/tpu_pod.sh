@@ -5,10 +5,15 @@
 # worker, and delete the slice at the end (also on failure or Ctrl-C, unless --keep).
 #
 #   launch/tpu_pod.sh --name NAME --zone ZONE --accelerator-type v5p-64 [--version RUNTIME]
-#       [--project PROJECT] [--queued] [--spot] [--keep] [--logs DIR] [--dry-run]
-#       -- <latentjax args>
+#       [--project PROJECT] [--queued] [--spot] [--keep] [--logs DIR]
+#       [--gcsfuse BUCKET:MOUNT] [--dry-run] -- <latentjax args>
 #   launch/tpu_pod.sh --name dit --zone us-east5-a --accelerator-type v5p-64 --queued -- \
 #       train --config dit/dit_xl2_imagenet256.py --workdir gs://BUCKET/runs/dit
+#
+# --gcsfuse BUCKET:MOUNT mounts the bucket (read-only) at the absolute path MOUNT on every worker
+# with gcsfuse (installed from Google's apt repository), for readers that need local files
+# (ArrayRecord datasets: --config.data.data_dir=MOUNT/tfds). Run directories need no mount:
+# --workdir gs://BUCKET/... is written through Orbax/TensorStore and gcsfs.
 #
 # Flags as in `gcloud compute tpus tpu-vm create|scp|ssh|delete` and
 # `gcloud compute tpus queued-resources create|describe|delete` (Cloud SDK reference pages).
@@ -24,7 +29,8 @@ spot=0
 keep=0
 dry=0
 logs="logs"
-usage="usage: $0 --name NAME --zone ZONE --accelerator-type TYPE [--version RUNTIME] [--project P] [--queued] [--spot] [--keep] [--logs DIR] [--dry-run] -- <latentjax args>"
+gcsfuse=""
+usage="usage: $0 --name NAME --zone ZONE --accelerator-type TYPE [--version RUNTIME] [--project P] [--queued] [--spot] [--keep] [--logs DIR] [--gcsfuse BUCKET:MOUNT] [--dry-run] -- <latentjax args>"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) name="$2"; shift 2 ;;
@@ -36,6 +42,7 @@ while [[ $# -gt 0 ]]; do
     --spot) spot=1; shift ;;
     --keep) keep=1; shift ;;
     --logs) logs="$2"; shift 2 ;;
+    --gcsfuse) gcsfuse="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --) shift; break ;;
     -h|--help) echo "$usage"; exit 0 ;;
@@ -45,6 +52,17 @@ done
 if [[ -z "$name" || -z "$zone" || -z "$accel" || $# -eq 0 ]]; then
   echo "$usage" >&2
   exit 2
+fi
+bucket=""
+mount=""
+if [[ -n "$gcsfuse" ]]; then
+  spec="${gcsfuse#gs://}"
+  bucket="${spec%%:*}"
+  mount="${spec#*:}"
+  if [[ "$spec" != *:* || -z "$bucket" || "$bucket" == */* || "$mount" != /* ]]; then
+    echo "tpu_pod.sh: --gcsfuse takes BUCKET:MOUNT (a bucket name, an absolute mount point), got '$gcsfuse'" >&2
+    exit 2
+  fi
 fi
 
 # Prints a command (shell-quoted, so it can be pasted) on --dry-run, runs it otherwise.
@@ -98,8 +116,21 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 tarball="${TMPDIR:-/tmp}/latentjax-$name.tar.gz"
 run git -C "$here" archive --format=tar.gz -o "$tarball" HEAD
 run gcloud compute tpus tpu-vm scp "$tarball" "$name:latentjax.tar.gz" --worker=all "${common[@]}"
-install='rm -rf latentjax && mkdir latentjax && tar -xzf latentjax.tar.gz -C latentjax && python3 -m pip install -q -e ./latentjax "jax[tpu]"'
+install='rm -rf latentjax && mkdir latentjax && tar -xzf latentjax.tar.gz -C latentjax && python3 -m pip install -q -e "./latentjax[gcs]" "jax[tpu]"'
 run gcloud compute tpus tpu-vm ssh "$name" --worker=all "${common[@]}" --command="$install"
+
+# 2b. Optionally, the data bucket mounted read-only on every worker (gcsfuse's apt install).
+if [[ -n "$bucket" ]]; then
+  printf -v qbucket '%q' "$bucket"
+  printf -v qmount '%q' "$mount"
+  # shellcheck disable=SC2016  # $(lsb_release ...) is expanded on the worker, not here
+  repo='echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list'
+  key='curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null'
+  fuse="$key && $repo && sudo apt-get update -q && sudo apt-get install -y -q gcsfuse"
+  fuse+=" && sudo mkdir -p $qmount && sudo chown \$(id -u):\$(id -g) $qmount"
+  fuse+=" && gcsfuse -o ro --implicit-dirs $qbucket $qmount"
+  run gcloud compute tpus tpu-vm ssh "$name" --worker=all "${common[@]}" --command="$fuse"
+fi
 
 # 3. The same command on all workers; each keeps its own log (named by host), fetched back.
 printf -v args '%q ' "$@"

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).parents[1] / "latentjax"
 
 # Lowest first. A module belongs to the first layer with a prefix matching its dotted name.
 LAYERS = (
-    ("errors",),
+    ("errors", "paths"),
     ("config", "configs", "models", "losses", "diffusion", "data", "parallel"),
     ("run", "factory"),
     ("convert", "eval"),

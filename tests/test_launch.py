@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parents[1] / "launch" / "local.sh"
 
 
@@ -87,6 +89,7 @@ def test_tpu_pod_dry_run_creates_copies_runs_everywhere_and_deletes():
     )
     assert install[3:6] == ["tpu-vm", "ssh", "lj"] and "--worker=all" in install
     assert "pip install" in install[-1]
+    assert '-e "./latentjax[gcs]"' in install[-1]  # gcsfs: gs:// run directories
     assert run[3:6] == ["tpu-vm", "ssh", "lj"] and "--worker=all" in run
     remote = run[-1].removeprefix("--command=")
     # The remote shell sees the user's arguments intact (quoted), plus --distributed, and each
@@ -107,6 +110,32 @@ def test_tpu_pod_queued_resource_and_keep():
     assert cmds[-1][3:6] == ["queued-resources", "delete", "lj-qr"] and "--force" in cmds[-1]
     kept = _tpu(*TPU_ARGS, "--keep", "--dry-run", "--", "demo")
     assert not any("delete" in c for c in kept)
+
+
+def test_tpu_pod_mounts_a_data_bucket_with_gcsfuse_before_the_run():
+    cmds = _tpu(*TPU_ARGS, "--gcsfuse", "gs://my-data:/mnt/data", "--dry-run", "--", "demo")
+    install, mount, run = cmds[3], cmds[4], cmds[5]
+    assert "pip install" in install[-1] and "python3 -m latentjax demo" in run[-1]
+    assert mount[3:6] == ["tpu-vm", "ssh", "lj"] and "--worker=all" in mount
+    remote = mount[-1].removeprefix("--command=")
+    assert "apt-get install -y -q gcsfuse" in remote
+    assert remote.endswith(
+        "sudo mkdir -p /mnt/data && sudo chown $(id -u):$(id -g) /mnt/data"
+        " && gcsfuse -o ro --implicit-dirs my-data /mnt/data"
+    )
+    assert not any("gcsfuse" in " ".join(c) for c in _tpu(*TPU_ARGS, "--dry-run", "--", "demo"))
+
+
+@pytest.mark.parametrize("spec", ["my-data", "my-data:mnt", ":/mnt/data", "b/sub:/mnt"])
+def test_tpu_pod_bad_gcsfuse_is_one_line(spec):
+    out = subprocess.run(
+        ["bash", str(TPU), *TPU_ARGS, "--gcsfuse", spec, "--dry-run", "--", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "--gcsfuse takes BUCKET:MOUNT" in out.stderr
 
 
 def test_tpu_pod_usage_error():

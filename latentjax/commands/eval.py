@@ -106,8 +106,6 @@ def run(args) -> None:
 
 
 def run_stage1(args, run_) -> None:
-    from pathlib import Path
-
     import jax
     import ml_collections
     import numpy as np
@@ -115,6 +113,7 @@ def run_stage1(args, run_) -> None:
     from latentjax.config import apply_overrides
     from latentjax.eval.autoencoder import check_options, evaluate
     from latentjax.parallel.mesh import make_mesh
+    from latentjax.paths import as_path
     from latentjax.train.autoencoder import load_autoencoder
 
     check_options(args.max_images, args.batch_size, args.num_show)
@@ -126,7 +125,7 @@ def run_stage1(args, run_) -> None:
     lpips_fn = feature_fn = None
     if args.lpips:
         for path in args.lpips:
-            if not Path(path).is_file():
+            if not as_path(path).is_file():
                 raise LatentjaxError(f"--lpips: no such file {path}")
         from latentjax.convert.lpips import load_lpips
 
@@ -137,7 +136,7 @@ def run_stage1(args, run_) -> None:
             return lpips(*rgb)
 
     if args.inception:
-        if not Path(args.inception).is_file():
+        if not as_path(args.inception).is_file():
             raise LatentjaxError(f"--inception: no such file {args.inception}")
         from latentjax.convert.inception import image_features
 
@@ -163,13 +162,11 @@ def run_stage1(args, run_) -> None:
         print(
             f"latentjax: PSNR {report['psnr']:.2f} dB, SSIM {ssim}, active units "
             f"{report['active_units']['count']}/{report['active_units']['total']}, size "
-            f"reduction {report['size_reduction']:g} -> {Path(args.workdir) / 'eval'}"
+            f"reduction {report['size_reduction']:g} -> {as_path(args.workdir) / 'eval'}"
         )
 
 
 def run_stage2(args, run_) -> None:
-    from pathlib import Path
-
     import jax
     import numpy as np
 
@@ -185,6 +182,7 @@ def run_stage2(args, run_) -> None:
         spec_from_config,
     )
     from latentjax.parallel.mesh import make_mesh
+    from latentjax.paths import as_path
 
     wrong = _given(args, ["split", "max_images", "num_show", "lpips"])
     if wrong or args.overrides:
@@ -215,7 +213,7 @@ def run_stage2(args, run_) -> None:
     labels = parse_labels(None, num, config.model.num_classes)
     inception = None
     if args.inception:
-        if not Path(args.inception).is_file():
+        if not as_path(args.inception).is_file():
             raise LatentjaxError(f"--inception: no such file {args.inception}")
         from latentjax.convert.inception import load_inception
         from latentjax.eval import fid
@@ -280,7 +278,7 @@ def run_stage2(args, run_) -> None:
     }
     if jax.process_index() != 0:
         return
-    out = Path(args.out) if args.out else run_.path / "eval"
+    out = as_path(args.out) if args.out else run_.path / "eval"
     paths = generation.write(report, out)
     for point, imgs in zip(report["points"], images, strict=True):
         tag = generation.setting_tag(point)

@@ -77,11 +77,11 @@ def _counts(raw: str) -> list[int]:
 
 def run(args) -> None:
     import json
-    from pathlib import Path
 
     from latentjax import plan as plan_lib
     from latentjax.config import load_config
     from latentjax.parallel import topologies
+    from latentjax.paths import as_path
 
     config = load_config(args.config, args.overrides)
     topology = topologies.parse_topology(args.topology) if args.topology else None
@@ -112,4 +112,4 @@ def run(args) -> None:
         if topology:
             print(f"  {topology.name}: {n} chips on {topology.hosts} hosts")
     if args.json:
-        Path(args.json).write_text(json.dumps([p.to_json() for p in plans], indent=2))
+        as_path(args.json).write_text(json.dumps([p.to_json() for p in plans], indent=2))

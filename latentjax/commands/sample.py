@@ -94,9 +94,6 @@ def parse_interval(spec: str | None) -> tuple[float, float] | None:
 
 
 def run(args) -> None:
-    import shutil
-    from pathlib import Path
-
     import jax
 
     from latentjax.generate import (
@@ -109,15 +106,16 @@ def run(args) -> None:
         write_samples,
     )
     from latentjax.parallel.mesh import make_mesh
+    from latentjax.paths import as_path, resolved
     from latentjax.run import Run
 
     if args.num <= 0:
         raise LatentjaxError(f"--num must be positive, got {args.num}")
     if args.out is None and args.shard_dir is None:
         raise LatentjaxError("give --out FILE.npz, --shard-dir DIR, or both")
-    if args.out is not None and Path(args.out).suffix != ".npz":
+    if args.out is not None and as_path(args.out).suffix != ".npz":
         raise LatentjaxError(f"--out must end in .npz, got {args.out}")
-    if args.out is not None and Path(args.out).is_dir():
+    if args.out is not None and as_path(args.out).is_dir():
         raise LatentjaxError(f"--out {args.out} is a directory; name a .npz file")
     run_ = Run.open(args.workdir, stage="dit")
     config = run_.config
@@ -138,7 +136,9 @@ def run(args) -> None:
         raise LatentjaxError(
             f"--out would hold {args.num} images in memory; use --shard-dir alone for this many"
         )
-    shard_dir = Path(args.shard_dir) if args.shard_dir else Path(args.out).with_suffix(".shards")
+    shard_dir = (
+        as_path(args.shard_dir) if args.shard_dir else as_path(args.out).with_suffix(".shards")
+    )
     index = write_sample_shards(
         generator,
         labels,
@@ -147,7 +147,7 @@ def run(args) -> None:
         spec,
         args.batch_size or config.sample.batch_size,
         progress=not args.no_progress,
-        meta={"workdir": str(run_.path.resolve())},
+        meta={"workdir": str(resolved(run_.path))},
         replace=args.shard_dir is None,
     )
     if jax.process_index() != 0:  # only process 0 writes files
@@ -158,7 +158,7 @@ def run(args) -> None:
         images, got = read_shards(shard_dir)
         grid = write_samples(args.out, images, got)
         if args.shard_dir is None:
-            shutil.rmtree(shard_dir)
+            shard_dir.rmtree()
         print(f"latentjax: wrote {len(images)} images ({how}; step {step}) to {args.out}, {grid}")
     else:
         images, _ = read_shards(shard_dir, limit=100)

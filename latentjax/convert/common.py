@@ -13,13 +13,13 @@ import argparse
 import json
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import flax
 import numpy as np
 
 from latentjax.errors import LatentjaxError
+from latentjax.paths import Path, as_path
 
 CONVERTED_FILE = "latentjax_converted.json"
 PARAMS_FILE = "params.npz"
@@ -45,15 +45,15 @@ VARIANTS = ("fp32", "fp16", "bf16")
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     """A ``.safetensors`` file as float32 arrays. bfloat16 tensors (Flux-era weights) load too:
     numpy knows the dtype once ml_dtypes, a JAX dependency imported with flax above, is loaded."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise ConvertError(f"no weights file at {path}")
     try:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConvertError("reading .safetensors needs the 'safetensors' package") from e
     try:
-        return {k: np.asarray(v, np.float32) for k, v in load_file(str(path)).items()}
+        return {k: np.asarray(v, np.float32) for k, v in load(path.read_bytes()).items()}
     except Exception as e:  # safetensors raises its own SafetensorError on a corrupt header
         raise ConvertError(f"{path} is not a readable safetensors file ({e})") from e
 
@@ -62,7 +62,7 @@ def read_torch_checkpoint(path: str | Path, allow: tuple[str, ...] = ()) -> Any:
     """Whatever a ``.pt``/``.pth``/``.bin`` file holds, read with ``weights_only=True``: tensors,
     numbers, strings and plain containers, plus the classes of :data:`SAFE_GLOBALS` named in
     ``allow``. Anything else (a pickled object of another class) is refused, naming it."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise ConvertError(f"no weights file at {path}")
     try:
@@ -72,7 +72,8 @@ def read_torch_checkpoint(path: str | Path, allow: tuple[str, ...] = ()) -> Any:
     extra = [SAFE_GLOBALS[name] for name in allow]
     try:
         with torch.serialization.safe_globals(extra):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            with path.open("rb") as f:  # a file object: a bucket path reads as a local one
+                return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ConvertError(f"{path}: {_refusal(e, allow)}") from e
 
@@ -112,7 +113,7 @@ def model_dir(path: str | Path, subfolder: str) -> Path:
     """``path`` itself, or its ``subfolder`` when ``path`` is a diffusers pipeline directory
     (``model_index.json`` and no ``config.json`` of its own): a pipeline keeps its autoencoder
     in ``vae/`` and its denoiser in ``transformer/``."""
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir() and not (path / "config.json").exists() and (path / subfolder).is_dir():
         return path / subfolder
     return path
@@ -139,7 +140,7 @@ def read_pretrained_weights(
     precision variants of each (``{stem}.fp16.safetensors``, ...). Full precision is taken when
     present, else the variants in :data:`VARIANTS` order. -> (float32 state dict, the file read
     (an index for sharded weights), for messages)."""
-    path = Path(path)
+    path = as_path(path)
     found = {p.name for p in path.iterdir()} if path.is_dir() else set()
     for variant in [None, *VARIANTS, *sorted(_variants(found, stem) - set(VARIANTS))]:
         for name, kind in _weight_files(stem, variant):
@@ -183,7 +184,7 @@ def _read_shards(index: Path, kind: str) -> dict[str, np.ndarray]:
         raise ConvertError(f"{index} is not a shard index ({e})") from e
     out: dict[str, np.ndarray] = {}
     for shard in shards:
-        if Path(shard).name != shard:  # shards live beside their index, never elsewhere
+        if as_path(shard).name != shard:  # shards live beside their index, never elsewhere
             raise ConvertError(f"{index}: shard {shard!r} is not a file name in its directory")
         file = index.parent / shard
         part = (
@@ -283,22 +284,23 @@ def autoencoder_shapes(model) -> dict:
 
 def save_converted(out_dir: str | Path, description: dict, params: Mapping) -> Path:
     """Writes our converted-checkpoint format: ``latentjax_converted.json`` + ``params.npz``."""
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     flat = {k: np.asarray(v) for k, v in flatten(params).items()}
-    np.savez(out_dir / PARAMS_FILE, **flat)
+    with (out_dir / PARAMS_FILE).open("wb") as f:
+        np.savez(f, **flat)
     (out_dir / CONVERTED_FILE).write_text(json.dumps(description, indent=2))
     return out_dir
 
 
 def load_converted(path: str | Path) -> tuple[dict, dict]:
     """-> (description, params) of a directory written by :func:`save_converted`."""
-    path = Path(path)
+    path = as_path(path)
     desc_path, params_path = path / CONVERTED_FILE, path / PARAMS_FILE
     if not desc_path.is_file() or not params_path.is_file():
         raise ConvertError(f"{path} is not a converted checkpoint (needs {CONVERTED_FILE})")
     description = json.loads(desc_path.read_text())
-    with np.load(params_path, allow_pickle=False) as f:
+    with params_path.open("rb") as file, np.load(file, allow_pickle=False) as f:
         params = unflatten({k: np.asarray(f[k]) for k in f.files})
     return description, params
 

@@ -48,7 +48,6 @@ the class's diffusers defaults (``convert/diffusers_defaults.py``), as ``from_co
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -69,6 +68,7 @@ from latentjax.convert.common import (
 )
 from latentjax.convert.diffusers_defaults import DEFAULTS
 from latentjax.factory import build_autoencoder
+from latentjax.paths import Path
 
 # The diffusers image autoencoder classes latentjax converts (see the module docstring).
 IMAGE_CLASSES = ("AutoencoderKL", "VQModel", "AutoencoderTiny", "AutoencoderDC")

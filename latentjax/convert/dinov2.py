@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -54,6 +53,7 @@ from latentjax.convert.common import (
     read_torch_state_dict,
 )
 from latentjax.models.dinov2 import DINOV2_VARIANTS, DINOv2, swiglu_hidden
+from latentjax.paths import Path, as_path
 
 HEADS_BY_WIDTH = {hidden: heads for hidden, _, heads, _ in DINOV2_VARIANTS.values()}
 
@@ -216,7 +216,7 @@ def hf_to_timm(
 
 def load_dinov2_hf(path: str | Path) -> tuple[dict[str, Any], dict]:
     """A transformers ``Dinov2Model``/``Dinov2WithRegistersModel`` directory -> (kwargs, params)."""
-    path = Path(path)
+    path = as_path(path)
     kwargs = hf_model_config(read_json(path / "config.json", "transformers DINOv2"), str(path))
     sd, source = read_hf_weights(path)
     return kwargs, timm_to_params(kwargs, hf_to_timm(sd, kwargs, source), source)
@@ -353,7 +353,7 @@ def timm_to_params(kwargs: dict[str, Any], sd: dict[str, np.ndarray], source: st
 def load_dinov2_timm(path: str | Path, num_heads: int | None = None) -> tuple[dict[str, Any], dict]:
     """A timm (or original DINOv2) state dict file, ``.safetensors`` or weights-only ``.pth``,
     -> (kwargs, params). ``num_heads`` is needed when the width is not in ``DINOV2_VARIANTS``."""
-    path = Path(path)
+    path = as_path(path)
     sd = read_safetensors(path) if path.suffix == ".safetensors" else read_torch_state_dict(path)
     sd = original_to_timm(sd)
     kwargs = timm_model_config(sd, str(path), num_heads)
@@ -364,7 +364,7 @@ def load_dinov2(path: str | Path, num_heads: int | None = None) -> tuple[dict[st
     """A DINOv2 checkpoint -> (kwargs of ``DINOv2``, ``{"params": ...}``): a transformers
     directory (:func:`load_dinov2_hf`) or a timm/original state dict file
     (:func:`load_dinov2_timm`)."""
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir():
         if num_heads is not None:
             raise ConvertError(f"{path}: num_heads is read from config.json; do not pass it")

@@ -41,7 +41,6 @@ import argparse
 import math
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -68,6 +67,7 @@ from latentjax.convert.common import (
 from latentjax.convert.diffusers_defaults import DEFAULTS
 from latentjax.factory import build_dit
 from latentjax.models.dit import DIT_VARIANTS, dit_kwargs, sincos_2d
+from latentjax.paths import Path
 
 HEADS_BY_WIDTH = {hidden: heads for hidden, _, heads in DIT_VARIANTS.values()}
 DIFFUSERS_CLASS = "DiTTransformer2DModel"

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +11,7 @@ from flax import linen as nn
 
 from latentjax.convert.common import ConvertError, flatten, read_torch_state_dict
 from latentjax.models.inception import InceptionV3FID
+from latentjax.paths import Path
 
 
 def variables_from_torch(state_dict: dict) -> dict:

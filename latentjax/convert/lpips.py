@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ from latentjax.convert.common import (
     unflatten,
 )
 from latentjax.models.lpips import LPIPS, VGG16_BLOCKS, VGG16_WIDTHS
+from latentjax.paths import Path, as_path
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -50,11 +50,11 @@ class _ArraysOnly(pickle.Unpickler):
 
 def read_numpy_pickle(path: str | Path) -> dict:
     """A pickle of nested dicts of numpy arrays, refusing every other global."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise ConvertError(f"no weights file at {path}")
     try:
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             tree = _ArraysOnly(f).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise ConvertError(f"{path} is not a numpy-arrays-only pickle (refused: {e})") from e

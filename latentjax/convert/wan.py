@@ -50,7 +50,6 @@ no inference result; Wan ships 0).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +70,7 @@ from latentjax.convert.common import (
     read_torch_state_dict,
 )
 from latentjax.models.video_autoencoder import VideoAutoencoderKL
+from latentjax.paths import Path
 
 WAN_CLASS = "AutoencoderKLWan"
 LAYOUTS = ("diffusers", "wan")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -31,7 +30,7 @@ SPLIT_SIZES = {"train": 1501, "test": 296}
 
 def default_data_dir() -> str:
     """``$LATENTJAX_DATA_DIR`` or ``~/.cache/latentjax/tfds``."""
-    return os.environ.get("LATENTJAX_DATA_DIR") or str(Path.home() / ".cache/latentjax/tfds")
+    return os.environ.get("LATENTJAX_DATA_DIR") or os.path.expanduser("~/.cache/latentjax/tfds")
 
 
 @functools.cache

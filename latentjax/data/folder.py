@@ -18,14 +18,16 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from latentjax import paths as paths_lib
+from latentjax.data import pipeline
 from latentjax.data.local import LocalBuild
 from latentjax.data.pipeline import DataError
+from latentjax.paths import Path, as_path
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -41,7 +43,7 @@ class FolderScan:
 
 def scan_folder(root: str | Path) -> FolderScan:
     """Lists the images under ``root`` (decoding each once) and the files that are not."""
-    root = Path(root)
+    root = as_path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a directory")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -67,15 +69,17 @@ def scan_folder(root: str | Path) -> FolderScan:
 def _files(directory: Path) -> list[Path]:
     """Every entry under ``directory`` but folders and hidden names: regular files, and the
     others (FIFOs, sockets, devices, broken links), which the scan lists as skipped."""
-    return [p for p in directory.rglob("*") if not p.is_dir() and not p.name.startswith(".")]
+    return [p for p in paths_lib.files_under(directory) if not p.name.startswith(".")]
 
 
 def _check_image(path: Path) -> str | None:
     """None if Pillow decodes ``path`` completely, else why not (one line)."""
-    if not path.is_file():  # never opened: reading a FIFO or a device could block or never end
+    if not paths_lib.is_regular_file(
+        path
+    ):  # never opened: reading a FIFO or a device could block or never end
         return "not a regular file" if path.exists() else "a link to nothing"
     try:
-        with Image.open(path) as im:
+        with path.open("rb") as f, Image.open(f) as im:
             im.load()  # decodes every pixel: catches truncated files that verify() lets through
     except Exception as e:  # noqa: BLE001 - any decoding failure means "not an image" here
         text = str(e).strip().splitlines()
@@ -84,7 +88,7 @@ def _check_image(path: Path) -> str | None:
 
 
 def png_bytes(path: Path, channels: int) -> bytes:
-    with Image.open(path) as im:
+    with path.open("rb") as f, Image.open(f) as im:
         im = _eight_bit(im).convert("RGB" if channels == 3 else "L")
         buf = io.BytesIO()
         im.save(buf, format="PNG")
@@ -179,6 +183,7 @@ def build_folder(
     """Builds dataset ``name`` (splits ``train`` and, with ``test_fraction`` > 0, ``test``) from
     the images under ``root`` into ``data_dir``; returns the scan (``.skipped`` lists the files
     left out)."""
+    pipeline.check_local_data_dir(data_dir, "--data-dir")
     if not NAME_PATTERN.match(name):
         raise DataError(f"dataset name {name!r}: use lower case letters, digits and '_'")
     if channels not in (1, 3):

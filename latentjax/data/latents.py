@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grain
@@ -36,6 +35,7 @@ from latentjax.data.local import LocalBuild
 from latentjax.data.normalization import latent_moments
 from latentjax.data.pipeline import DataError
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import as_path
 
 DEFAULT_NAME = "latentjax_latents"
 CACHE_INFO = "latentjax_cache.json"
@@ -136,6 +136,7 @@ def write_cache(
     """Writes ``splits`` (name -> zero-argument function returning an iterator of batches) as
     dataset ``name`` in data_dir ``out``. Every process must call it (the batches come from
     collective programs); only process 0 writes files."""
+    pipeline.check_local_data_dir(out, "--out")
     if jax.process_index() != 0:
         for batches in splits.values():
             for _ in batches():
@@ -150,7 +151,7 @@ def write_cache(
     if builder.is_prepared():
         raise DataError(f"a latent cache {name!r} already exists in {builder.data_dir}")
     builder.download_and_prepare()
-    (Path(builder.data_dir) / CACHE_INFO).write_text(json.dumps(info, indent=2))
+    (as_path(builder.data_dir) / CACHE_INFO).write_text(json.dumps(info, indent=2))
 
 
 # --- reading the cache (stage 2) ------------------------------------------------------------
@@ -159,7 +160,8 @@ def write_cache(
 def cache_location(latent_cache: str) -> tuple[str, str]:
     """``data.latent_cache`` -> (data_dir, name): either a data_dir holding the default dataset
     name or ``DATA_DIR/NAME``."""
-    path = Path(latent_cache)
+    pipeline.check_local_data_dir(latent_cache, "data.latent_cache")
+    path = as_path(latent_cache)
     if (path / DEFAULT_NAME).is_dir():
         return str(path), DEFAULT_NAME
     if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
@@ -172,9 +174,9 @@ def cache_location(latent_cache: str) -> tuple[str, str]:
 
 def read_cache_info(latent_cache: str) -> dict[str, Any]:
     data_dir, name = cache_location(latent_cache)
-    versions = sorted(Path(data_dir, name).glob(f"*/{CACHE_INFO}"))
+    versions = sorted((as_path(data_dir) / name).glob(f"*/{CACHE_INFO}"))
     if not versions:
-        raise DataError(f"{Path(data_dir, name)} is not a latent cache (no {CACHE_INFO})")
+        raise DataError(f"{(as_path(data_dir) / name)} is not a latent cache (no {CACHE_INFO})")
     return json.loads(versions[-1].read_text())
 
 

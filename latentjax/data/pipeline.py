@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from latentjax import paths
 from latentjax.data import digits
 from latentjax.errors import ConfigError
 
@@ -42,18 +43,30 @@ class DataError(ConfigError, ValueError):
     """
 
 
+def check_local_data_dir(data_dir: str, what: str) -> None:
+    """ArrayRecord files (tfds datasets, the latent cache) are read and written as local files:
+    a bucket URL is one line naming the way that works, a gcsfuse mount. (Reading a dataset
+    through ``gs://`` hung in the reader against the GCS emulator; writing one fails.)"""
+    if not paths.is_local(data_dir):
+        raise DataError(
+            f"{what}={data_dir}: ArrayRecord datasets are read and written as local files; "
+            "use a local folder, or mount the bucket with gcsfuse "
+            "(launch/tpu_pod.sh --gcsfuse BUCKET:MOUNT) and name the folder under the mount"
+        )
+
+
 def load_source(name: str, split: str, data_dir: str) -> Sequence[dict[str, Any]]:
     """Random-access source (``len`` and ``[i]``) of a prepared tfds dataset.
 
     The embedded digits (``digits.NAME``) are built on first use; every other dataset must have
     been prepared in ``data_dir`` in array_record format beforehand (nothing is downloaded).
     """
+    check_local_data_dir(data_dir, "data_dir")
     if name == digits.NAME:
         digits.prepare_digits(data_dir)
     try:
         # download=False: otherwise tfds tries to build a missing dataset in its default
-        # (tfrecord) format, which needs TensorFlow. data_dir may be a bucket path (gs://...):
-        # tfds reads it through its own file layer.
+        # (tfrecord) format, which needs TensorFlow.
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as e:
         # tfds' own message lists all ~1,000 registered datasets: keep ours to one line.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,6 +32,7 @@ from latentjax.errors import LatentjaxError
 from latentjax.eval import latent_report as lr
 from latentjax.eval import metrics
 from latentjax.eval.images import image_grid, save_png, to_uint8
+from latentjax.paths import Path
 from latentjax.run import Run, write_json
 
 ImageMetric = Callable[[Any, Any], Any]  # (x [B,H,W,C], y [B,H,W,C]) in [-1, 1] -> [B]

@@ -15,11 +15,11 @@ shards, against a reference ``.npz``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 
 from latentjax.errors import LatentjaxError
+from latentjax.paths import Path, as_path
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -68,14 +68,18 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def save_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray) -> None:
-    np.savez(path, mu=mu, sigma=sigma)
+    path = as_path(path)
+    if path.suffix != ".npz":  # as np.savez names a file it is given by name
+        path = path.with_name(path.name + ".npz")
+    with path.open("wb") as f:
+        np.savez(f, mu=mu, sigma=sigma)
 
 
 def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise LatentjaxError(f"no FID statistics at {path}")
-    with np.load(path, allow_pickle=False) as f:
+    with path.open("rb") as file, np.load(file, allow_pickle=False) as f:
         if "mu" not in f.files or "sigma" not in f.files:
             raise LatentjaxError(f"{path} has no 'mu'/'sigma' arrays (keys: {f.files})")
         return np.asarray(f["mu"]), np.asarray(f["sigma"])
@@ -103,13 +107,13 @@ def fid(images: Iterable[np.ndarray], ref: str | Path, features) -> float:
 def read_images(path: str | Path, batch: int) -> Iterator[np.ndarray]:
     """Batches of ``images`` from an .npz (``latentjax sample --out``) or a directory of
     ``*.npz`` shards (``--shard-dir``), in file order."""
-    path = Path(path)
+    path = as_path(path)
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise LatentjaxError(f"no image .npz at {path}")
     for f in files:
         try:
-            with np.load(f, allow_pickle=False) as data:
+            with f.open("rb") as file, np.load(file, allow_pickle=False) as data:
                 if "images" not in data.files:
                     raise LatentjaxError(f"{f} has no 'images' array")
                 images = data["images"]

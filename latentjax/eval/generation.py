@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from latentjax.eval import distribution
 from latentjax.eval.digits_classifier import DigitsClassifier
 from latentjax.eval.digits_features import digits_features
 from latentjax.eval.images import to_uint8
+from latentjax.paths import Path, as_path
 from latentjax.run import write_json
 
 DIGITS_DATASET = "latentjax_digits"
@@ -245,7 +245,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path | None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return Path(path)
+    return as_path(path)
 
 
 def plot_sweep(report: dict[str, Any], path: str | Path) -> Path | None:
@@ -289,13 +289,13 @@ def plot_sweep(report: dict[str, Any], path: str | Path) -> Path | None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return Path(path)
+    return as_path(path)
 
 
 def write(report: dict[str, Any], out: str | Path) -> dict[str, Path | None]:
     """``OUT/report.json``, ``OUT/report.png`` and, for several points,
     ``OUT/guidance_sweep.png``. -> the paths written (None: no matplotlib)."""
-    out = Path(out)
+    out = as_path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     paths = {"json": out / "report.json", "card": plot_report(report, out / "report.png")}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from latentjax.paths import Path, as_path
 from latentjax.run import write_atomic
 
 
@@ -34,7 +34,7 @@ def enlarge(image: np.ndarray, min_size: int = 96, size: int | None = None) -> n
 def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
     """Writes a uint8 [H, W, C] image (C = 1 or 3), optionally enlarged by nearest-neighbour,
     whole or not at all (a full disk leaves no empty PNG)."""
-    path = Path(path)
+    path = as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     if scale > 1:

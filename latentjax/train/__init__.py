@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 from typing import Any
+
+from latentjax.paths import Path
 
 
 class _TrainModule(types.ModuleType):

@@ -46,6 +46,7 @@ from latentjax.models import representation
 from latentjax.models.bottleneck import restart_dead_codes
 from latentjax.models.lpips import LPIPS
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import absolute
 from latentjax.run import Run
 from latentjax.train import state as state_lib
 from latentjax.train.frozen_encoder import FrozenEncoder
@@ -613,7 +614,7 @@ def adopt_init_from(config) -> None:
         source = Run.open(config.init_from, stage="ae")
     except WorkdirError as e:
         raise ConfigError(f"init_from={config.init_from!r}: no stage-1 run there ({e})") from e
-    config.init_from = str(source.path.absolute())
+    config.init_from = str(absolute(source.path))
     with config.ignore_type():
         config.model = ml_collections.ConfigDict(source.config.model.to_dict())
 

@@ -28,8 +28,6 @@ import concurrent.futures
 import contextlib
 import errno
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import grain
@@ -38,6 +36,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from latentjax.errors import WorkdirError
+from latentjax.paths import Path, absolute
 
 BEST_MODES = ("min", "max")
 SNAPSHOTS = ("auto", "on", "off")  # "auto": a pinned-host snapshot on accelerators only
@@ -58,7 +57,7 @@ class Checkpointer:
         best_mode: str = "min",
         snapshot: str = "auto",
     ):
-        self.directory = Path(directory).absolute()
+        self.directory = absolute(directory)
         if keep_best and not best_metric:
             raise WorkdirError("keeping the best checkpoints needs a metric name (best_metric)")
         if best_mode not in BEST_MODES:
@@ -218,7 +217,7 @@ class Checkpointer:
                 aside, n = self.directory / f"discarded-{s}", 1
                 while aside.exists():  # discarded before, by an earlier resume_step
                     aside, n = self.directory / f"discarded-{s}.{n}", n + 1
-                os.replace(self.directory / str(s), aside)
+                (self.directory / str(s)).rename(aside)  # a local disk: os.rename
         if later:
             self._manager.reload()
         return step

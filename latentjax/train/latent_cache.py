@@ -3,8 +3,6 @@ cache (``latentjax/data/latents.py``) that stage-2 training reads with ``data.la
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 
@@ -12,6 +10,7 @@ from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.factory import latent_shape
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import Path, absolute
 from latentjax.run import Run
 from latentjax.train.autoencoder import load_autoencoder
 
@@ -30,6 +29,7 @@ def encode_run(
     """Encodes ``data:split`` (default: the run's training split) with the stage-1 run in
     ``workdir`` into the data_dir ``out`` as dataset ``name``; returns what was written (the
     cache's info, its ``name`` and ``count``)."""
+    pipeline.check_local_data_dir(out, "--out")  # before anything is loaded or encoded
     run = Run.open(workdir, stage="ae")
     config = run.config
     mesh = mesh_lib.make_mesh(config.mesh.shape)
@@ -64,7 +64,7 @@ def encode_run(
     if flip:
         splits[split + latents.FLIP_SUFFIX] = batches(True)
     info = {
-        "ae_workdir": str(Path(workdir).absolute()),
+        "ae_workdir": str(absolute(workdir)),
         "data": data,
         "split": split,
         "data_dir": data_dir,

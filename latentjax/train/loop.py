@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -31,9 +30,11 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from latentjax import paths
 from latentjax import run as run_lib
 from latentjax.errors import ConfigError, NonFiniteError, WorkdirError
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import Path, as_path
 from latentjax.train import watch
 from latentjax.train.checkpoint import BEST_MODES, SNAPSHOTS, Checkpointer
 from latentjax.train.state import Task, build_state, jit_steps
@@ -88,7 +89,7 @@ def run(
     checkpoint (or from ``train.resume_step``). ``start`` is called once the state is restored
     or initialised and steps remain (it writes the run's config). Returns the final (device)
     state; after a preemption, the state it saved."""
-    t, workdir, on_start = config.train, Path(workdir), start
+    t, workdir, on_start = config.train, as_path(workdir), start
     check_train_config(t)
     rules = tuple(tuple(r) for r in config.mesh.rules)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
@@ -216,12 +217,16 @@ class Monitor:
         self._pending = None  # (step, device metrics) not checked yet
         interactive = progress and sys.stderr.isatty()
         self.lines = self.writer and not interactive
+        # An object in a bucket cannot be appended to: there the file is rewritten whole at
+        # each record (it is small: one line per logged step).
+        self._local, self._text = paths.is_local(self.path), ""
         if self.writer and self.path.exists():
             kept = "".join(
                 json.dumps(r) + "\n" for r in read_metrics(self.path) if r["step"] <= start
             )
             # Lines logged after the checkpoint we resume from will be logged again.
             run_lib.write_atomic(self.path, lambda f: f.write(kept.encode()))
+            self._text = kept
         self.bar = tqdm(
             total=num_steps,
             initial=start,
@@ -252,8 +257,13 @@ class Monitor:
         record = {k: v if math.isfinite(v) else None for k, v in host.items()}
         record.update(perf)
         if self.writer:
-            with self.path.open("a") as f:
-                f.write(json.dumps({"step": step, **record}) + "\n")
+            line = json.dumps({"step": step, **record}) + "\n"
+            if self._local:
+                with self.path.open("a") as f:
+                    f.write(line)
+            else:
+                self._text += line
+                run_lib.write_atomic(self.path, lambda f: f.write(self._text.encode()))
         if self.events is not None:
             self.events.scalars(step, record)
         for key, seconds in perf.items():
@@ -318,7 +328,7 @@ def _pace(perf: dict[str, float | None]) -> str:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl``. A last line cut short (a process killed while
     writing it) is dropped; a damaged line before it is a one-line error."""
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in as_path(path).read_text().splitlines() if ln.strip()]
     records = []
     for i, line in enumerate(lines):
         try:

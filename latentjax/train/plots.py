@@ -8,11 +8,11 @@ matplotlib is an optional dependency (``pip install 'latentjax[plot]'``); withou
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from latentjax import run as run_lib
 from latentjax.errors import LatentjaxError, WorkdirError
+from latentjax.paths import Path, absolute, as_path
 from latentjax.train.loop import read_metrics
 from latentjax.train.watch import PERF_KEYS
 
@@ -59,7 +59,7 @@ def plot_run(workdir: str | Path, out: str | Path | None = None) -> list[Path]:
         raise LatentjaxError(
             "latentjax plot needs matplotlib: pip install 'latentjax[plot]'"
         ) from e
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     path = workdir / run_lib.METRICS_FILE
     if not path.is_file():
         raise WorkdirError(f"{workdir} holds no {run_lib.METRICS_FILE}; is it a training run?")
@@ -74,10 +74,10 @@ def plot_run(workdir: str | Path, out: str | Path | None = None) -> list[Path]:
         if k not in PERF_KEYS and k not in _NOT_PLOTTED and not k.startswith("compile_seconds")
     ]
     perf = [k for k in PERF_KEYS if k in plotted]
-    out = workdir / "plots" if out is None else Path(out)
+    out = workdir / "plots" if out is None else as_path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    name = workdir.absolute().name
+    name = absolute(workdir).name
     if losses:
         written.append(_figure(records, losses, f"{name}: metrics", out / LOSSES_FILE, {}))
     if perf:

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from latentjax.errors import WorkdirError
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import absolute
 from latentjax.run import Run
 
 
@@ -125,7 +126,7 @@ def restore(run: Run, init_state: Callable[[jax.Array], Any], mesh: Mesh) -> dic
     info = run.export_info
     if info is not None:
         with ocp.StandardCheckpointer() as checkpointer:
-            return checkpointer.restore(run.params_dir.absolute(), select(abstract, info["keys"]))
+            return checkpointer.restore(absolute(run.params_dir), select(abstract, info["keys"]))
     if not run.checkpoint_dir.is_dir():
         raise WorkdirError(
             f"run {run.path} has no checkpoint; train it first: latentjax train --config "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -16,6 +15,7 @@ from latentjax.data.digits import default_data_dir
 from latentjax.errors import ConfigError, WorkdirError
 from latentjax.factory import check_autoencoder_config, latent_shape
 from latentjax.parallel import mesh as mesh_lib
+from latentjax.paths import Path, absolute, as_path
 from latentjax.run import Run
 from latentjax.train import autoencoder, dit, loop
 
@@ -57,7 +57,7 @@ def cache_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True
     (with its mirrored copy when ``data.flip``), checked to come from ``config.ae_workdir``."""
     cache = config.data.latent_cache
     info = latents.read_cache_info(cache)
-    ae_workdir = str(Path(config.ae_workdir).absolute())
+    ae_workdir = str(absolute(config.ae_workdir))
     if info["ae_workdir"] != ae_workdir or info["image_size"] != config.data.image_size:
         raise ConfigError(
             f"data.latent_cache={cache!r} was encoded by {info['ae_workdir']} at "
@@ -100,7 +100,7 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> dict[str, An
     check_config(config)
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     mesh_lib.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
-    workdir, writer = Path(workdir), jax.process_index() == 0
+    workdir, writer = as_path(workdir), jax.process_index() == 0
     with run_lib.owned(workdir, write=writer):
         run_lib.check_workdir(workdir, config)
         files = {}  # written when the run starts
@@ -162,7 +162,7 @@ def _stage1_run(config, workdir: Path) -> Run:
         )
     if (workdir / run_lib.CONFIG_FILE).exists():
         run_lib.check_ae_run(Run.open(workdir).config, ae_run)
-    config.ae_workdir = str(ae_run.path.absolute())
+    config.ae_workdir = str(absolute(ae_run.path))
     config.ae_run_id = ae_run.id or ""
     return ae_run
 

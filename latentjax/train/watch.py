@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -38,6 +37,7 @@ import numpy as np
 from latentjax import run as run_lib
 from latentjax.errors import ConfigError
 from latentjax.parallel import topologies
+from latentjax.paths import Path, as_path
 
 EVENT_FILE_PREFIX = "events.out.tfevents."
 # Groups of scalars in TensorBoard: evaluation metrics and the watch fields apart from the step's.
@@ -86,7 +86,7 @@ class EventWriter:
         wandb_run: Any = None,
         tensorboard: bool = True,
     ):
-        self.directory = Path(directory)
+        self.directory = as_path(directory)
         self.enabled = enabled and jax.process_index() == 0
         self.error: BaseException | None = None
         self._wandb = wandb_run if self.enabled else None
@@ -211,7 +211,7 @@ def open_wandb(workdir: Path, config, start: int) -> Any:
 
 
 def event_files(directory: str | Path) -> list[Path]:
-    return sorted(p for p in Path(directory).glob(f"{EVENT_FILE_PREFIX}*") if p.is_file())
+    return sorted(p for p in as_path(directory).glob(f"{EVENT_FILE_PREFIX}*") if p.is_file())
 
 
 def _records(path: Path) -> Iterator[bytes]:
@@ -273,7 +273,7 @@ def drop_events_after(directory: Path, step: int) -> None:
     for path in event_files(directory):
         records = list(_records(path))
         kept = [r for r in records if _event(r).step <= step]
-        if len(kept) != len(records) or path.stat().st_size != sum(map(len, records)):
+        if len(kept) != len(records) or path.stat().length != sum(map(len, records)):
             run_lib.write_atomic(path, lambda f, kept=kept: f.write(b"".join(kept)))
 
 
@@ -385,7 +385,7 @@ class Profile:
     traces the steps left of it."""
 
     def __init__(self, directory: str | Path, start: int, count: int):
-        self.directory = Path(directory)
+        self.directory = as_path(directory)
         self.first, self.last = start, start + count - 1
         self.enabled = count > 0 and jax.process_index() == 0
         self.active = False

@@ -160,9 +160,10 @@ def main() -> None:
 
     from latentjax import run as run_lib
     from latentjax.parallel import mesh as mesh_lib
+    from latentjax.paths import as_path
     from latentjax.train import loop
 
-    workdir = Path(args.workdir)
+    workdir = as_path(args.workdir)  # a local directory or gs://…, as latentjax train takes
     c = config(args.steps, args.checkpoint_every, args.fsdp)
     writer = jax.process_index() == 0
     run_lib.check_workdir(workdir, c)
