@@ -34,6 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from latentjax import paths
 from latentjax import run as run_lib
 from latentjax.errors import ConfigError
 from latentjax.parallel import topologies
@@ -197,7 +198,9 @@ def open_wandb(workdir: Path, config, start: int) -> Any:
             id=run_lib.Run.open(workdir).id,
             name=t.wandb_name or workdir.name,
             resume="allow",
-            dir=str(workdir),
+            # W&B writes its files locally: beside the run, or for a bucket run in the
+            # working directory's ./wandb (W&B's default).
+            dir=str(workdir) if paths.is_local(workdir) else None,
             config=config.to_dict(),
             settings=wandb.Settings(console="off", silent=True),
         )
