@@ -30,8 +30,8 @@ def _run(shape: dict, devices: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _compare(single: dict, other: dict) -> None:
-    for stage in ("ae", "dit"):
+def _compare(single: dict, other: dict, stages=("ae", "dit")) -> None:
+    for stage in stages:
         assert len(single[stage]) == len(other[stage]) == 5
         for one, many in zip(single[stage], other[stage], strict=True):
             for key in one:
@@ -44,6 +44,26 @@ def single():
     return _run({"data": 1, "fsdp": 1, "tensor": 1}, 1)
 
 
+@pytest.mark.multidevice
+def test_dit_steps_on_a_data_x_fsdp_x_tensor_mesh_match_one_device():
+    """The DiT's steps on 8 devices (2 x 2 x 2), against one device: ``make test``'s check of
+    sharded training; the two tests below (``make test-all``) take both stages, the
+    autoencoder's GAN branch included, over each parallelism alone."""
+    single = _run({"data": 1, "fsdp": 1, "tensor": 1, "stages": ["dit"]}, 1)
+    multi = _run({"data": 2, "fsdp": 2, "tensor": 2, "stages": ["dit"]}, 8)
+    assert "ae" not in multi and multi["devices"] == 8
+    _compare(single, multi, stages=("dit",))
+    r = multi["dit_sharding"]
+    # qkv [32, 3*32]: its input width over fsdp, its heads over tensor; fc1 [32, 128] alike;
+    # Adam's state as its parameter.
+    assert r["qkv_shard"] == [16, 48] and r["qkv_adam_mu_shard"] == [16, 48]
+    assert r["fc1_shard"] == [16, 64]
+    assert r["sharding_constraints"] >= 6
+    half = r["params_global"] / 4  # fsdp x tensor
+    assert r["params_per_device"] <= 1.1 * half
+
+
+@pytest.mark.slow  # with test_eight_devices_data_x_tensor_match_one, 8 minutes on an empty cache
 @pytest.mark.multidevice
 def test_eight_devices_data_x_fsdp_match_one(single):
     multi = _run({"data": 4, "fsdp": 2, "tensor": 1}, 8)
@@ -66,6 +86,7 @@ def test_eight_devices_data_x_fsdp_match_one(single):
     assert r["qkv_shard"] == [16, 96] and r["qkv_adam_mu_shard"] == [16, 96]  # [32, 96] / fsdp
 
 
+@pytest.mark.slow
 @pytest.mark.multidevice
 def test_eight_devices_data_x_tensor_match_one(single):
     multi = _run({"data": 2, "fsdp": 1, "tensor": 4}, 8)

@@ -7,6 +7,7 @@ coordinator address it is one of several processes (``jax.distributed``): each f
 slice of every global batch, as on a multi-host pod.
 
     python tests/scripts/step_on_mesh.py '{"data": 4, "fsdp": 2, "tensor": 1}'
+    python tests/scripts/step_on_mesh.py '{"data": 2, "fsdp": 2, "tensor": 2, "stages": ["dit"]}'
     python tests/scripts/step_on_mesh.py '{"data": -1}' 127.0.0.1:PORT 2 {0,1}
 """
 
@@ -98,6 +99,7 @@ def dit_task_lowered_text(task, config, mesh, batch) -> str:
 
 
 def main(shape):
+    stages = shape.pop("stages", ["ae", "dit"])
     mesh = mesh_lib.make_mesh(shape)
     rs = np.random.RandomState(0)
     batches = [
@@ -108,8 +110,10 @@ def main(shape):
         for _ in range(NUM_STEPS)
     ]
     ae_config = load_config("ae/digits.py", AE_OVERRIDES)
-    ae_task = autoencoder.make_task(ae_config, mesh)
-    ae_losses, ae_report, _ = run_steps(ae_task, ae_config, mesh, batches)
+    ae_losses, ae_report = None, None
+    if "ae" in stages:
+        ae_task = autoencoder.make_task(ae_config, mesh)
+        ae_losses, ae_report, _ = run_steps(ae_task, ae_config, mesh, batches)
 
     stage1 = autoencoder.AutoencoderStage(ae_config)
     ae_params = jax.jit(
@@ -148,6 +152,7 @@ def main(shape):
         "ae_sharding": ae_report,
         "dit_sharding": dit_report,
     }
+    result = {k: v for k, v in result.items() if v is not None}
     print(json.dumps(result))
 
 
