@@ -182,6 +182,16 @@ def reconstruction_sheet(x, x_hat, z, pca: dict[str, np.ndarray] | None = None) 
     return image_grid(np.concatenate([rgb(x), rgb(x_hat), pictures]), ncol=n)
 
 
+def video_sheet(x, x_hat) -> np.ndarray:
+    """A frame strip: per clip, a row of its frames ``x`` over a row of their reconstructions
+    ``x_hat`` ([N, T, H, W, C] in [-1, 1]). -> uint8 [2N rows of tiles, T columns, 3]."""
+    x, x_hat = to_uint8(np.asarray(x)), to_uint8(np.asarray(x_hat))
+    n, t = x.shape[:2]
+    rows = np.stack([x, x_hat], axis=1).reshape(2 * n * t, *x.shape[2:])  # clip by clip
+    rows = np.repeat(rows, 3, axis=-1) if rows.shape[-1] == 1 else rows[..., :3]
+    return image_grid(rows, ncol=t)
+
+
 def _write(out: Path, report, x, res, pca, ae, params, num_show) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
