@@ -33,6 +33,7 @@ from latentjax.errors import LatentjaxError
 from latentjax.eval import latent_report as lr
 from latentjax.eval import metrics
 from latentjax.eval.images import image_grid, save_png, to_uint8
+from latentjax.factory import is_video
 from latentjax.run import Run, write_json
 
 ImageMetric = Callable[[Any, Any], Any]  # (x [B,H,W,C], y [B,H,W,C]) in [-1, 1] -> [B]
@@ -94,6 +95,11 @@ def evaluate(
     the run's."""
     check_options(max_images, batch_size, num_show)
     workdir, config = run.path, run.config
+    if is_video(config.model):
+        raise LatentjaxError(
+            f"{workdir} is a video autoencoder run; its report card is not built yet "
+            "(python -m benchmarks.video measures per-frame PSNR/SSIM and flicker)"
+        )
     data = config.data if data is None else data
     split = split or data.eval_split
     x = np.asarray(split_arrays(data, split)["image"][:max_images], np.float32)

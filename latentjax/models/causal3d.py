@@ -113,7 +113,7 @@ class CausalConv3d(nn.Module):
         # The 3-D convolution as kt 2-D ones over frames, summed: output frame i is
         # sum_j conv2d(x[s i + j], kernel[j]) (time is already padded by the cache). The same
         # products, summed in another order; XLA's CPU backend runs 3-D convolutions, and
-        # their gradients, several times slower than these 2-D ones (benchmarks/ops.py).
+        # their gradients, several times slower than these 2-D ones (README, "Video").
         b, frames, h, w, _ = x.shape
         t_out = (frames - kt) // s + 1
         y = 0.0
