@@ -108,6 +108,7 @@ def assert_trees_close(got, want, rtol=2e-4):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.slow  # compiles a video train step and its reference: minutes on 2 cores
 def test_video_step_applies_the_per_frame_recipe():
     """The applied gradient is g_rec + p g_haar + beta g_kl + w g_adv (w: the adaptive weight
     at the decoder's last layer), with the KL per frame; the PatchGAN moves by the gradient of
@@ -183,6 +184,7 @@ def _train(workdir: Path, *extra: str, config: str = "ae/digits_video.py") -> in
     return main([*argv, *tiny, *steps, *extra])
 
 
+@pytest.mark.slow
 def test_train_and_resume_on_moving_digits(tmp_path, video_data_dir, monkeypatch, capsys):
     monkeypatch.setenv("LATENTJAX_DATA_DIR", video_data_dir)
     run = tmp_path / "video"
