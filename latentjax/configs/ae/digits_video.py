@@ -7,8 +7,9 @@ A clip of 9 frames (``latentjax/data/moving_digits.py``: 32 x 32 canvases, resiz
 x4 in space, 6 channels; a tensor size reduction of 9 x 256 / (3 x 96) = 8, the same as the
 image autoencoder of ``benchmarks/video.py`` (f = 4, 2 channels) applied frame by frame. The
 recipe is ``ae/digits.py``'s applied per frame (L1 + KL with warm-up; the 2-D PatchGAN on every
-frame for the last 15% of the steps). A train step takes about 2 s on a 2-core CPU (README,
-"Video"), so the 300 steps take about 10 minutes.
+frame for the last 15% of the steps). A step of 4 clips took 2 to 3.4 s on a 2-core CPU
+(README, "Video"); this config's 8 clips a step (a batch the 8-device test mesh can split)
+take about twice that, so its 300 steps take 20 to 30 minutes there.
 """
 
 import ml_collections
@@ -28,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.num_res_blocks = 1
     c.model.z_channels = 6
 
-    c.train.batch_size = 4  # clips (36 frames)
+    c.train.batch_size = 8  # clips (72 frames)
     c.train.num_steps = 300
     c.train.log_every = 25
     c.train.eval_every = 100
