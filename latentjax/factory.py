@@ -18,8 +18,9 @@ from latentjax.models.dc_autoencoder import DCAutoencoder
 from latentjax.models.discriminator import NORMS, PatchDiscriminator
 from latentjax.models.dit import DiT
 from latentjax.models.tiny_autoencoder import TinyAutoencoder
+from latentjax.models.video_autoencoder import VideoAutoencoderKL
 
-FAMILIES = ("kl", "dc", "tiny")
+FAMILIES = ("kl", "dc", "tiny", "video")
 # Families that load converted weights as a frozen stage 1 but are not trained here.
 FROZEN_ONLY = ("dc", "tiny")
 
@@ -27,7 +28,7 @@ FROZEN_ONLY = ("dc", "tiny")
 def _family_levels(model: Mapping[str, Any]) -> int:
     """How many resolution levels the stage-1 network has (f = 2 ** (levels - 1))."""
     family = model["family"]
-    if family == "kl":
+    if family in ("kl", "video"):
         return len(model["ch_mult"])
     if family == "dc":
         return len(model["dc"]["encoder_channels"])
@@ -48,8 +49,14 @@ def latent_channels(model: Mapping[str, Any]) -> int:
     return model["embed_dim"] or model["z_channels"]
 
 
+def is_video(model: Mapping[str, Any]) -> bool:
+    """Whether a stage-1 ``model`` section is a video autoencoder (clips [B, T, H, W, C])."""
+    return model["family"] == "video"
+
+
 def latent_shape(ae_config) -> tuple[int, int, int]:
-    """(h, w, c) of the latents of a stage-1 config's images."""
+    """(h, w, c) of the latents of a stage-1 config's images (of each latent frame, for a
+    video autoencoder)."""
     f = downsample_factor(ae_config.model)
     size = ae_config.data.image_size
     if size % f:
@@ -83,7 +90,9 @@ def check_autoencoder_config(config) -> None:
         raise ConfigError("model.ch_mult is empty: give one width multiple per level")
     _positive_ints("model.ch_mult", tuple(m.ch_mult))
     _positive_ints("model.attn_resolutions", tuple(m.attn_resolutions))
-    for width in sorted({m.ch * k for k in m.ch_mult}):
+    # The video family normalises with RMS norms, which have no groups.
+    widths = () if is_video(m) else sorted({m.ch * k for k in m.ch_mult})
+    for width in widths:
         groups = min(m.num_groups, width)
         if width % groups:
             raise ConfigError(
@@ -95,7 +104,7 @@ def check_autoencoder_config(config) -> None:
     build_discriminator(config.loss)
 
 
-def build_autoencoder(m) -> AutoencoderKL | DCAutoencoder | TinyAutoencoder:
+def build_autoencoder(m) -> AutoencoderKL | DCAutoencoder | TinyAutoencoder | VideoAutoencoderKL:
     """The stage-1 network of a ``model`` section (``latentjax/configs/ae/base.py``), by
     ``model.family``."""
     _family_levels(m)  # an unknown family is an error naming the key
@@ -103,6 +112,8 @@ def build_autoencoder(m) -> AutoencoderKL | DCAutoencoder | TinyAutoencoder:
         return _build_dc(m)
     if m.family == "tiny":
         return _build_tiny(m)
+    if m.family == "video":
+        return _build_video(m)
     if m.bottleneck not in BOTTLENECKS:
         raise ConfigError(f"model.bottleneck={m.bottleneck!r}; use one of {BOTTLENECKS}")
     channels = latent_channels(m)
@@ -172,6 +183,30 @@ def _build_dc(m) -> DCAutoencoder:
         encoder_out_shortcut=d.encoder_out_shortcut,
         decoder_in_shortcut=d.decoder_in_shortcut,
         decoder_conv_act=d.decoder_conv_act,
+    )
+
+
+def _build_video(m) -> VideoAutoencoderKL:
+    """Wan 2.1's causal 3-D autoencoder (``models/video_autoencoder.py``) from the keys it reads:
+    ``ch``, ``ch_mult``, ``num_res_blocks``, ``z_channels``, ``in_channels`` and
+    ``temporal_downsample``."""
+    if m.bottleneck != "kl":
+        raise ConfigError(
+            f"model.bottleneck={m.bottleneck!r}: model.family='video' has the KL bottleneck only"
+        )
+    down = tuple(m.temporal_downsample)
+    if len(down) != len(m.ch_mult) - 1 or not all(isinstance(t, bool) for t in down):
+        raise ConfigError(
+            f"model.temporal_downsample={down}: give one True/False per level but the last "
+            f"({len(m.ch_mult) - 1} for model.ch_mult={tuple(m.ch_mult)}); True halves time too"
+        )
+    return VideoAutoencoderKL(
+        base_channels=m.ch,
+        channel_mult=tuple(m.ch_mult),
+        num_res_blocks=m.num_res_blocks,
+        latent_channels=m.z_channels,
+        temporal_downsample=down,
+        in_channels=m.in_channels,
     )
 
 

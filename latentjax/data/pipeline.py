@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from latentjax import paths
-from latentjax.data import digits
+from latentjax.data import digits, moving_digits
 from latentjax.errors import ConfigError
 
 
@@ -58,12 +58,15 @@ def check_local_data_dir(data_dir: str, what: str) -> None:
 def load_source(name: str, split: str, data_dir: str) -> Sequence[dict[str, Any]]:
     """Random-access source (``len`` and ``[i]``) of a prepared tfds dataset.
 
-    The embedded digits (``digits.NAME``) are built on first use; every other dataset must have
-    been prepared in ``data_dir`` in array_record format beforehand (nothing is downloaded).
+    The embedded digits (``digits.NAME``) and moving digits (``moving_digits.NAME``) are built
+    on first use; every other dataset must have been prepared in ``data_dir`` in array_record
+    format beforehand (nothing is downloaded).
     """
     check_local_data_dir(data_dir, "data_dir")
     if name == digits.NAME:
         digits.prepare_digits(data_dir)
+    if name == moving_digits.NAME:
+        moving_digits.prepare_moving_digits(data_dir)
     try:
         # download=False: otherwise tfds tries to build a missing dataset in its default
         # (tfrecord) format, which needs TensorFlow.
@@ -120,12 +123,21 @@ def crop_box(
     return int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1)), side
 
 
+def example_key(example: dict[str, Any]) -> str:
+    """The key of an example's pixels: "video" for a clip [T, H, W, C], else "image"."""
+    return "video" if "video" in example else "image"
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess(grain.transforms.RandomMap):
     """uint8 image [H, W, C] -> float32 [S, S, C] in [-1, 1]: crop (``CROPS``), antialiased
     resize to S = ``image_size`` (unchanged when None), horizontal flip with probability 1/2
     when ``flip``; label -> int32 scalar. Runs in Grain's workers, so it is plain numpy/Pillow.
-    ``rng`` is Grain's per-element generator (see the module docstring)."""
+    ``rng`` is Grain's per-element generator (see the module docstring).
+
+    A clip (key "video", uint8 [T, H, W, C]) becomes float32 [T, S, S, C] the same way, with
+    one crop box and one flip draw for all its frames (a crop that moved between frames would
+    be motion the clip does not have)."""
 
     image_size: int | None = None
     crop: str = "none"
@@ -137,16 +149,20 @@ class Preprocess(grain.transforms.RandomMap):
             raise DataError(f"data.crop={self.crop!r}; use one of {CROPS}")
 
     def random_map(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        image = np.asarray(example["image"])  # [H, W, C] uint8
-        top, left, side = crop_box(*image.shape[:2], self.crop, rng, self.min_scale)
+        key = example_key(example)
+        x = np.asarray(example[key])  # [H, W, C] or [T, H, W, C] uint8
+        top, left, side = crop_box(*x.shape[-3:-1], self.crop, rng, self.min_scale)
         if side > 0:
-            image = image[top : top + side, left : left + side]
-        image = image.astype(np.float32)  # on 0..255
-        if self.image_size and image.shape[:2] != (self.image_size, self.image_size):
-            image = resize(image, self.image_size)
+            x = x[..., top : top + side, left : left + side, :]
+        x = x.astype(np.float32)  # on 0..255
+        if self.image_size and x.shape[-3:-1] != (self.image_size, self.image_size):
+            if x.ndim == 3:
+                x = resize(x, self.image_size)
+            else:
+                x = np.stack([resize(frame, self.image_size) for frame in x])
         if self.flip and rng.random() < 0.5:
-            image = image[:, ::-1]
-        out = {"image": np.ascontiguousarray(image / 127.5 - 1.0, np.float32)}
+            x = x[..., ::-1, :]
+        out = {key: np.ascontiguousarray(x / 127.5 - 1.0, np.float32)}
         if "label" in example:
             out["label"] = np.asarray(example["label"], np.int32)
         return out
@@ -178,8 +194,9 @@ def make_dataset(
     transform: grain.transforms.Map | None = None,
     cache: bool = False,
 ) -> grain.MapDataset:
-    """This process's dataset of batches ``{"image": f32 [b, S, S, C], "label": i32 [b]}``,
-    ``b = global_batch_size // process_count``.
+    """This process's dataset of batches ``{"image": f32 [b, S, S, C], "label": i32 [b]}``
+    (``"video"``: f32 [b, T, S, S, C] for a video dataset), ``b = global_batch_size //
+    process_count``.
 
     Sharding: process i reads examples i, i + n, i + 2n, ... (n = ``process_count``) of the first
     ``len(source) - len(source) % n``, so shards are disjoint and equally long; otherwise, without

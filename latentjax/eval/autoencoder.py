@@ -32,6 +32,7 @@ from latentjax.errors import LatentjaxError
 from latentjax.eval import latent_report as lr
 from latentjax.eval import metrics
 from latentjax.eval.images import image_grid, save_png, to_uint8
+from latentjax.factory import is_video
 from latentjax.paths import Path
 from latentjax.run import Run, write_json
 
@@ -94,6 +95,11 @@ def evaluate(
     the run's."""
     check_options(max_images, batch_size, num_show)
     workdir, config = run.path, run.config
+    if is_video(config.model):
+        raise LatentjaxError(
+            f"{workdir} is a video autoencoder run; its report card is not built yet "
+            "(python -m benchmarks.video measures per-frame PSNR/SSIM and flicker)"
+        )
     data = config.data if data is None else data
     split = split or data.eval_split
     x = np.asarray(split_arrays(data, split)["image"][:max_images], np.float32)
@@ -180,6 +186,16 @@ def reconstruction_sheet(x, x_hat, z, pca: dict[str, np.ndarray] | None = None) 
     pictures = np.repeat(np.repeat(pictures, factor, axis=1), factor, axis=2)
     pictures = np.round(pictures * 255).astype(np.uint8)
     return image_grid(np.concatenate([rgb(x), rgb(x_hat), pictures]), ncol=n)
+
+
+def video_sheet(x, x_hat) -> np.ndarray:
+    """A frame strip: per clip, a row of its frames ``x`` over a row of their reconstructions
+    ``x_hat`` ([N, T, H, W, C] in [-1, 1]). -> uint8 [2N rows of tiles, T columns, 3]."""
+    x, x_hat = to_uint8(np.asarray(x)), to_uint8(np.asarray(x_hat))
+    n, t = x.shape[:2]
+    rows = np.stack([x, x_hat], axis=1).reshape(2 * n * t, *x.shape[2:])  # clip by clip
+    rows = np.repeat(rows, 3, axis=-1) if rows.shape[-1] == 1 else rows[..., :3]
+    return image_grid(rows, ncol=t)
 
 
 def _write(out: Path, report, x, res, pca, ae, params, num_show) -> None:

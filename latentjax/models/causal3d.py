@@ -110,14 +110,24 @@ class CausalConv3d(nn.Module):
             nn.with_logical_partitioning(nn.initializers.zeros_init(), (CONV_OUT,)),
             (self.features,),
         )
-        y = jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=(s, 1, 1),
-            # Time: already padded by the cache. Space: symmetric, as Wan's padding=1 for 3x3.
-            padding=((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)),
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-        )
+        # The 3-D convolution as kt 2-D ones over frames, summed: output frame i is
+        # sum_j conv2d(x[s i + j], kernel[j]) (time is already padded by the cache). The same
+        # products, summed in another order; XLA's CPU backend runs 3-D convolutions, and
+        # their gradients, several times slower than these 2-D ones (README, "Video").
+        b, frames, h, w, _ = x.shape
+        t_out = (frames - kt) // s + 1
+        y = 0.0
+        for j in range(kt):
+            x_j = x[:, j : j + s * (t_out - 1) + 1 : s].reshape(b * t_out, h, w, cin)
+            y = y + jax.lax.conv_general_dilated(
+                x_j,
+                kernel[j],
+                window_strides=(1, 1),
+                # Space: symmetric, as Wan's padding=1 for 3x3.
+                padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        y = y.reshape(b, t_out, *y.shape[1:])
         return y + bias, new_cache
 
 

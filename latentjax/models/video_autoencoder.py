@@ -259,6 +259,11 @@ class VideoAutoencoderKL(nn.Module):
         )
 
     @property
+    def bottleneck(self) -> str:
+        """The bottleneck's kind, as ``AutoencoderKL.bottleneck`` names it: always "kl"."""
+        return "kl"
+
+    @property
     def time_factor(self) -> int:
         """r_t: frames per latent frame after the first."""
         return 2 ** sum(bool(t) for t in self.temporal_downsample)

@@ -13,6 +13,12 @@ the same), whether a batch is an EQ batch and which factor it gets; the rotation
 the step. On an EQ batch every loss of the phase judges ``decode(tau(z))`` against ``tau(x)``
 (the discriminator sees ``tau(x)`` as its real images) instead of ``decode(z)`` against ``x``.
 
+A video autoencoder (``model.family="video"``) trains on batches of clips ``{"video": [B, T, H,
+W, C]}`` with the same recipe applied per frame: the reconstruction and perceptual terms and the
+PatchGAN (the 2-D one, on every frame: see ``_frames``) see the clips' B x T frames as a batch
+of images, and the KL term is the clip's KL divided by its T frames, so every weight means what
+it means for an image autoencoder with the same latent per frame.
+
 VA-VAE's VF loss (``loss.vf_weight`` > 0) aligns a 1x1 projection of the latent z (parameters
 ``vf_proj`` beside the autoencoder's, trained with them, unused by encode/decode) with a frozen
 vision network's features of the clean image; the step weighs it by ``vf_weight`` times the
@@ -35,10 +41,10 @@ import numpy as np
 import optax
 
 from latentjax.errors import ConfigError, WorkdirError
-from latentjax.eval.autoencoder import reconstruction_sheet
+from latentjax.eval.autoencoder import reconstruction_sheet, video_sheet
 from latentjax.eval.images import enlarge
 from latentjax.eval.metrics import psnr
-from latentjax.factory import build_autoencoder, build_discriminator, latent_shape
+from latentjax.factory import build_autoencoder, build_discriminator, is_video, latent_shape
 from latentjax.losses import autoencoder as losses
 from latentjax.losses import perceptual
 from latentjax.losses.representation import vf_loss
@@ -102,6 +108,14 @@ def _optimizer(lr: float, config) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
+def _frames(x: jax.Array) -> jax.Array:
+    """Clips [B, T, H, W, C] as a batch of frames [B * T, H, W, C]; images [B, H, W, C] as they
+    are. The image losses and the 2-D PatchGAN judge a video frame by frame through this: the
+    discriminator sees each frame's realism, not motion (a 3-D one, as MAGVIT-v2's, would also
+    judge motion; the per-frame one reuses the tested image PatchGAN at a frame's cost)."""
+    return x.reshape(-1, *x.shape[-3:]) if x.ndim == 5 else x
+
+
 def _last_layer(tree: Any) -> jax.Array:
     """The decoder's output conv kernel: where the adaptive GAN weight compares gradients."""
     return tree["params"]["decoder"]["conv_out"]["kernel"]
@@ -133,6 +147,8 @@ class AutoencoderStage:
             )
         _check_shaping_config(config)
         self.config, self.features = config, features
+        self.video = is_video(config.model)
+        self.key = "video" if self.video else "image"  # the batch's pixels
         self.ae = build_autoencoder(config.model)
         self.disc = build_discriminator(lc)
         self.tx = _optimizer(config.optim.lr, config)
@@ -212,8 +228,10 @@ class AutoencoderStage:
         return self.config.loss.lecam_weight > 0
 
     def example_input(self) -> jax.Array:
+        """One image [1, S, S, C], or a one-frame clip [1, 1, S, S, C] for a video autoencoder
+        (its parameters do not depend on the clip's length)."""
         s, c = self.config.data.image_size, self.config.model.in_channels
-        return jnp.zeros((1, s, s, c), jnp.float32)
+        return jnp.zeros((1, 1, s, s, c) if self.video else (1, s, s, c), jnp.float32)
 
     def init_state(self, rng: jax.Array) -> dict[str, Any]:
         ae_rng, disc_rng, sample_rng = jax.random.split(rng, 3)
@@ -226,7 +244,7 @@ class AutoencoderStage:
                 jax.random.fold_in(rng, 7), jnp.zeros((1, self.ae.latent_channels))
             )["params"]
             ae_params = {**ae_params, "params": {**ae_params["params"], "vf_proj": proj}}
-        disc_params = self.disc.init(disc_rng, x)
+        disc_params = self.disc.init(disc_rng, _frames(x))
         state = {
             "step": jnp.zeros((), jnp.int32),
             "params": {"ae": ae_params, "disc": disc_params},
@@ -241,10 +259,15 @@ class AutoencoderStage:
             state["lecam"] = {k: jnp.zeros((), jnp.float32) for k in ("real", "fake")}
         return state
 
-    def regulariser(self, posterior, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """The bottleneck's weighted regularisation loss (batch mean) and its metrics."""
+    def regulariser(
+        self, posterior, step: jax.Array, frames: int = 1
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The bottleneck's weighted regularisation loss (batch mean; per frame of a clip of
+        ``frames`` frames) and its metrics."""
         lc = self.config.loss
         terms = {k: jnp.mean(v) for k, v in posterior.terms().items()}
+        if frames != 1:
+            terms = {k: v / frames for k, v in terms.items()}
         metrics = {**terms, **posterior.stats()}
         if self.bottleneck == "kl":
             kl_scale = lc.kl_weight * losses.linear_warmup(step, lc.kl_warmup_steps)
@@ -264,7 +287,8 @@ class AutoencoderStage:
         autoencoder parameters. With ``eq_scale`` (an EQ batch), the decoder decodes the
         transformed latent tau(z) and the target is tau(x) (``aux["target"]``)."""
         lc = self.config.loss
-        image = batch["image"]  # [B, H, W, C] in [-1, 1]
+        image = batch[self.key]  # [B, H, W, C] (or [B, T, H, W, C]) in [-1, 1]
+        frames = image.shape[1] if self.video else 1
         kind = lc.perceptual
         distance = None
         if frozen and "lpips" in frozen:
@@ -297,7 +321,9 @@ class AutoencoderStage:
 
         def nll_loss(p):
             x_hat, posterior, z = forward(p)
-            rec = jnp.mean(losses.reconstruction_loss(x, x_hat, lc.reconstruction))
+            rec = jnp.mean(
+                losses.reconstruction_loss(_frames(x), _frames(x_hat), lc.reconstruction)
+            )
             aux = {"x_hat": x_hat, "rec": rec, "target": x}
             if vf_features is not None:
                 w = p["params"]["vf_proj"]
@@ -307,10 +333,13 @@ class AutoencoderStage:
                 )
                 aux.update(vf_terms)
             if kind != "none":
-                term = jnp.mean(perceptual.perceptual_loss(kind, x, x_hat, self.features, distance))
+                term = perceptual.perceptual_loss(
+                    kind, _frames(x), _frames(x_hat), self.features, distance
+                )
+                term = jnp.mean(term)
                 rec = rec + lc.perceptual_weight * term
                 aux["perceptual"] = term
-            reg, reg_metrics = self.regulariser(posterior, state["step"])
+            reg, reg_metrics = self.regulariser(posterior, state["step"], frames)
             if self.uses_restart:
                 aux["vq"] = {"indices": posterior.indices, "inputs": posterior.pre_quant}
             return rec + reg, {**aux, **reg_metrics}
@@ -318,7 +347,7 @@ class AutoencoderStage:
         def generator_losses(p):
             """-> ((nll, adversarial loss[, VF loss]), aux)."""
             nll, aux = nll_loss(p)
-            logits = self.disc.apply(state["params"]["disc"], aux["x_hat"])
+            logits = self.disc.apply(state["params"]["disc"], _frames(aux["x_hat"]))
             outs = (nll, losses.g_loss(lc.gan_loss, logits))
             if "vf" in aux:
                 outs = (*outs, aux.pop("vf"))
@@ -404,7 +433,7 @@ class AutoencoderStage:
             grads = jax.tree.map(lambda a, b: a + w_vf * b, grads, g_vf)
             vf_metrics = {"vf": outs[2], "vf_adaptive_weight": w_vf}
 
-        x, fake = aux["target"], jax.lax.stop_gradient(aux["x_hat"])
+        x, fake = _frames(aux["target"]), _frames(jax.lax.stop_gradient(aux["x_hat"]))
         gan, r1_weight, lecam_weight = lc.gan_loss, lc.r1_weight, lc.lecam_weight
         ema = state.get("lecam")
 
@@ -549,7 +578,8 @@ def make_task(
         def evaluate(state, step):
             del step
             x_hat, stats = recon(state["params"]["ae"], x)
-            out = {"test_psnr": float(jnp.mean(psnr(x, x_hat)))}
+            # Per image; per frame for clips (the mean of the frames' PSNRs).
+            out = {"test_psnr": float(jnp.mean(psnr(_frames(x), _frames(x_hat))))}
             return {**out, **{f"test_{k}": float(v) for k, v in stats.items()}}
 
     images = None
@@ -565,8 +595,11 @@ def make_task(
         def images(state, step):
             del step
             x_hat, z = jax.device_get(encode_decode(state["params"]["ae"], shown_device))
-            sheet = reconstruction_sheet(shown, x_hat, z)
-            return {"eval/reconstructions": enlarge(sheet, size=shown.shape[1])}
+            if stage.video:  # each clip's frames over its reconstruction's
+                sheet = video_sheet(shown, x_hat)
+            else:
+                sheet = reconstruction_sheet(shown, x_hat, z)
+            return {"eval/reconstructions": enlarge(sheet, size=shown.shape[-2])}
 
     warm_start = None
     if config.init_from:

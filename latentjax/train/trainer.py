@@ -13,7 +13,7 @@ from latentjax import run as run_lib
 from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.errors import ConfigError, WorkdirError
-from latentjax.factory import check_autoencoder_config, latent_shape
+from latentjax.factory import check_autoencoder_config, is_video, latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import Path, absolute, as_path
 from latentjax.run import Run
@@ -27,13 +27,28 @@ def data_dir(config) -> str:
 
 
 def train_iterator(
-    config, mesh, *, seed: int | None = None, repeat: bool = True, channels: int | None = None
+    config,
+    mesh,
+    *,
+    seed: int | None = None,
+    repeat: bool = True,
+    channels: int | None = None,
+    video: bool = False,
 ):
-    """Batches of the training split; ``channels``: the image channels the model takes."""
+    """Batches of the training split; ``channels``: the image channels the model takes;
+    ``video``: whether it takes clips (a video dataset) rather than images."""
     mesh_lib.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
     source = pipeline.load_source(config.data.name, config.data.train_split, data_dir(config))
+    if len(source):
+        key = pipeline.example_key(source[0])
+        if (key == "video") != video:
+            raise ConfigError(
+                f"dataset {config.data.name!r} holds {'clips' if key == 'video' else 'images'}, "
+                f"but the model takes {'clips' if video else 'images'} (model.family="
+                f"'video' trains on a video dataset, the others on images)"
+            )
     if channels is not None and len(source):
-        got = np.asarray(source[0]["image"]).shape[-1]
+        got = np.asarray(source[0][key]).shape[-1]
         if got != channels:
             raise ConfigError(
                 f"dataset {config.data.name!r} has {got}-channel images, the model takes "
@@ -105,8 +120,12 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> dict[str, An
         run_lib.check_workdir(workdir, config)
         files = {}  # written when the run starts
         if config.stage == "ae":
-            host_iterator = train_iterator(config, mesh, channels=config.model.in_channels)
-            eval_images = pipeline.split_arrays(config.data, config.data.eval_split)["image"]
+            video = is_video(config.model)
+            host_iterator = train_iterator(
+                config, mesh, channels=config.model.in_channels, video=video
+            )
+            eval_split = pipeline.split_arrays(config.data, config.data.eval_split)
+            eval_images = eval_split["video" if video else "image"]
             task = autoencoder.make_task(config, mesh, eval_images=eval_images)
         else:
             ae_run = _stage1_run(config, workdir)
@@ -155,6 +174,11 @@ def _stage1_run(config, workdir: Path) -> Run:
             f"ae_workdir={config.ae_workdir!r}: no stage-1 run there ({e}); train "
             "ae/… into it first or set --config.ae_workdir"
         ) from e
+    if is_video(ae_run.config.model):
+        raise ConfigError(
+            f"ae_workdir={config.ae_workdir!r} is a video autoencoder; a stage-2 model on video "
+            "latents is not supported yet"
+        )
     if config.data.image_size != ae_run.config.data.image_size:
         raise ConfigError(
             f"data.image_size={config.data.image_size} but the stage-1 run was trained at "

@@ -48,7 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
     # AutoencoderDC) and "tiny" (TAESD, AutoencoderTiny) load converted weights as a frozen
     # stage 1 (`latentjax convert ae`) and are not trained here. Only "kl" reads the keys from
     # `ch` to `mid_attention`; "dc" and "tiny" read their own group below, with `in_channels`
-    # and `z_channels` (the latent's channels).
+    # and `z_channels` (the latent's channels). "video" is Wan 2.1's causal 3-D autoencoder
+    # (models/video_autoencoder.py) on clips [T, H, W, C] of a video dataset: it reads `ch`,
+    # `ch_mult`, `num_res_blocks`, `z_channels`, `in_channels` and `temporal_downsample`, with
+    # the KL bottleneck, and trains with the recipe below applied per frame.
     c.model.family = "kl"
     c.model.ch = 128  # width of the first level
     c.model.ch_mult = (1, 2, 4, 4)  # width multiple per level; len - 1 downsamplings: f = 8
@@ -63,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.vq_estimator = "ste"  # vq: "ste" (straight-through) | "rotation" (rotation trick)
     c.model.fsq_levels = ()  # fsq: one level count per latent channel
     c.model.mid_attention = True  # attention in the middle blocks (SD's; some VAEs drop it)
+    # family "video": one entry per level but the last; True: that level halves time as well
+    # as space (Wan 2.1: (False, True, True), x4), so T = 1 + 4k frames give 1 + k latent frames.
+    c.model.temporal_downsample = ()
     # family "dc": the deep compression autoencoder's levels (Chen et al. 2024). Defaults:
     # diffusers' AutoencoderDC defaults, an f32 network; one entry per level in each tuple.
     c.model.dc = ml_collections.ConfigDict()

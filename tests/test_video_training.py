@@ -1,0 +1,222 @@
+"""Training the causal video autoencoder through the stage-1 trainer: what its step APPLIES (the
+image recipe per frame), and ``latentjax train`` on the moving digits, resumed.
+
+Tiny: 16 x 16 frames, 8 channels, x2 in space and time."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from latentjax.commands import main
+from latentjax.config import load_config
+from latentjax.data import moving_digits
+from latentjax.losses import perceptual
+from latentjax.parallel import mesh as mesh_lib
+from latentjax.train import autoencoder as ae_train
+from latentjax.train import state as state_lib
+from latentjax.train.checkpoint import Checkpointer
+
+TINY = [
+    "data.image_size=16",
+    "model.ch=8",
+    "model.ch_mult=(1, 2)",
+    "model.temporal_downsample=(True,)",
+    "loss.disc_ndf=8",
+    "loss.disc_layers=1",
+    "train.batch_size=2",
+]
+KL_WEIGHT, PERCEPTUAL_WEIGHT, DISC_WEIGHT = 0.05, 0.7, 0.3
+
+
+def key(seed: int) -> jax.Array:
+    return jax.random.key(seed, impl="rbg")  # compiles faster on CPU (test_autoencoder.py)
+
+
+RNG = key(3)
+
+
+def clips() -> jax.Array:
+    return jnp.tanh(jax.random.normal(key(1), (2, 5, 16, 16, 1)))  # [B, T, H, W, C]
+
+
+def frames(x):
+    return x.reshape(-1, *x.shape[2:])  # [B, T, H, W, C] -> [B T, H, W, C]
+
+
+def per_example_sum(x):
+    return x.reshape(x.shape[0], -1).sum(axis=1)
+
+
+def reference(stage, ae_params, disc_params, n):
+    """The per-frame recipe written out: L1 and the Haar term summed over each frame's pixels
+    (mean over the B x T frames), the clip's KL over its T frames (batch mean), the hinge
+    generator loss on every frame; each term's gradient alone; the discriminator's hinge loss
+    on real and detached reconstructed frames."""
+    x = clips()
+    rng = jax.random.fold_in(RNG, n)
+
+    def terms(p):
+        x_hat, q = stage.ae.apply(p, x, sample=True, rngs={"sample": rng})
+        rec = jnp.mean(per_example_sum(jnp.abs(frames(x_hat) - frames(x))))
+        per = jnp.mean(perceptual.haar_loss(frames(x), frames(x_hat)))
+        k = 0.5 * (q.mean**2 + jnp.exp(q.logvar) - 1.0 - q.logvar)  # [B, t, h, w, z]
+        kl = jnp.mean(per_example_sum(k)) / x.shape[1]
+        adv = -jnp.mean(stage.disc.apply(disc_params, frames(x_hat)))
+        return (rec, per, kl, adv), x_hat
+
+    values, pull, x_hat = jax.vjp(terms, ae_params, has_aux=True)
+    grads = [pull(tuple(jnp.float32(i == j) for j in range(4)))[0] for i in range(4)]
+    fake = frames(jax.lax.stop_gradient(x_hat))
+
+    def disc(d):
+        real, fake_logits = stage.disc.apply(d, frames(x)), stage.disc.apply(d, fake)
+        return 0.5 * (jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake_logits)))
+
+    d_loss, g_disc = jax.value_and_grad(disc)(disc_params)
+    return values, grads, d_loss, g_disc
+
+
+def dot(a, b) -> float:
+    return float(
+        sum(np.vdot(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    )
+
+
+def as64(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def combine(*terms):
+    return jax.tree.map(lambda *gs: sum(w * g for (w, _), g in zip(terms, gs, strict=True)),
+                        *[as64(g) for _, g in terms])  # fmt: skip
+
+
+def assert_trees_close(got, want, rtol=2e-4):
+    floor = 1e-2 * max(float(np.abs(w).max()) for w in jax.tree.leaves(want))
+    for (path, g), w in zip(
+        jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True
+    ):
+        atol = rtol * max(float(np.abs(w).max()), floor)
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.slow  # compiles a video train step and its reference: minutes on 2 cores
+def test_video_step_applies_the_per_frame_recipe():
+    """The applied gradient is g_rec + p g_haar + beta g_kl + w g_adv (w: the adaptive weight
+    at the decoder's last layer), with the KL per frame; the PatchGAN moves by the gradient of
+    its hinge loss on frames. Both optimisers are SGD(1), so an update is minus a gradient."""
+    config = load_config(
+        "ae/digits_video.py",
+        [
+            *TINY,
+            f"loss.kl_weight={KL_WEIGHT}",
+            "loss.kl_warmup_steps=0",
+            "loss.perceptual=haar",
+            f"loss.perceptual_weight={PERCEPTUAL_WEIGHT}",
+            f"loss.disc_weight={DISC_WEIGHT}",
+            "loss.disc_start=0",
+        ],
+    )
+    mesh = mesh_lib.make_mesh(config.mesh.shape)
+    task = ae_train.make_task(config, mesh)
+    stage = task.train_steps["adversarial"].__self__
+    stage.tx = stage.disc_tx = optax.sgd(1.0)
+    rules = tuple(tuple(r) for r in config.mesh.rules)
+    _, shardings, init = state_lib.build_state(task.init_state, mesh, rules, key(0))
+    state = init(key(0))
+    step = state_lib.jit_steps(task, shardings, mesh)["adversarial"]
+    before = jax.device_get(state)  # the step donates its state
+    with mesh_lib.activation_rules(mesh, rules):
+        after, metrics = step(state, task.frozen, {"video": clips()}, RNG)
+    after = jax.device_get(after)
+    values, grads, d_loss, g_disc = jax.device_get(
+        jax.jit(functools.partial(reference, stage))(
+            before["params"]["ae"], before["params"]["disc"], 0
+        )
+    )
+    (rec, per, kl, adv), (g_rec, g_per, g_kl, g_adv) = values, grads
+    g_nll = combine((1.0, g_rec), (PERCEPTUAL_WEIGHT, g_per), (KL_WEIGHT, g_kl))
+    last = lambda g: np.asarray(g["params"]["decoder"]["conv_out"]["kernel"], np.float64)  # noqa: E731
+    w = DISC_WEIGHT * min(np.linalg.norm(last(g_nll)) / (np.linalg.norm(last(g_adv)) + 1e-4), 1e4)
+    got = jax.tree.map(
+        lambda a, b: a - b, as64(before["params"]["ae"]), as64(after["params"]["ae"])
+    )
+    # The KL weight the step applied, read off the update: a KL summed over the clip instead of
+    # per frame would show as 5 x beta.
+    residual = jax.tree.map(
+        lambda a, b: a - b, got, combine((1.0, g_rec), (PERCEPTUAL_WEIGHT, g_per), (w, g_adv))
+    )
+    np.testing.assert_allclose(dot(residual, g_kl) / dot(g_kl, g_kl), KL_WEIGHT, rtol=2e-2)
+    assert_trees_close(got, combine((1.0, g_nll), (w, g_adv)))
+    nll = rec + PERCEPTUAL_WEIGHT * per + KL_WEIGHT * kl
+    np.testing.assert_allclose(float(metrics["nll"]), nll, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["kl"]), kl, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["adaptive_weight"]), w, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["g_adv"]), adv, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["d_loss"]), d_loss, rtol=1e-5)
+    g_applied = jax.tree.map(
+        lambda a, b: a - b, as64(before["params"]["disc"]), as64(after["params"]["disc"])
+    )
+    assert_trees_close(g_applied, as64(g_disc))
+
+
+# --- latentjax train ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video_data_dir(tmp_path_factory) -> str:
+    return moving_digits.prepare_moving_digits(str(tmp_path_factory.mktemp("tfds")))
+
+
+def _train(workdir: Path, *extra: str, config: str = "ae/digits_video.py") -> int:
+    tiny = [f"--config.{o}" for o in TINY]
+    steps = ["--config.train.log_every=1", "--config.train.eval_every=1"]
+    steps += ["--config.train.checkpoint_every=1"]  # the PatchGAN stays off (the test above)
+    argv = ["train", "--config", config, "--workdir", str(workdir), "--no-progress"]
+    return main([*argv, *tiny, *steps, *extra])
+
+
+@pytest.mark.slow
+def test_train_and_resume_on_moving_digits(tmp_path, video_data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("LATENTJAX_DATA_DIR", video_data_dir)
+    run = tmp_path / "video"
+    assert _train(run, "--config.train.num_steps=1") == 0
+    assert _train(run, "--config.train.num_steps=2") == 0  # resumed
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]  # nothing logged twice
+    assert all(np.isfinite(r["test_psnr"]) and r["test_psnr"] > 0 for r in records)
+    assert records[0]["nll"] != records[1]["nll"]
+    assert Checkpointer(run / "checkpoints").all_steps() == [1, 2]
+    assert json.loads((run / "config.json").read_text())["model"]["family"] == "video"
+    before = sorted(p.name for p in run.rglob("*"))
+    assert main(["eval", "--workdir", str(run)]) == 2  # not built yet: one line, nothing written
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("latentjax: error:") and "video" in err[0]
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("config", "dataset", "says"),
+    [
+        ("ae/digits_video.py", "latentjax_digits", "holds images, but the model takes clips"),
+        ("ae/digits.py", moving_digits.NAME, "holds clips, but the model takes images"),
+    ],
+)
+def test_model_and_dataset_kinds_must_match(
+    tmp_path, video_data_dir, digits_data_dir, monkeypatch, capsys, config, dataset, says
+):
+    data_dir = video_data_dir if dataset == moving_digits.NAME else digits_data_dir
+    run = tmp_path / "run"
+    extra = [f"--config.data.name={dataset}", f"--config.data.data_dir={data_dir}"]
+    assert _train(run, *extra, config=config) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("latentjax: error:") and says in err[0]
+    assert not run.exists() or not any(run.iterdir())
