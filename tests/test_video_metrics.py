@@ -33,3 +33,22 @@ def test_a_constant_error_does_not_flicker_and_a_changing_one_does():
     assert report["s"]["psnr"] == pytest.approx(report["j"]["psnr"], rel=1e-5)
     assert report["s"]["flicker"] < 1e-6 < report["j"]["flicker"]
     assert report["s"]["size_reduction"] == 9 * 16 * 16 / (3 * 8 * 8 * 4)
+
+
+def test_the_frame_strip_puts_each_clips_frames_over_their_reconstructions():
+    """What TensorBoard and W&B show for a video run at each evaluation (``train.eval_images``):
+    per clip, a row of its frames over a row of their reconstructions."""
+    from latentjax.eval.autoencoder import video_sheet
+    from latentjax.eval.images import to_uint8
+
+    rng = np.random.default_rng(0)
+    x, x_hat = (rng.uniform(-1, 1, (2, 3, 4, 5, 1)).astype(np.float32) for _ in range(2))
+    sheet = video_sheet(x, x_hat)  # tiles of 4 x 5 with 1 px between them
+    assert sheet.shape == (4 * 5 + 1, 3 * 6 + 1, 3)
+    for clip in range(2):
+        for r, frames in enumerate((x, x_hat)):
+            row = 2 * clip + r
+            for t in range(3):
+                tile = sheet[1 + 5 * row : 5 + 5 * row, 1 + 6 * t : 6 + 6 * t]
+                want = to_uint8(frames[clip, t])
+                np.testing.assert_array_equal(tile, np.repeat(want, 3, axis=-1))
