@@ -139,11 +139,11 @@ def test_device_prefetch_checkpoints_the_consumed_position():
         np.testing.assert_array_equal(x, y)
 
 
-def test_any_tfds_dataset_by_name():
+def test_any_tfds_dataset_by_name(tmp_path):
     """A registered tfds dataset prepared in data_dir (here tfds' mock of mnist, generated from
     the builder's own features) goes through the same pipeline."""
     with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
-        source = pipeline.load_source("mnist", "train", "gs://bucket/tfds")
+        source = pipeline.load_source("mnist", "train", str(tmp_path))
         assert len(source) == 16
         ds = pipeline.make_dataset(
             source, global_batch_size=8, image_size=14, process_index=0, process_count=1

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
 import numpy as np
 
+from latentjax import paths
 from latentjax.errors import LatentjaxError
 from latentjax.paths import Path, as_path
 
@@ -49,11 +52,18 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ConvertError(f"no weights file at {path}")
     try:
-        from safetensors.numpy import load
+        from safetensors.numpy import load_file
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConvertError("reading .safetensors needs the 'safetensors' package") from e
     try:
-        return {k: np.asarray(v, np.float32) for k, v in load(path.read_bytes()).items()}
+        if paths.is_local(path):
+            tensors = load_file(os.fspath(path))
+        else:  # load_file reads bfloat16, safetensors.numpy.load (from bytes) does not
+            with tempfile.NamedTemporaryFile(suffix=".safetensors") as local:
+                local.write(path.read_bytes())
+                local.flush()
+                tensors = load_file(local.name)
+        return {k: np.asarray(v, np.float32) for k, v in tensors.items()}
     except Exception as e:  # safetensors raises its own SafetensorError on a corrupt header
         raise ConvertError(f"{path} is not a readable safetensors file ({e})") from e
 
