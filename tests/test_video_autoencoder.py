@@ -333,6 +333,7 @@ def random_params(model, x, seed=0) -> dict:
     return jax.tree.map(draw, shapes)
 
 
+@pytest.mark.slow  # a video model's backward pass: half a minute cold (make test-all)
 def test_gradients_reach_every_parameter():
     model = VideoAutoencoderKL(4, (1, 2), 1, 4, (True,))  # x2 time, x2 space
     x = jnp.asarray(clip((1, 5, 8, 8, 3), seed=5))  # frame 0, then two chunks
