@@ -8,6 +8,7 @@ import time
 
 import absl.flags
 import pytest
+import xla
 
 # Compile each program once per machine: the suite (and the subprocesses it starts, which
 # inherit the environment) builds the same small programs many times, and XLA compilation
@@ -17,6 +18,9 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# And compile it faster: see tests/xla.py. Kept with whatever XLA_FLAGS the caller set.
+if xla.SUITE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla.SUITE}".strip()
 
 # Grain's worker processes (mp_prefetch) read absl flags such as
 # grain_enable_multiprocess_worker_profiling; outside absl.app.run (pytest included) the flags are

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import xla
 
 from latentjax.paths import as_path
 from latentjax.train.checkpoint import Checkpointer
@@ -26,7 +27,7 @@ ROOT = Path(__file__).parent.parent
 def _start(workdir: str, logs: Path, *args: str) -> subprocess.Popen:
     """The toy trainer on ``workdir`` (a gs:// URL); its output goes to a local log file."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla.flags()
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{len(list(logs.glob('*.log')))}.log"
     with open(log, "wb") as f:

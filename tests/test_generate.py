@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import xla
 
 from latentjax.commands import main
 from latentjax.config import load_config, to_json
@@ -90,7 +91,7 @@ def test_chunked_sampling_resumes_without_redoing_chunks(generator, tmp_path):
 @pytest.mark.multidevice
 def test_same_seed_same_samples_on_one_and_eight_devices():
     def run(devices: int, shape: dict, chunk: int) -> dict:
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        env = dict(os.environ, XLA_FLAGS=xla.flags(devices))
         env["PYTHONPATH"] = str(SCRIPTS.parents[1])
         out = subprocess.run(
             [sys.executable, str(SCRIPTS / "sample_on_mesh.py"), json.dumps(shape), str(chunk)],

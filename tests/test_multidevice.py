@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xla
 
 SCRIPT = Path(__file__).parent / "scripts" / "step_on_mesh.py"
 
 
 def _run(shape: dict, devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla.flags(devices)
     env["PYTHONPATH"] = str(SCRIPT.parents[2])
     out = subprocess.run(
         [sys.executable, str(SCRIPT), json.dumps(shape)],
@@ -106,7 +107,7 @@ def test_eight_devices_data_x_tensor_match_one(single):
 def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir):
     """`latentjax demo --quick` (both stages, sampling, the summary) on 8 fake devices."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["XLA_FLAGS"] = xla.flags(8)
     env["LATENTJAX_DATA_DIR"] = digits_data_dir
 
     def demo():
@@ -142,7 +143,7 @@ def test_demo_command_runs_unchanged_on_eight_devices(tmp_path, digits_data_dir)
 def test_two_processes_match_one(single, coordinator_address, tmp_path, wait_processes):
     """Two local processes, one CPU device each, coordinated over 127.0.0.1 (gloo collectives)."""
     env = dict(os.environ, PYTHONPATH=str(SCRIPT.parents[2]), JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla.flags()
     cmd = [sys.executable, str(SCRIPT), json.dumps({"data": -1}), coordinator_address, "2"]
     # Output to files, not pipes: a process blocked on a full pipe that nobody reads (the
     # other's, while the test waits for the first) would never reach JAX's shutdown barrier.

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import xla
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
@@ -37,7 +38,7 @@ def test_quickstart_notebook_executes(tmp_path, digits_data_dir, monkeypatch):
         "LATENTJAX_DATA_DIR": digits_data_dir,
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", xla.flags())
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3").execute()
 

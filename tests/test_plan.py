@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import xla
 
 from latentjax import commands as cli
 from latentjax.parallel import topologies
@@ -25,7 +26,7 @@ TINY_DIT = [
 def _plan(tmp_path, *args: str) -> tuple[str, list[dict]]:
     """Runs the command in a fresh process (fake devices are fixed when JAX starts)."""
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # the command must set (or re-exec with) the flag itself
+    env["XLA_FLAGS"] = xla.flags()  # no device count: the command must set (or re-exec with) it
     out_json = tmp_path / "plan.json"
     out = subprocess.run(
         [sys.executable, "-m", "latentjax", "plan", *args, "--json", str(out_json)],

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import xla
 
 SCRIPT = Path(__file__).parent / "scripts" / "toy_train.py"
 ROOT = Path(__file__).parent.parent
@@ -16,9 +17,7 @@ ROOT = Path(__file__).parent.parent
 
 def _run(workdir: Path, out: Path, devices: int, fsdp: int, steps: int) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("XLA_FLAGS", None)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla.flags(devices if devices > 1 else None)
     cmd = [sys.executable, str(SCRIPT), "--workdir", str(workdir), "--steps", str(steps)]
     cmd += ["--checkpoint-every", "2", "--fsdp", str(fsdp), "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import xla
 
 from latentjax.train.checkpoint import Checkpointer
 
@@ -22,7 +23,7 @@ def _start(workdir: Path, *args: str) -> subprocess.Popen:
     """Starts the toy trainer; its output goes to a file (``proc.log``), not a pipe, so a
     process is never blocked on a full pipe that nobody reads while the test waits for another."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla.flags()
     cmd = [sys.executable, str(SCRIPT), "--workdir", str(workdir), *args]
     workdir.parent.mkdir(parents=True, exist_ok=True)
     log = workdir.parent / f"{workdir.name}.{len(list(workdir.parent.glob('*.log')))}.log"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import xla
 
 from latentjax import config as config_lib
 from latentjax import run as run_lib
@@ -23,7 +24,7 @@ SCRIPT = TESTS / "scripts" / "toy_train.py"
 
 def _toy(workdir: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla.flags()
     log = open(workdir.parent / f"{workdir.name}.log", "ab")  # noqa: SIM115 - the process's
     cmd = [sys.executable, str(SCRIPT), "--workdir", str(workdir), *args]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
