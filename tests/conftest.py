@@ -8,6 +8,7 @@ import time
 
 import absl.flags
 import pytest
+import tiny
 import xla
 
 # Compile each program once per machine: the suite (and the subprocesses it starts, which
@@ -19,7 +20,7 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # And compile it faster: see tests/xla.py. Kept with whatever XLA_FLAGS the caller set.
-if xla.SUITE not in os.environ.get("XLA_FLAGS", ""):
+if xla.SUITE not in os.environ.get("XLA_FLAGS", ""):  # not twice in a nested pytest
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla.SUITE}".strip()
 
 # Grain's worker processes (mp_prefetch) read absl flags such as
@@ -34,6 +35,26 @@ def digits_data_dir(tmp_path_factory) -> str:
     from latentjax.data import digits
 
     return digits.prepare_digits(str(tmp_path_factory.mktemp("tfds")))
+
+
+@pytest.fixture(scope="session")
+def tiny_ae_run(tmp_path_factory, digits_data_dir):
+    """A stage-1 run of the tiny autoencoder (``tiny.AE_RUN``) trained through the command line
+    once per session: 2 steps, then resumed to 4 (crossing the PatchGAN's start at step 2).
+    The files that need a trained run share it (test_api, test_cli, test_eval_cli,
+    test_latent_cache): each compiled program and each run costs the suite once. It was trained
+    with ``LATENTJAX_DATA_DIR`` naming ``digits_data_dir``; a test that reads its data sets the
+    same. Read it in place; a test that writes into a run (a resume, ``eval``'s pictures, a
+    stage 2 beside it) works on a copy (``shutil.copytree``), so no file sees another's changes."""
+    from latentjax.commands import main
+
+    workdir = tmp_path_factory.mktemp("tiny_runs") / "ae"
+    argv = ["train", "--config", "configs/ae/digits.py", "--workdir", str(workdir), "--no-progress"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
+        assert main([*argv, *tiny.AE_RUN, "--config.train.num_steps=2"]) == 0
+        assert main([*argv, *tiny.AE_RUN, "--config.train.num_steps=4"]) == 0
+    return workdir
 
 
 @pytest.fixture

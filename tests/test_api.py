@@ -65,17 +65,11 @@ def test_bad_paths(tmp_path, capsys):
     assert "latentjax: error:" in capsys.readouterr().err
 
 
-def test_autoencoder_from_a_training_run(tmp_path, digits_data_dir, monkeypatch):
+def test_autoencoder_from_a_training_run(tiny_ae_run):
     """A stage-1 workdir loads through the trainer's own restore; encode/decode are its model's."""
-    from test_cli import TINY_AE
-
     from latentjax.train.autoencoder import AutoencoderStage
 
-    monkeypatch.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
-    workdir = tmp_path / "ae"
-    args = ["train", "--config", "configs/ae/digits.py", "--workdir", str(workdir), "--no-progress"]
-    assert main(args + TINY_AE + ["--config.train.num_steps=1"]) == 0
-    ae = latentjax.load_autoencoder(workdir)
+    ae = latentjax.load_autoencoder(tiny_ae_run)
     assert (ae.latent_shift, ae.latent_scale) == (0.0, 1.0)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 1)).astype(np.float32)
     stage = AutoencoderStage(ae.config)

@@ -1,35 +1,26 @@
 """``latentjax eval`` end to end on a tiny stage-1 run, and its one-line errors."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny
 from PIL import Image
 
 from latentjax.commands import main
 from latentjax.config import load_config, to_json
 
-# test_cli.py's tiny run (same programs, so the persistent compile cache serves both): 8 px
-# digits, f = 2, 4 latent channels.
-TINY_AE = [
-    *tiny.AE,
-    "--config.loss.disc_start=2",
-    "--config.train.num_steps=2",
-    "--config.train.eval_every=2",
-    "--config.train.checkpoint_every=2",
-]
-
 
 @pytest.fixture(scope="module")
-def ae_run(tmp_path_factory, digits_data_dir) -> Path:
+def ae_run(tmp_path_factory, digits_data_dir, tiny_ae_run) -> Path:
+    """A copy of the suite's tiny stage-1 run (conftest.py; 8 px digits, f = 2, 4 latent
+    channels), for ``eval`` to write its pictures into."""
     workdir = tmp_path_factory.mktemp("runs") / "ae"
-    argv = ["train", "--config", "configs/ae/digits.py", "--workdir", str(workdir)]
-    assert (
-        main([*argv, "--no-progress", f"--config.data.data_dir={digits_data_dir}", *TINY_AE]) == 0
-    )
-    return workdir
+    shutil.copytree(tiny_ae_run, workdir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
+        yield workdir
 
 
 def _error_line(capsys) -> str:

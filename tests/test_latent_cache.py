@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -25,12 +26,6 @@ from latentjax.run import Run
 from latentjax.train import dit
 from latentjax.train.autoencoder import load_autoencoder
 
-TINY_AE = [
-    *tiny.AE,
-    "--config.train.num_steps=2",
-    "--config.train.eval_every=2",
-    "--config.train.checkpoint_every=2",
-]
 TINY_DIT = [
     *tiny.DIT,
     "--config.train.num_steps=2",
@@ -39,17 +34,17 @@ TINY_DIT = [
 
 
 def _train(kind: str, workdir: Path, *extra: str) -> int:
-    tiny = TINY_AE if kind == "ae" else TINY_DIT
-    args = ["train", "--config", f"configs/{kind}/digits.py", "--workdir", str(workdir)]
-    return main([*args, "--no-progress", *tiny, *extra])
+    assert kind == "dit"  # stage 1 is the suite's tiny run (conftest.py)
+    args = ["train", "--config", "configs/dit/digits.py", "--workdir", str(workdir)]
+    return main([*args, "--no-progress", *TINY_DIT, *extra])
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, digits_data_dir):
+def runs(tmp_path_factory, digits_data_dir, tiny_ae_run):
     mp = pytest.MonkeyPatch()
     mp.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
     root = tmp_path_factory.mktemp("runs")
-    assert _train("ae", root / "ae") == 0
+    shutil.copytree(tiny_ae_run, root / "ae")  # the suite's tiny stage 1 (conftest.py)
     args = ["encode", "--workdir", str(root / "ae"), "--split", "test", "--out"]
     assert main([*args, str(root / "cache"), "--flip", "--batch-size", "64"]) == 0
     yield root

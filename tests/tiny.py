@@ -21,3 +21,11 @@ DIT = [
     "--config.train.batch_size=8",
     "--config.train.log_every=1",
 ]
+# The schedule of the stage-1 run the suite trains once (conftest.py's ``tiny_ae_run``): the
+# PatchGAN joins at step 2, evaluation and checkpoints every 2 steps.
+AE_RUN = [
+    *AE,
+    "--config.loss.disc_start=2",
+    "--config.train.eval_every=2",
+    "--config.train.checkpoint_every=2",
+]
