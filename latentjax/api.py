@@ -26,7 +26,7 @@ from latentjax.convert import common, diffusers_ae
 from latentjax.convert import dit as dit_convert
 from latentjax.data import normalization
 from latentjax.errors import LatentjaxError
-from latentjax.factory import build_autoencoder, build_dit
+from latentjax.factory import build_autoencoder, build_dit, is_video
 from latentjax.models.dit import DiT
 from latentjax.paths import Path, as_path
 from latentjax.run import CONFIG_FILE, Run, is_run
@@ -170,6 +170,11 @@ def _load_run_autoencoder(run: Run) -> Autoencoder:
     from latentjax.train.autoencoder import load_autoencoder as load_run
 
     ae_run = run.ae_run() if run.stage == "dit" else Run.open(run.path, stage="ae")
+    if is_video(ae_run.config.model):
+        raise LatentjaxError(
+            f"{run.path} is a video autoencoder run; load_autoencoder takes image autoencoders "
+            "(images [B, H, W, C]); a video one's API is not built yet"
+        )
     stage, params = load_run(ae_run, make_mesh(ae_run.config.mesh.shape))
     stats = run.latent_stats() or {"shift": 0.0, "scale": 1.0}
     return Autoencoder(stage.ae, params, stats["shift"], stats["scale"], ae_run.config)

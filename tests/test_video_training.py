@@ -220,3 +220,43 @@ def test_model_and_dataset_kinds_must_match(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("latentjax: error:") and says in err[0]
     assert not run.exists() or not any(run.iterdir())
+
+
+def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys):
+    """A video stage-1 run given where an image autoencoder is needed: encode's latent cache, a
+    stage 2 on it, the Python API. One line each, nothing written: the checks read config.json
+    only, before any checkpoint. (eval's refusal comes after its checkpoint is read:
+    ``test_train_and_resume_on_moving_digits``.)"""
+    import latentjax
+    from latentjax.config import to_json
+    from latentjax.errors import LatentjaxError
+
+    run = tmp_path / "video"
+    run.mkdir()
+    (run / "config.json").write_text(to_json(load_config("ae/digits_video.py")))
+
+    def one_line() -> str:
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("latentjax: error:"), err
+        return err[0]
+
+    assert main(["encode", "--workdir", str(run), "--out", str(tmp_path / "cache")]) == 2
+    assert "video autoencoder run; encode caches image latents" in one_line()
+    dit = tmp_path / "dit"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "dit/digits.py",
+                "--workdir",
+                str(dit),
+                f"--config.ae_workdir={run}",
+            ]
+        )
+        == 2
+    )
+    assert "is a video autoencoder; a stage-2 model on video latents is not supported" in one_line()
+    with pytest.raises(LatentjaxError, match="video autoencoder run; load_autoencoder takes image"):
+        latentjax.load_autoencoder(run)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "video"]

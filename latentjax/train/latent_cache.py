@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
-from latentjax.factory import latent_shape
+from latentjax.errors import ConfigError
+from latentjax.factory import is_video, latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import Path, absolute
 from latentjax.run import Run
@@ -32,6 +33,11 @@ def encode_run(
     pipeline.check_local_data_dir(out, "--out")  # before anything is loaded or encoded
     run = Run.open(workdir, stage="ae")
     config = run.config
+    if is_video(config.model):
+        raise ConfigError(
+            f"{workdir} is a video autoencoder run; encode caches image latents for an image "
+            "stage 2 (a stage 2 on video latents is not supported yet)"
+        )
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     stage, params = load_autoencoder(run, mesh)
     data = data or config.data.name
