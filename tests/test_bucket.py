@@ -113,3 +113,36 @@ def test_two_processes_write_one_bucket_checkpoint(
     w, reference = _restore_w(run / "checkpoints", 10), _restore_w(straight / "checkpoints", 10)
     # The two processes sum their halves of each batch in another order than one process.
     np.testing.assert_allclose(w, reference, rtol=1e-6)
+
+
+def test_checkpoints_in_a_bucket_are_pruned_kept_best_checked_and_moved_aside(gcs_bucket):
+    """The checkpointer's own guarantees with its directory in the bucket, as test_checkpoint.py
+    checks them on a disk: keep-last-N with keep-best, a damaged checkpoint refused in one line
+    naming the earlier one, and a resume from an earlier step moving the later ones aside (a
+    copy on GCS, where nothing renames)."""
+    from test_checkpoint import _abstract, _data_files, _iterator, _state
+
+    from latentjax.train.checkpoint import CheckpointError
+
+    directory = as_path(f"{gcs_bucket}/checkpoints/pruned")
+    ckpt = Checkpointer(directory, max_to_keep=1, keep_best=1, best_metric="loss")
+    for step, loss in zip((1, 2, 3, 4), (3.0, 1.0, 4.0, 2.0), strict=True):
+        ckpt.save(step, _state(step), _iterator(), metrics={"loss": loss})
+    ckpt.wait()
+    assert ckpt.all_steps() == [2, 4]  # the best (loss 1 at step 2) and the latest
+    ckpt.close()
+    assert sorted(p.name for p in directory.iterdir()) == ["2", "4"]
+
+    for path in _data_files(directory / "4"):  # step 4's arrays, cut short
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    ckpt = Checkpointer(directory)
+    with pytest.raises(CheckpointError, match=r"is damaged .*resume_step=2") as e:
+        ckpt.restore(_abstract(_state(0)))
+    assert "\n" not in str(e.value)
+    assert ckpt.resume_step(2) == 2
+    assert ckpt.all_steps() == [2]
+    assert sorted(p.name for p in directory.iterdir()) == ["2", "discarded-4"]
+    restored = ckpt.restore(_abstract(_state(0)))
+    jax.tree.map(np.testing.assert_array_equal, restored, _state(2))
+    ckpt.close()
