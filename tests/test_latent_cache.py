@@ -33,8 +33,8 @@ TINY_DIT = [
 ]
 
 
-def _train(kind: str, workdir: Path, *extra: str) -> int:
-    assert kind == "dit"  # stage 1 is the suite's tiny run (conftest.py)
+def _train_dit(workdir: Path, *extra: str) -> int:
+    """Stage 2 through the command line (stage 1 is the suite's tiny run, conftest.py)."""
     args = ["train", "--config", "configs/dit/digits.py", "--workdir", str(workdir)]
     return main([*args, "--no-progress", *TINY_DIT, *extra])
 
@@ -115,8 +115,7 @@ def test_stage2_trains_from_the_cache_with_flips(runs):
     cache = str(runs / "cache")
     common = [f"--config.ae_workdir={runs / 'ae'}", "--config.data.train_split=test"]
     assert (
-        _train(
-            "dit",
+        _train_dit(
             runs / "dit",
             *common,
             f"--config.data.latent_cache={cache}",
@@ -136,10 +135,10 @@ def test_cache_errors(runs, tmp_path, capsys):
     (tmp_path / "ae2" / "config.json").write_text((runs / "ae" / "config.json").read_text())
     (tmp_path / "ae2" / "checkpoints").symlink_to(runs / "ae" / "checkpoints")
     cache = f"--config.data.latent_cache={runs / 'cache'}"
-    assert _train("dit", tmp_path / "d1", *other, cache) == 2
+    assert _train_dit(tmp_path / "d1", *other, cache) == 2
     assert "was encoded by" in capsys.readouterr().err
     missing = f"--config.data.latent_cache={tmp_path / 'nope'}"
-    assert _train("dit", tmp_path / "d2", f"--config.ae_workdir={runs / 'ae'}", missing) == 2
+    assert _train_dit(tmp_path / "d2", f"--config.ae_workdir={runs / 'ae'}", missing) == 2
     assert "no latent cache there" in capsys.readouterr().err
 
 
