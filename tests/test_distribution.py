@@ -22,6 +22,7 @@ import json
 import chex
 import numpy as np
 import pytest
+import scipy.linalg
 from scipy.ndimage import gaussian_filter
 from threadpoolctl import threadpool_limits
 
@@ -336,3 +337,51 @@ def test_report_with_another_feature_space(digits16):
     assert out["samples_frechet"] == pytest.approx(out["real_test_frechet"], rel=1e-5)
     key = "class_variance_ratio"
     assert out[f"samples_{key}"] == pytest.approx(out[f"real_test_{key}"], rel=1e-12)
+
+
+def test_report_takes_a_spatial_fid_in_a_second_space_at_the_same_chunks(digits16):
+    # sFID's place in the report: only a Fréchet distance, in another feature space, at the
+    # chunks of the first. Here the second space is each image's row profile (the mean of each of
+    # its 16 rows: where the ink is, not what it draws). Samples are the test digits flipped upside
+    # down: a shift of position, which the row profile sees.
+    x, labels, train, test = digits16
+    rows = lambda im: im[..., 0].mean(axis=2) / 255.0  # noqa: E731  [N, 16]
+    flipped = x[test][:, ::-1]
+    samples, sample_labels = np.concatenate([flipped, flipped]), np.tile(labels[test], 2)
+    out = dist.report(
+        x[train],
+        labels[train],
+        x[test],
+        labels[test],
+        samples,
+        sample_labels,
+        features=lambda im: im.reshape(len(im), -1) / 255.0,
+        classifier=None,
+        spatial_features=rows,
+        k=K,
+    )
+    assert out["spatial_feature_dim"] == 16 and out["samples_chunks"] == 2
+    # Against scipy's matrix square root, chunk by chunk (the chunks ``compare`` takes).
+    real = rows(x[train])
+    mu, cov = real.mean(axis=0), np.cov(real, rowvar=False)
+
+    def scipy_chunked(images, ys):
+        values = []
+        for idx in dist.chunks(ys, out["chunk_size"]):
+            f = rows(images[idx])
+            covmean = scipy.linalg.sqrtm(cov @ np.cov(f, rowvar=False)).real
+            trace = np.trace(cov + np.cov(f, rowvar=False) - 2 * covmean)
+            values.append(((mu - f.mean(axis=0)) ** 2).sum() + trace)
+        return np.mean(values)
+
+    for name, images, ys in [
+        ("real_test", x[test], labels[test]),
+        ("samples", samples, sample_labels),
+    ]:
+        assert out[f"{name}_sfid"] == pytest.approx(scipy_chunked(images, ys), rel=1e-6)
+    assert out["real_test_sfid_ratio"] == 1.0
+    assert out["samples_sfid_ratio"] == out["samples_sfid"] / out["real_test_sfid"] > 10
+    # Without a second space there is no sFID.
+    plain = dist.report(x[train], labels[train], x[test], labels[test], samples, sample_labels,
+                        features=rows, classifier=None, k=K)  # fmt: skip
+    assert not any("sfid" in key or "spatial" in key for key in plain)

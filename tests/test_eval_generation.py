@@ -11,10 +11,20 @@ from latentjax.eval import generation
 def test_other_datasets_need_inception():
     with pytest.raises(LatentjaxError, match="needs the FID Inception network"):
         generation.feature_space("my_photos")
-    name, _, classifier = generation.feature_space("my_photos", lambda x: x[:, 0, 0])
-    assert name == "inception" and classifier is None
-    name, _, classifier = generation.feature_space(generation.DIGITS_DATASET)
-    assert name == "digits" and classifier is not None
+    passes = []
+
+    def inception(x):  # one pass gives both feature sets, as convert.inception's does
+        passes.append(len(x))
+        return {"pool": x[:, 0, 0] / 255.0, "spatial": x[:, :, :, 0].reshape(len(x), -1) / 255.0}
+
+    space = generation.feature_space("my_photos", inception)
+    assert space.name == "inception" and space.classifier is None
+    x = np.arange(2 * 3 * 3 * 2, dtype=np.uint8).reshape(2, 3, 3, 2)
+    np.testing.assert_array_equal(space.features(x), x[:, 0, 0] / 255.0)
+    np.testing.assert_array_equal(space.spatial(x), x[..., 0].reshape(2, 9) / 255.0)
+    assert passes == [2]  # the spatial features came from the pool features' pass
+    digits = generation.feature_space(generation.DIGITS_DATASET)
+    assert digits.name == "digits" and digits.classifier is not None and digits.spatial is None
 
 
 def test_cached_features_compute_once_per_array():
@@ -50,13 +60,16 @@ def test_evaluate_samples_each_setting_once_and_keeps_its_keys():
     report, images = generation.evaluate(
         sample, real, None, real["test_labels"], [{"cfg_scale": 1.0}, {"cfg_scale": 4.0}],
         features=features, classifier=None, default={"cfg_scale": 4.0}, k=2,
+        spatial_features=lambda x: x.mean(axis=(2, 3)) / 255.0,  # row profiles [N, 4]
     )  # fmt: skip
     assert asked == [1.0, 4.0] and len(images) == 2 and "recon" not in report
     first, second = report["points"]
     assert first["cfg_scale"] == 1.0 and "recognised" not in first
     # Scale 1 returns the test split itself: the same figures as real-vs-real.
     assert first["frechet"] == pytest.approx(report["real_test"]["frechet"], rel=1e-12)
+    assert first["sfid"] == pytest.approx(report["real_test"]["sfid"], rel=1e-12)
     assert second["frechet_ratio"] > 1.5 and second["class_variance_ratio"] < 0.2
+    assert second["sfid_ratio"] > 1.5
     assert generation.is_default(second, report["default"])
     assert not generation.is_default(first, report["default"])
     with pytest.raises(LatentjaxError, match="no sampling setting"):

@@ -13,7 +13,7 @@ from torch import nn
 
 from latentjax.commands import main
 from latentjax.convert import ConvertError
-from latentjax.convert.inception import load_inception
+from latentjax.convert.inception import load_inception, uint8_features
 from latentjax.errors import LatentjaxError
 from latentjax.eval import fid
 
@@ -199,22 +199,44 @@ def rel_l2(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """(reference net, weights file, our jitted features at 75x75, no resize): every test uses
-    batches of 2 images of 75x75 (the smallest InceptionV3 input) so one program is compiled."""
+    """(reference net, weights file, our jitted pool features at 75x75, no resize, and the
+    network with its sFID features too): every test uses batches of 2 images of 75x75 (the
+    smallest InceptionV3 input) and the one program that returns both."""
     net = random_reference()
     path = tmp_path_factory.mktemp("fid") / "pt_inception.pth"
     torch.save(net.state_dict(), path)
-    return net, path, load_inception(path, resize=False)
+    both = load_inception(path, resize=False, spatial=True)
+    return net, path, lambda x: both(x)["pool"], both
 
 
 def test_inception_matches_torch_reference(weights):
-    net, _, features = weights
+    net, _, _, both = weights
     x = np.random.default_rng(0).uniform(0, 1, (2, 75, 75, 3)).astype(np.float32)
+    seen = {}
+    hook = net.Mixed_6d.branch1x1.register_forward_hook(lambda m, i, out: seen.update(out=out))
     with torch.no_grad():
         want = net(torch.from_numpy(x).permute(0, 3, 1, 2), resize=False).numpy()
-    got = np.asarray(features(x))
-    assert got.shape == (2, 2048)
-    assert rel_l2(got, want) <= 1e-4
+    hook.remove()
+    got = both(x)
+    assert got["pool"].shape == (2, 2048)
+    assert rel_l2(got["pool"], want) <= 1e-4
+    # sFID's features: the first 7 channels of Mixed_6d's 1x1 branch (TF's mixed_6/conv), after
+    # its ReLU; 3 x 3 positions at 75 px (17 x 17 at 299).
+    spatial = seen["out"][:, :7].permute(0, 2, 3, 1).reshape(2, -1).numpy()
+    assert got["spatial"].shape == (2, 3 * 3 * 7)
+    assert (spatial >= 0).all() and (spatial > 0).any()
+    assert rel_l2(got["spatial"], spatial) <= 1e-4
+
+
+def test_the_report_cards_features_of_uint8_images_in_batches(weights):
+    both = weights[3]
+    images = np.random.default_rng(1).integers(0, 256, (4, 75, 75, 1), dtype=np.uint8)
+    got = uint8_features(both, batch=2)(images)
+    x = np.repeat(images, 3, axis=-1).astype(np.float32) / 255.0  # grey over RGB
+    want = {k: np.concatenate([both(x[:2])[k], both(x[2:])[k]]) for k in ("pool", "spatial")}
+    assert got["pool"].dtype == np.float64 and got["spatial"].shape == (4, 63)
+    for key in ("pool", "spatial"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
 
 
 def test_resize_matches_torch_bilinear():
@@ -227,7 +249,7 @@ def test_resize_matches_torch_bilinear():
 
 
 def test_fid_command(weights, tmp_path, capsys):
-    _, path, features = weights
+    _, path, features, _ = weights
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, 75, 75, 1), dtype=np.uint8)  # grayscale -> 3 channels
     np.savez(tmp_path / "samples.npz", images=images, labels=np.zeros(4))

@@ -215,16 +215,11 @@ def run_stage2(args, run_) -> None:
     if args.inception:
         if not as_path(args.inception).is_file():
             raise LatentjaxError(f"--inception: no such file {args.inception}")
-        from latentjax.convert.inception import load_inception
-        from latentjax.eval import fid
+        from latentjax.convert.inception import load_inception, uint8_features
 
-        net = load_inception(args.inception)
+        inception = uint8_features(load_inception(args.inception, spatial=True))
 
-        def inception(images):  # uint8 -> pool features, 64 images a call
-            batches = (images[i : i + 64] for i in range(0, len(images), 64))
-            return fid.features_of(batches, net)
-
-    name, features, classifier = generation.feature_space(config.data.name, inception)
+    space = generation.feature_space(config.data.name, inception)
     seed = 0 if args.seed is None else args.seed
     batch_size = args.batch_size or config.sample.batch_size
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
@@ -245,10 +240,11 @@ def run_stage2(args, run_) -> None:
     def progress(point):
         if jax.process_index() == 0:
             rec = f"recognised {point['recognised']:.3f}, " if "recognised" in point else ""
+            sfid = f", sFID {point['sfid_ratio']:.2f}x" if "sfid_ratio" in point else ""
             print(
                 f"latentjax: {generation.setting_label(point)}: {rec}precision "
                 f"{point['precision']:.3f}, recall {point['recall']:.3f}, Fréchet "
-                f"{point['frechet_ratio']:.2f}x real-vs-real, within-class variance "
+                f"{point['frechet_ratio']:.2f}x real-vs-real{sfid}, within-class variance "
                 f"{point['class_variance_ratio']:.2f} of real",
                 flush=True,
             )
@@ -263,15 +259,16 @@ def run_stage2(args, run_) -> None:
         recon,
         labels,
         settings,
-        features=features,
-        classifier=classifier,
+        features=space.features,
+        classifier=space.classifier,
+        spatial_features=space.spatial,
         default=default,
         on_point=progress,
     )
     report = {
         "workdir": str(run_.path),
         "step": generator.checkpoint["step"],
-        "feature_space": name,
+        "feature_space": space.name,
         "seed": seed,
         "num_samples": num,
         **report,

@@ -193,6 +193,17 @@ def class_variance_ratio(real_features, real_labels, fake_features, fake_labels)
     }
 
 
+def chunked_frechet(stats, features, labels, size: int) -> float:
+    """The Fréchet distance of ``features`` [N, D] to the Gaussian ``stats`` (mean, covariance:
+    ``fid.statistics`` of the real set), averaged over the class-stratified ``chunks`` of
+    ``size`` points (``labels`` [N]; None: one class)."""
+    x = _features(features)
+    labels = np.zeros(len(x)) if labels is None else labels
+    return float(
+        np.mean([fid.frechet_distance_to_features(x[i], *stats) for i in chunks(labels, size)])
+    )
+
+
 def frechet_ratio(
     real_features, heldout_features, fake_features, heldout_labels=None, fake_labels=None
 ) -> dict[str, float]:
@@ -205,14 +216,8 @@ def frechet_ratio(
     chex.assert_equal_shape_suffix([real, heldout, fake], 1)
     size = min(len(heldout), len(fake))
     stats = fid.statistics(real)
-
-    def mean_distance(x, labels):
-        labels = np.zeros(len(x)) if labels is None else labels
-        return float(
-            np.mean([fid.frechet_distance_to_features(x[i], *stats) for i in chunks(labels, size)])
-        )
-
-    value, reference = mean_distance(fake, fake_labels), mean_distance(heldout, heldout_labels)
+    value = chunked_frechet(stats, fake, fake_labels, size)
+    reference = chunked_frechet(stats, heldout, heldout_labels, size)
     return {
         "frechet": value,
         "reference": reference,
@@ -279,6 +284,7 @@ def report(
     *,
     features: Features = digits_features,
     classifier: Classifier | None = DigitsClassifier,
+    spatial_features: Features | None = None,
     k: int = 3,
     batch_size: int | None = None,
 ) -> dict[str, float | int | None]:
@@ -291,6 +297,11 @@ def report(
     (the ceiling stage 2 can reach through the decoder). ``features`` maps images to the fixed
     feature space; ``classifier(train_images, train_labels)`` returns an object whose
     ``accuracy(images, labels)`` is the recognised fraction (None: not reported).
+    ``spatial_features`` (optional) maps images to a second feature space in which only the
+    Fréchet distance is taken, at the same chunks: ``sfid`` and ``sfid_ratio``, the spatial FID
+    of ADM's suite when it is Inception's ``mixed_6/conv`` (``convert.inception``). Pool
+    features see what is in an image; these see where, so they catch spatial structure that
+    pooling averages away (Nash et al. 2021).
 
     All sets are judged at one chunk size, min(len(samples), len(test)) (see the module
     docstring). Reading the ratio on the digits: their test split is every sixth digit of each
@@ -302,7 +313,8 @@ def report(
 
     -> a flat, JSON-able dict: ``{set}_{figure}`` for set in real_test, samples,
     recon and figure in recognised, frechet, frechet_ratio (to real_test's), precision, recall,
-    class_variance_ratio, class_variance_ratio_min, chunks; plus the sizes, k and feature_dim.
+    class_variance_ratio, class_variance_ratio_min, chunks (and sfid, sfid_ratio); plus the
+    sizes, k and feature_dim (and spatial_feature_dim).
     """
     sets = {"real_test": (test_images, test_labels), "samples": (sample_images, sample_labels)}
     if reconstructions is not None:
@@ -325,7 +337,12 @@ def report(
         "k": k,
         "feature_dim": int(real.shape[1]),
     }
-    reference = None
+    spatial_stats = None
+    if spatial_features is not None:
+        real_spatial = _features(spatial_features(train_images))
+        spatial_stats = fid.statistics(real_spatial)
+        out["spatial_feature_dim"] = int(real_spatial.shape[1])
+    reference = spatial_reference = None
     for name, (images, labels) in sets.items():
         figures = compare(
             real,
@@ -339,6 +356,11 @@ def report(
         if reference is None:  # real_test comes first
             reference = figures["frechet"]
         figures["frechet_ratio"] = ratio(figures["frechet"], reference)
+        if spatial_stats is not None:
+            figures["sfid"] = chunked_frechet(spatial_stats, spatial_features(images), labels, size)
+            if spatial_reference is None:
+                spatial_reference = figures["sfid"]
+            figures["sfid_ratio"] = ratio(figures["sfid"], spatial_reference)
         if judge is not None:
             figures["recognised"] = float(judge.accuracy(images, labels))
         out.update({f"{name}_{key}": value for key, value in figures.items()})

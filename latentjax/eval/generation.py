@@ -10,11 +10,12 @@ point per setting, the run's default marked).
 
 The feature space depends on the dataset: the embedded digits are judged in their own fixed space
 (``digits_features``, with the digits classifier for "recognised"); any other dataset needs the
-FID Inception network (``--inception WEIGHTS``), and then the Fréchet distance is FID and
-precision/recall are computed on Inception's pool features with k = 3, as ADM's evaluator does
-(Dhariwal & Nichol 2021). FID here is computed at the held-out split's size, against the
-training split's statistics, and averaged over chunks (``distribution.report``): it is comparable
-with the real-vs-real figure beside it, not with FID-50K figures of papers.
+FID Inception network (``--inception WEIGHTS``), and then the Fréchet distance is FID,
+precision/recall are computed on Inception's pool features with k = 3, and sFID on its spatial
+``mixed_6/conv`` features, as ADM's evaluator does (Dhariwal & Nichol 2021). FID and sFID here
+are computed at the held-out split's size, against the training split's statistics, and averaged
+over chunks (``distribution.report``): they are comparable with the real-vs-real figures beside
+them, not with FID-50K figures of papers.
 
 This module does not sample: the caller passes ``sample(labels, setting) -> uint8 images`` (the
 command wraps ``latentjax.generate``), so the judging can be tested on any images.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,6 +47,8 @@ FIGURES = (
     "class_variance_ratio_min",
     "frechet",
     "frechet_ratio",
+    "sfid",
+    "sfid_ratio",
     "chunks",
 )
 SETS = {"real_test": "real test split", "recon": "reconstructions", "samples": "samples"}
@@ -67,28 +70,52 @@ def real_sets(data) -> dict[str, np.ndarray]:
 
 class CachedFeatures:
     """``features`` computed once per distinct image array (keyed by a digest of its bytes):
-    a sweep judges the same training, test and reconstructed images at every setting."""
+    a sweep judges the same training, test and reconstructed images at every setting.
+    ``features`` may return a dict of feature arrays from one pass (Inception's pool and
+    spatial features); ``view(key)`` is then the callable of one of them."""
 
-    def __init__(self, features: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, features: Callable[[np.ndarray], Any]):
         self.features = features
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, Any] = {}
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def _get(self, images: np.ndarray):
         images = np.ascontiguousarray(images)
         key = hashlib.sha256(images.tobytes()).hexdigest() + str(images.shape)
         if key not in self._cache:
-            self._cache[key] = np.asarray(self.features(images), np.float64)
+            out = self.features(images)
+            self._cache[key] = (
+                {k: np.asarray(v, np.float64) for k, v in out.items()}
+                if isinstance(out, dict)
+                else np.asarray(out, np.float64)
+            )
         return self._cache[key]
 
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self._get(images)
 
-def feature_space(dataset: str, inception=None) -> tuple[str, Callable, Callable | None]:
-    """(name, features, classifier) for judging ``dataset``: the digits' own space and
-    classifier, or Inception pool features (``inception``: uint8 images -> [N, 2048]) and no
+    def view(self, key: str) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda images: self._get(images)[key]
+
+
+class FeatureSpace(NamedTuple):
+    """How a dataset's images are judged: ``features`` (uint8 images -> [N, D]), a
+    ``classifier`` for "recognised" (or None) and ``spatial`` features for sFID (or None)."""
+
+    name: str
+    features: Callable[[np.ndarray], np.ndarray]
+    classifier: Callable | None = None
+    spatial: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def feature_space(dataset: str, inception=None) -> FeatureSpace:
+    """How to judge ``dataset``: the digits' own space and classifier, or Inception's features
+    (``inception``: uint8 images -> {"pool": [N, 2048], "spatial": [N, 2023]}, one pass) with no
     classifier. A dataset that is not the digits needs ``inception``."""
     if inception is not None:
-        return "inception", CachedFeatures(inception), None
+        cached = CachedFeatures(inception)
+        return FeatureSpace("inception", cached.view("pool"), None, cached.view("spatial"))
     if dataset == DIGITS_DATASET:
-        return "digits", CachedFeatures(digits_features), DigitsClassifier
+        return FeatureSpace("digits", CachedFeatures(digits_features), DigitsClassifier)
     raise LatentjaxError(
         f"judging samples of {dataset!r} needs the FID Inception network: give --inception "
         "WEIGHTS (pytorch-fid's pt_inception weights); only the embedded digits have a feature "
@@ -116,9 +143,11 @@ def judge(
     features: Callable,
     classifier: Callable | None,
     k: int = 3,
+    spatial_features: Callable | None = None,
 ) -> dict[str, Any]:
     """One set of samples (uint8 ``images`` [N, H, W, C], asked for ``labels`` [N]) judged with
-    ``distribution.report`` beside the real test split and ``reconstructions`` of it. ->
+    ``distribution.report`` beside the real test split and ``reconstructions`` of it (and
+    sFID in ``spatial_features``, when given). ->
     {real_test: {...}, recon: {...} (when given), samples: {...}, and the sizes}."""
     flat = distribution.report(
         real["train_images"],
@@ -130,6 +159,7 @@ def judge(
         reconstructions,
         features=features,
         classifier=classifier,
+        spatial_features=spatial_features,
         k=k,
     )
     out = _split(flat)
@@ -149,6 +179,7 @@ def evaluate(
     classifier: Callable | None,
     default: dict[str, Any] | None = None,
     k: int = 3,
+    spatial_features: Callable | None = None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Samples ``labels`` at each of ``settings`` (e.g. ``{"cfg_scale": 1.5}``) and judges them.
@@ -163,7 +194,9 @@ def evaluate(
     all_images = []
     for setting in settings:
         images = sample(labels, setting)
-        judged = judge(real, images, labels, reconstructions, features, classifier, k)
+        judged = judge(
+            real, images, labels, reconstructions, features, classifier, k, spatial_features
+        )
         point = {**setting, **judged.pop("samples")}
         report["points"].append(point)
         report.update(judged)  # the references and sizes: the same at every setting
@@ -223,7 +256,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path | None:
     panels = [
         ("fidelity", ["recognised", "precision"]),
         ("coverage and diversity", ["recall", "class_variance_ratio"]),
-        ("Fréchet distance / real-vs-real", ["frechet_ratio"]),
+        ("Fréchet distance / real-vs-real", ["frechet_ratio", "sfid_ratio"]),
     ]
     panels = [(t, [f for f in fs if f in report["real_test"]]) for t, fs in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.5 + 0.45 * len(rows)))
