@@ -169,6 +169,18 @@ def test_num_zero_and_bad_labels(runs, capsys, tmp_path):
     assert "out of range" in _error_line(capsys)
     assert main(["sample", "--workdir", str(runs / "ae"), "--num", "2", "--out", out]) == 2
     assert "needs a stage-2" in _error_line(capsys)
+    # --eval's own refusals, before anything is sampled or written.
+    argv = ["sample", "--workdir", str(runs / "dit"), "--out", out]
+    bad = [
+        (["--num", "3", "--eval"], "--eval needs --num above 3"),
+        (["--num", "8", "--inception", out], "--inception is for --eval"),
+        (["--num", "8", "--eval", "--inception", out], "--inception: no such file"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for extra, message in bad:
+        assert main([*argv, *extra]) == 2, extra
+        assert message in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_stage2_without_its_stage1_run(capsys, tmp_path):
@@ -391,7 +403,10 @@ def test_eval_sweep_is_the_report_of_what_sample_makes(runs, tmp_path, capsys, o
     npz = tmp_path / "s.npz"
     sample = ["sample", "--workdir", str(runs / "dit"), "--num", "40", "--steps", "2", "--cfg", "3"]
     sample += ["--guidance-interval", "0.3,0.7", "--seed", "5", "--out", str(npz), "--no-progress"]
-    assert main(sample) == 0
+    assert main([*sample, "--eval"]) == 0  # and judged as it is written: s.eval/
+    assert "recognised" in capsys.readouterr().out
+    card = json.loads((tmp_path / "s.eval" / "report.json").read_text())
+    assert card["points"][0]["cfg_scale"] == 3.0 and card["num_samples"] == 40
     with np.load(npz) as f:
         images, labels = f["images"], f["labels"]
     np.testing.assert_array_equal(labels, np.arange(40) % 10)
@@ -400,7 +415,8 @@ def test_eval_sweep_is_the_report_of_what_sample_makes(runs, tmp_path, capsys, o
         images, labels, recon,
     )  # fmt: skip
     sets = (("samples", report["points"][1]), ("real_test", report["real_test"]))
-    for name, got in (*sets, ("recon", report["recon"])):
+    sets += (("samples", card["points"][0]), ("real_test", card["real_test"]))
+    for name, got in (*sets, ("recon", report["recon"]), ("recon", card["recon"])):
         assert {f"{name}_{k}" for k in got} >= {k for k in want if k.startswith(name)}
         for figure, value in got.items():
             if f"{name}_{figure}" in want:

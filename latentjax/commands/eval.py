@@ -172,8 +172,6 @@ def run_stage2(args, run_) -> None:
 
     from latentjax.commands.sample import parse_interval, parse_labels
     from latentjax.eval import generation
-    from latentjax.eval.autoencoder import reconstruct
-    from latentjax.eval.images import to_uint8
     from latentjax.generate import (
         check_guidance,
         collect_samples,
@@ -211,27 +209,11 @@ def run_stage2(args, run_) -> None:
                 }
             )
     labels = parse_labels(None, num, config.model.num_classes)
-    inception = None
-    if args.inception:
-        if not as_path(args.inception).is_file():
-            raise LatentjaxError(f"--inception: no such file {args.inception}")
-        from latentjax.convert.inception import load_inception, uint8_features
-
-        inception = uint8_features(load_inception(args.inception, spatial=True))
-
-    space = generation.feature_space(config.data.name, inception)
+    space = judging_space(config.data.name, args.inception)
     seed = 0 if args.seed is None else args.seed
     batch_size = args.batch_size or config.sample.batch_size
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
-    real = generation.real_sets(config.data)
-    recon = to_uint8(
-        reconstruct(
-            generator.stage.ae,
-            generator.frozen["ae"],
-            real["test_images"].astype(np.float32) / 127.5 - 1.0,
-            batch_size,
-        )
-    )
+    real, recon = references(config.data, generator, batch_size)
     spec_of = {id(s): spec for s, spec in zip(settings, specs, strict=True)}
 
     def sample(labels, setting):
@@ -239,15 +221,7 @@ def run_stage2(args, run_) -> None:
 
     def progress(point):
         if jax.process_index() == 0:
-            rec = f"recognised {point['recognised']:.3f}, " if "recognised" in point else ""
-            sfid = f", sFID {point['sfid_ratio']:.2f}x" if "sfid_ratio" in point else ""
-            print(
-                f"latentjax: {generation.setting_label(point)}: {rec}precision "
-                f"{point['precision']:.3f}, recall {point['recall']:.3f}, Fréchet "
-                f"{point['frechet_ratio']:.2f}x real-vs-real{sfid}, within-class variance "
-                f"{point['class_variance_ratio']:.2f} of real",
-                flush=True,
-            )
+            print(f"latentjax: {generation.setting_label(point)}: {summary(point)}", flush=True)
 
     default = {
         "cfg_scale": float(config.sample.cfg_scale),
@@ -282,11 +256,62 @@ def run_stage2(args, run_) -> None:
         # Up to 10 classes, a row each: the first 10 samples asked for that class.
         rows = [imgs[labels == c][:10] for c in np.unique(labels)[:10]]
         save_grid(out / f"samples_{tag}.png", np.concatenate(rows), ncol=len(rows[0]))
+    print(f"latentjax: {references_line(report, paths)}")
+
+
+def judging_space(dataset: str, inception: str | None):
+    """The feature space stage 2's samples of ``dataset`` are judged in
+    (``generation.feature_space``), with the FID Inception network of the weights file
+    ``inception`` when given (pool features, and spatial ones for sFID). Raises in one line,
+    before anything is sampled, for a missing file or a dataset with no space of its own."""
+    from latentjax.paths import as_path
+
+    net = None
+    if inception:
+        if not as_path(inception).is_file():
+            raise LatentjaxError(f"--inception: no such file {inception}")
+        from latentjax.convert.inception import load_inception, uint8_features
+
+        net = uint8_features(load_inception(inception, spatial=True))
+    from latentjax.eval import generation
+
+    return generation.feature_space(dataset, net)
+
+
+def references(data, generator, batch_size: int):
+    """The references samples are judged beside: the real splits of ``data``
+    (``generation.real_sets``) and the generator's autoencoder's reconstructions of the test
+    split (uint8). Every process takes part (the autoencoder may be sharded)."""
+    import numpy as np
+
+    from latentjax.eval import generation
+    from latentjax.eval.autoencoder import reconstruct
+    from latentjax.eval.images import to_uint8
+
+    real = generation.real_sets(data)
+    x = real["test_images"].astype(np.float32) / 127.5 - 1.0
+    recon = reconstruct(generator.stage.ae, generator.frozen["ae"], x, batch_size)
+    return real, to_uint8(recon)
+
+
+def summary(point: dict) -> str:
+    """One set's figures as a line: recognised (when judged), precision, recall, the Fréchet
+    distance (and sFID) as multiples of real-vs-real, within-class variance."""
+    rec = f"recognised {point['recognised']:.3f}, " if "recognised" in point else ""
+    sfid = f", sFID {point['sfid_ratio']:.2f}x" if "sfid_ratio" in point else ""
+    return (
+        f"{rec}precision {point['precision']:.3f}, recall {point['recall']:.3f}, Fréchet "
+        f"{point['frechet_ratio']:.2f}x real-vs-real{sfid}, within-class variance "
+        f"{point['class_variance_ratio']:.2f} of real"
+    )
+
+
+def references_line(report: dict, paths: dict) -> str:
+    """The references' line closing a report: real-vs-real (1x), the reconstructions, the
+    files written."""
     r, c = report["real_test"], report.get("recon")
     ceiling = f", reconstructions {c['frechet_ratio']:.2f}x" if c else ""
     plots = [str(p) for p in paths.values() if p is not None]
-    print(
-        f"latentjax: real-vs-real Fréchet {r['frechet']:.4g} (= 1x){ceiling}; wrote "
-        f"{', '.join(plots)}"
-        + ("" if paths["card"] else " (plots need matplotlib: pip install matplotlib)")
+    return f"real-vs-real Fréchet {r['frechet']:.4g} (= 1x){ceiling}; wrote {', '.join(plots)}" + (
+        "" if paths["card"] else " (plots need matplotlib: pip install matplotlib)"
     )

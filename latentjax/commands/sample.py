@@ -5,6 +5,11 @@ with a PNG grid beside it. With ``--shard-dir DIR`` the shards stay (a later run
 settings and checkpoint reuses them; other settings are refused); with ``--out`` alone they go to
 ``FILE.shards/`` while sampling (an interrupted run resumes from them), which is removed once
 ``FILE.npz`` is written, and shards of other settings or another checkpoint there are replaced.
+
+With ``--eval`` the samples just written are judged as ``latentjax eval`` judges a stage-2 run
+(``latentjax/eval/generation.py``), at this command's own setting, labels and seed: beside the
+real test split and the autoencoder's reconstructions of it, into ``FILE.eval/`` (or
+``DIR/eval/``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from latentjax.errors import LatentjaxError
 
 # --out holds every image in one array: above this size, use --shard-dir alone.
 MAX_NPZ_BYTES = 2 << 30
+EVAL_K = 3  # --eval's precision/recall neighbours: it needs more samples than this
 
 
 def register(subparsers) -> None:
@@ -59,6 +65,19 @@ def register(subparsers) -> None:
         "--shard-dir",
         default=None,
         help="directory of shard-NNNNN.npz + index.json (resumable); grid.png in it",
+    )
+    p.add_argument(
+        "--eval",
+        action="store_true",
+        help="judge the samples as `latentjax eval` does (report.json and report.png in "
+        "FILE.eval/ or DIR/eval/)",
+    )
+    p.add_argument(
+        "--inception",
+        default=None,
+        metavar="WEIGHTS",
+        help="with --eval: pytorch-fid weights for FID, sFID and Inception precision/recall "
+        "(needed for datasets other than the embedded digits)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_distributed_args(p)
@@ -131,11 +150,23 @@ def run(args) -> None:
     )
     check_guidance(config.model, spec)
     labels = parse_labels(args.labels, args.num, config.model.num_classes)
+    space = None
+    if args.inception and not args.eval:
+        raise LatentjaxError("--inception is for --eval")
+    if args.eval:
+        from latentjax.commands.eval import judging_space
+
+        if args.num <= EVAL_K:
+            raise LatentjaxError(f"--eval needs --num above {EVAL_K} (its k-NN balls take k = 3)")
+        space = judging_space(config.data.name, args.inception)
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
-    if args.out is not None and args.num * np.prod(generator.image_shape) > MAX_NPZ_BYTES:
-        raise LatentjaxError(
-            f"--out would hold {args.num} images in memory; use --shard-dir alone for this many"
-        )
+    if args.num * np.prod(generator.image_shape) > MAX_NPZ_BYTES:
+        if args.eval:
+            raise LatentjaxError(f"--eval would hold {args.num} images in memory; judge fewer")
+        if args.out is not None:
+            raise LatentjaxError(
+                f"--out would hold {args.num} images in memory; use --shard-dir alone for this many"
+            )
     shard_dir = (
         as_path(args.shard_dir) if args.shard_dir else as_path(args.out).with_suffix(".shards")
     )
@@ -150,6 +181,12 @@ def run(args) -> None:
         meta={"workdir": str(resolved(run_.path))},
         replace=args.shard_dir is None,
     )
+    batch_size = args.batch_size or config.sample.batch_size
+    references = None
+    if space is not None:  # every process reconstructs (the autoencoder may be sharded)
+        from latentjax.commands.eval import references as make_references
+
+        references = make_references(config.data, generator, batch_size)
     if jax.process_index() != 0:  # only process 0 writes files
         return
     step = index["checkpoint"]["step"]
@@ -160,7 +197,46 @@ def run(args) -> None:
         if args.shard_dir is None:
             shard_dir.rmtree()
         print(f"latentjax: wrote {len(images)} images ({how}; step {step}) to {args.out}, {grid}")
+        eval_dir = as_path(args.out).with_suffix(".eval")
     else:
-        images, _ = read_shards(shard_dir, limit=100)
-        grid = save_grid(shard_dir / "grid.png", images)
+        images, got = read_shards(shard_dir, limit=None if references else 100)
+        grid = save_grid(shard_dir / "grid.png", images[:100])
         print(f"latentjax: wrote {args.num} images ({how}; step {step}) to {shard_dir}, {grid}")
+        eval_dir = shard_dir / "eval"
+    if references is not None:
+        _judge(images, got, references, space, spec, index, run_, args.seed, eval_dir)
+
+
+def _judge(images, labels, references, space, spec, index, run_, seed, out) -> None:
+    """``--eval``: the samples' report card (one point: this command's setting) into ``out``."""
+    from latentjax.commands.eval import references_line, summary
+    from latentjax.eval import generation
+
+    real, recon = references
+    setting = {
+        "cfg_scale": spec.cfg_scale,
+        "guidance_interval": list(spec.guidance_interval),
+        "sampler": spec.sampler,
+        "num_steps": spec.num_steps,
+    }
+    report, _ = generation.evaluate(
+        lambda *_: images,
+        real,
+        recon,
+        labels,
+        [setting],
+        features=space.features,
+        classifier=space.classifier,
+        spatial_features=space.spatial,
+    )
+    report = {
+        "workdir": str(run_.path),
+        "step": index["checkpoint"]["step"],
+        "feature_space": space.name,
+        "seed": seed,
+        "num_samples": len(images),
+        **report,
+    }
+    paths = generation.write(report, out)
+    print(f"latentjax: {summary(report['points'][0])}")
+    print(f"latentjax: {references_line(report, paths)}")
