@@ -3,7 +3,8 @@
 #               on the embedded digits
 #   make test   creates .venv, installs latentjax with its test extras (PyTorch and diffusers as
 #               references), runs ruff and the suite, less the tests marked slow (under 20
-#               minutes on 2 CPU cores with an empty compilation cache: what CI runs)
+#               minutes on 2 CPU cores with an empty compilation cache: what CI runs), two test
+#               files at a time (pytest-xdist; one process used one core)
 # and more:     make test-all  the whole suite, the slow tests too (multi-process, notebook)
 #               make bench   runs every benchmark and writes benchmarks/BENCHMARKS.md
 #               make mutate  plants the bugs of tools/mutants.py one at a time, runs the tests
@@ -36,11 +37,11 @@ demo: $(RUNTIME)
 
 test: $(TESTS)
 	$(VENV)/bin/ruff check latentjax tests benchmarks tools
-	$(VENV)/bin/python -m pytest tests -q -m "not slow" --durations=30
+	$(VENV)/bin/python -m pytest tests -q -m "not slow" -n 2 --dist loadfile --durations=30
 
 test-all: $(TESTS)
 	$(VENV)/bin/ruff check latentjax tests benchmarks tools
-	$(VENV)/bin/python -m pytest tests -q --durations=30
+	$(VENV)/bin/python -m pytest tests -q -n 2 --dist loadfile --durations=30
 
 bench: $(BENCH)
 	$(VENV)/bin/python -m benchmarks

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from latentjax.config import load_config
 from latentjax.errors import ConfigError
-from latentjax.factory import latent_shape
+from latentjax.factory import build_autoencoder, downsample_factor, is_video, latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.parallel import topologies
 from latentjax.paths import as_path
@@ -51,6 +51,7 @@ class Plan:
     devices: int
     mesh: dict[str, int]
     batch_size: int
+    example: tuple[int, ...]  # one example's shape: (H, W, C), (T, H, W, C) or a latent's
     num_params: int
     params: int
     ema: int
@@ -129,16 +130,50 @@ def stage2_latent_shape(config, ae_config: str | None, latent: str | None):
     )
 
 
-def _build_task(config, mesh, latent):
-    """(task, batch ShapeDtypeStructs) for the config's stage, with nothing materialised."""
+def pixel_shape(config, frames: int | None = None, size: str | None = None) -> tuple[int, ...]:
+    """One training example of a stage-1 config: (H, W, C), or (T, H, W, C) for a video
+    autoencoder. ``size`` "H,W" replaces the config's square ``data.image_size`` (video
+    models are planned at their real frame sizes, e.g. 480,832); ``frames`` is a video's T,
+    which a video config needs (1 + 4k for Wan's x4 in time). Checked in one line each:
+    divisibility by the autoencoder's factors, frames only for a video config."""
+    if size is None:
+        h = w = config.data.image_size
+    else:
+        try:
+            h, w = (int(v) for v in size.split(","))
+        except ValueError:
+            raise ConfigError(f"--size {size!r}: use H,W, e.g. 480,832") from None
+        if h < 1 or w < 1:
+            raise ConfigError(f"--size {size!r}: use positive sizes")
+    f = downsample_factor(config.model)
+    if h % f or w % f:
+        raise ConfigError(f"--size {h},{w} is not divisible by the autoencoder's f={f}")
+    c = config.model.in_channels
+    if not is_video(config.model):
+        if frames is not None:
+            raise ConfigError("--frames is for a video config (model.family='video')")
+        return h, w, c
+    if frames is None:
+        raise ConfigError("planning a video config needs --frames T (e.g. 81 for Wan at 480p)")
+    try:
+        build_autoencoder(config.model).latent_frames(frames)
+    except ValueError as e:
+        raise ConfigError(f"--frames {frames}: {e}") from None
+    return frames, h, w, c
+
+
+def _build_task(config, mesh, latent, pixels=None):
+    """(task, batch ShapeDtypeStructs) for the config's stage, with nothing materialised.
+    ``pixels``: a stage-1 example's shape (``pixel_shape``; default: the config's own)."""
     b = config.train.batch_size
     batch_sharding = mesh_lib.batch_sharding(mesh)
     label = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=batch_sharding)
     if config.stage == "ae":
         task = autoencoder.make_task(config, mesh)
-        s, c = config.data.image_size, config.model.in_channels
-        image = jax.ShapeDtypeStruct((b, s, s, c), jnp.float32, sharding=batch_sharding)
-        return task, {"image": image, "label": label}
+        pixels = pixels or pixel_shape(config)
+        key = "video" if len(pixels) == 4 else "image"
+        x = jax.ShapeDtypeStruct((b, *pixels), jnp.float32, sharding=batch_sharding)
+        return task, {key: x, "label": label}
     if config.stage != "dit":
         raise ConfigError(f"config.stage must be 'ae' or 'dit', got {config.stage!r}")
     stage = dit.DiTStage(config, LatentsAsImages(), latent)
@@ -169,15 +204,17 @@ def plan(
     *,
     phase: str | None = None,
     latent_shape: tuple[int, int, int] | None = None,
+    pixels: tuple[int, ...] | None = None,
     name: str = "",
 ) -> Plan:
     """Compiles one phase of the config's train step over the first ``devices`` CPU devices
-    (the last phase by default: the adversarial one for stage 1, the larger program)."""
+    (the last phase by default: the adversarial one for stage 1, the larger program).
+    ``pixels``: a stage-1 example's shape, from ``pixel_shape``."""
     mesh_lib.check_rules(config.mesh.rules)
     rules = tuple(tuple(r) for r in config.mesh.rules)
     mesh = mesh_lib.make_mesh(mesh_shape, jax.devices("cpu")[:devices])
     mesh_lib.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
-    task, batch = _build_task(config, mesh, latent_shape)
+    task, batch = _build_task(config, mesh, latent_shape, pixels)
     phase = phase or list(task.train_steps)[-1]
     if phase not in task.train_steps:
         raise ConfigError(f"--phase {phase!r}; this stage has {list(task.train_steps)}")
@@ -199,6 +236,7 @@ def plan(
         devices=devices,
         mesh=dict(mesh.shape),
         batch_size=config.train.batch_size,
+        example=tuple(next(v for k, v in batch.items() if k != "label").shape[1:]),
         num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
         params=_shard_bytes(params),
         ema=_shard_bytes(abstract.get("ema_params", {})),
@@ -232,7 +270,7 @@ def format_plan(p: Plan, chip: topologies.Chip | None = None) -> str:
     mesh = " x ".join(f"{k}={v}" for k, v in p.mesh.items())
     lines = [
         f"plan: {p.config} (stage {p.stage}, step '{p.phase}') on {p.devices} devices, "
-        f"mesh {mesh}, global batch {p.batch_size}",
+        f"mesh {mesh}, global batch {p.batch_size} of {' x '.join(map(str, p.example))}",
         f"  parameters: {p.num_params:,} ({p.num_params * 4 / 2**30:.2f} GiB as float32)",
         "  per device (GiB):",
         f"    parameters          {_gib(p.params):>10}",

@@ -83,10 +83,19 @@ def test_fsdp_sweep_shards_params_and_optimizer_as_one_over_n(tmp_path):
         (["--sweep-fsdp", "1,x"], "--sweep-fsdp"),
         ([], "needs --devices"),
         (["--devices", "4", "--config.model.no_such_key=1"], "no_such_key"),
+        (["--devices", "1", "--frames", "9"], "--frames is for a video config"),
+        (["--devices", "1", "--size", "480"], "--size '480': use H,W"),
+        (["--devices", "1", "--size", "15,16"], "--size 15,16 is not divisible by"),
+        (["--devices", "1", "--video"], "needs --frames T"),
+        (["--devices", "1", "--video", "--frames", "6"], "--frames 6: "),
     ],
 )
 def test_bad_input_is_one_line_error(args, match, capsys):
-    assert cli.main(["plan", "--config", "configs/ae/digits.py", *args]) == 2
+    config = "configs/ae/digits.py"
+    if "--video" in args:
+        config = "configs/ae/digits_video.py"
+        args = [a for a in args if a != "--video"]
+    assert cli.main(["plan", "--config", config, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("latentjax: error:") and match in err and "\n" not in err
 
@@ -97,6 +106,8 @@ def test_dit_plan_needs_a_latent_shape(capsys, tmp_path):
     assert "--ae-config" in capsys.readouterr().err
     assert cli.main([*argv, "--latent-shape", "4,4"]) == 2
     assert "H,W,C" in capsys.readouterr().err
+    assert cli.main([*argv, "--latent-shape", "4,4,4", "--frames", "9"]) == 2
+    assert "are for a stage-1 config" in capsys.readouterr().err
 
 
 def test_topologies_count_chips_not_cores():

@@ -170,7 +170,7 @@ def run_stage2(args, run_) -> None:
     import jax
     import numpy as np
 
-    from latentjax.commands.sample import parse_interval, parse_labels
+    from latentjax.commands.common import parse_interval, parse_labels
     from latentjax.eval import generation
     from latentjax.generate import (
         check_guidance,

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         "plan",
         "compile the train step over N fake devices and report memory, FLOPs and fit",
         "latentjax plan --config dit/dit_xl2_imagenet256.py --topology v5p-64 "
-        "--ae-config ae/kl_f8c4_imagenet256.py",
+        "--ae-config ae/kl_f8c4_imagenet256.py\n"
+        "  latentjax plan --config ae/wan21_480p.py --topology v5p-64 --frames 81 --size 480,832",
     )
     p.add_argument("--config", required=True, help="a built-in config or your own config file")
     where = p.add_mutually_exclusive_group()
@@ -32,6 +33,12 @@ def register(subparsers) -> None:
     p.add_argument("--phase", default=None, help="train-step phase (default: the last)")
     p.add_argument("--ae-config", default=None, help="dit: stage-1 config giving latent shape")
     p.add_argument("--latent-shape", default=None, help="dit: latent H,W,C (e.g. 32,32,4)")
+    p.add_argument(
+        "--frames", type=int, default=None, help="video stage 1: frames per clip (e.g. 81)"
+    )
+    p.add_argument(
+        "--size", default=None, help="stage 1: frame size H,W in place of data.image_size"
+    )
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(run=run, config_overrides=True)
 
@@ -96,11 +103,15 @@ def run(args) -> None:
         raise ConfigError("plan needs --devices N, --topology NAME or --sweep-fsdp 1,2,…")
     if n < 1:
         raise ConfigError(f"--devices {n}: need at least one device")
-    latent = None
+    latent = pixels = None
     if config.stage == "dit":
+        if args.frames is not None or args.size is not None:
+            raise ConfigError("--frames and --size are for a stage-1 config; dit takes --ae-config")
         latent = plan_lib.stage2_latent_shape(config, args.ae_config, args.latent_shape)
+    else:
+        pixels = plan_lib.pixel_shape(config, args.frames, args.size)
     ensure_fake_devices(n)
-    kwargs = {"phase": args.phase, "latent_shape": latent, "name": args.config}
+    kwargs = {"phase": args.phase, "latent_shape": latent, "pixels": pixels, "name": args.config}
     if sweep:
         plans = plan_lib.fsdp_sweep(config, sweep, **kwargs)
         for p in plans:

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from latentjax.commands.common import add_distributed_args, add_parser
+from latentjax.commands.common import (
+    add_distributed_args,
+    add_parser,
+    parse_interval,
+    parse_labels,
+)
 from latentjax.errors import LatentjaxError
 
 # --out holds every image in one array: above this size, use --shard-dir alone.
@@ -82,34 +87,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_distributed_args(p)
     p.set_defaults(run=run)
-
-
-def parse_labels(spec: str | None, num: int, num_classes: int) -> np.ndarray:
-    """``None`` -> classes in turn (0, 1, ..., 0, 1, ...); "3" -> all 3; "1,2,3" -> cycled
-    (generation's :func:`~latentjax.generate.class_labels`, which the Python pipeline uses)."""
-    from latentjax.generate import class_labels
-
-    if num <= 0:
-        raise LatentjaxError(f"--num must be positive, got {num}")
-    labels = None
-    if spec is not None and spec != "":
-        try:
-            labels = [int(s) for s in spec.split(",")]
-        except ValueError:
-            msg = f"--labels must be comma-separated integers, got {spec!r}"
-            raise LatentjaxError(msg) from None
-    return class_labels(labels, num, num_classes)
-
-
-def parse_interval(spec: str | None) -> tuple[float, float] | None:
-    """ "0.2,0.8" -> (0.2, 0.8)."""
-    if spec is None:
-        return None
-    try:
-        lo, hi = (float(s) for s in spec.split(","))
-    except ValueError:
-        raise LatentjaxError(f"--guidance-interval must be LO,HI, got {spec!r}") from None
-    return lo, hi
 
 
 def run(args) -> None:
