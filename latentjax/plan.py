@@ -36,7 +36,7 @@ from latentjax.paths import as_path
 from latentjax.run import CONFIG_FILE, Run
 from latentjax.train import autoencoder, dit
 from latentjax.train.state import Task, build_state, jit_steps
-from latentjax.train.watch import compiled_flops
+from latentjax.train.watch import compiled_flops, loop_trip_counts
 
 # ----------------------------------------------------------------------------- the plan
 
@@ -64,6 +64,9 @@ class Plan:
     generated_code: int
     flops: float
     compile_s: float
+    # Trip counts of the step's loops (XLA's known_trip_count; 0: unknown). A loop that runs
+    # more than once makes ``flops`` a lower bound: XLA's cost analysis counts its body once.
+    loops: list[int] = dataclasses.field(default_factory=list)
     # Bytes of all live device arrays once the step is compiled: only keys and scalars, since
     # nothing of the state is ever allocated (tests check this).
     live_bytes: int = 0
@@ -85,6 +88,7 @@ class Plan:
         out["params_and_opt"] = self.params_and_opt
         out["peak"] = self.peak
         out["fits"] = {k: self.fits(c) for k, c in topologies.CHIPS.items()}
+        out["flops_is_lower_bound"] = any(n != 1 for n in self.loops)
         return out
 
 
@@ -249,6 +253,7 @@ def plan(
         generated_code=int(mem.generated_code_size_in_bytes),
         flops=compiled_flops(compiled),
         compile_s=compile_s,
+        loops=loop_trip_counts(compiled),
         live_bytes=sum(a.nbytes for a in jax.live_arrays()),
     )
 
@@ -266,6 +271,17 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.3f}"
 
 
+def _flops_caveat(p: Plan) -> str:
+    repeated = [n for n in p.loops if n != 1]
+    if not repeated:
+        return ""
+    counts = ", ".join(str(n) if n else "?" for n in repeated)
+    return (
+        f"\n    (a lower bound: the step has loops of {counts} iterations, e.g. a scan over "
+        "chunks of frames, and XLA's cost analysis counts each loop's body once)"
+    )
+
+
 def format_plan(p: Plan, chip: topologies.Chip | None = None) -> str:
     mesh = " x ".join(f"{k}={v}" for k, v in p.mesh.items())
     lines = [
@@ -279,7 +295,8 @@ def format_plan(p: Plan, chip: topologies.Chip | None = None) -> str:
         f"    arguments (XLA)     {_gib(p.arguments):>10}",
         f"    temporaries (XLA)   {_gib(p.temporaries):>10}",
         f"    peak (args + outputs - aliased + temps) {_gib(p.peak)}",
-        f"  FLOPs per step: {p.flops:.3e} per device, {p.flops * p.devices:.3e} in all",
+        f"  FLOPs per step: {p.flops:.3e} per device, {p.flops * p.devices:.3e} in all"
+        + _flops_caveat(p),
         f"  compiled in {p.compile_s:.1f} s (XLA:CPU; temporaries on TPU/GPU will differ)",
         "  fits (peak / chip memory):",
     ]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 import xla
 
@@ -108,6 +110,68 @@ def test_dit_plan_needs_a_latent_shape(capsys, tmp_path):
     assert "H,W,C" in capsys.readouterr().err
     assert cli.main([*argv, "--latent-shape", "4,4,4", "--frames", "9"]) == 2
     assert "are for a stage-1 config" in capsys.readouterr().err
+
+
+# A video autoencoder small enough to compile twice (its step still takes ~40 s: slow).
+TINY_VIDEO = [
+    "model.ch=4",
+    "model.ch_mult=(1, 2)",
+    "model.temporal_downsample=(True,)",
+    "model.num_res_blocks=1",
+    "model.z_channels=2",
+    "train.batch_size=2",
+    "loss.disc_ndf=4",
+    "loss.disc_layers=1",
+]
+
+
+@pytest.mark.slow
+def test_a_video_config_is_planned_at_its_clip_shape():
+    from latentjax import plan as plan_lib
+    from latentjax.config import load_config
+    from latentjax.factory import build_autoencoder
+
+    config = load_config("ae/digits_video.py", TINY_VIDEO)
+    plans = {}
+    for frames in (5, 9):
+        pixels = plan_lib.pixel_shape(config, frames, "8,12")  # frames of 8 x 12: not square
+        assert pixels == (frames, 8, 12, 1)
+        mesh = dict(config.mesh.shape)
+        plans[frames] = plan_lib.plan(config, mesh, 1, pixels=pixels, phase="reconstruction")
+    five, nine = plans[5], plans[9]
+    assert five.example == (5, 8, 12, 1) and nine.example == (9, 8, 12, 1)
+    # The train state holds the video autoencoder (and the PatchGAN), whatever the clip shape.
+    ae = build_autoencoder(config.model)
+    clip = jax.ShapeDtypeStruct((1, 5, 8, 12, 1), jnp.float32)
+    variables = jax.eval_shape(ae.init, {"params": jax.random.key(0)}, clip)
+    ae_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    assert five.num_params == nine.num_params > ae_params
+    # The encoder and decoder scan over chunks of frames after the first (x2 in time here), so
+    # their loops run more often for 9 frames than for 5. XLA's cost analysis counts a loop's
+    # body once, so the FLOPs barely move with the length (measured: +0.4%); the plan says they
+    # are a lower bound.
+    assert sum(nine.loops) > sum(five.loops) and max(five.loops) > 1
+    assert nine.flops < 1.1 * five.flops
+    assert nine.to_json()["flops_is_lower_bound"]
+    assert "a lower bound" in plan_lib.format_plan(nine)
+    assert nine.temporaries > five.temporaries
+
+
+def test_loops_that_do_a_networks_work_are_found_with_their_trip_counts():
+    from latentjax.train.watch import compiled_flops, loop_trip_counts
+
+    def matmuls(x):  # 4 products in a scan: XLA's cost analysis counts one
+        return jax.lax.scan(lambda c, y: (c @ y, None), x[0], x)[0]
+
+    def elementwise(x):  # a loop, but no network's work in it (like the PRNG's rounds)
+        return jax.lax.fori_loop(0, 5, lambda i, c: c * 1.5 + 1.0, x)
+
+    x = jnp.ones((4, 16, 16))
+    compiled = jax.jit(lambda x: matmuls(x) + elementwise(x[0])).lower(x).compile()
+    assert loop_trip_counts(compiled) == [4]
+    assert compiled_flops(compiled) < 2 * 2 * 16**3  # one 16 x 16 product's FLOPs, not four
+    plain = jax.jit(lambda x: x[0] @ x[1]).lower(x).compile()
+    assert loop_trip_counts(plain) == []
 
 
 def test_topologies_count_chips_not_cores():

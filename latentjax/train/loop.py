@@ -148,7 +148,12 @@ def run(
                     began = time.perf_counter()
                     compiled = steps[phase].lower(state, task.frozen, batch, step_rng).compile()
                     seconds = time.perf_counter() - began
-                    throughput.compiled(phase, seconds, watch.compiled_flops(compiled))
+                    flops = watch.compiled_flops(compiled)
+                    if any(n != 1 for n in watch.loop_trip_counts(compiled)):
+                        # A scan over chunks: XLA counts its body once. No MFU rather than
+                        # a wrong one.
+                        flops = math.nan
+                    throughput.compiled(phase, seconds, flops)
                 state, metrics = steps[phase](state, task.frozen, batch, step_rng)
             throughput.step(phase)
             monitor.dispatched(step, metrics)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import queue
+import re
 import struct
 import sys
 import threading
@@ -61,6 +62,55 @@ def compiled_flops(compiled) -> float:
     if isinstance(cost, list | tuple):  # older JAX: one dict per program
         cost = cost[0] if cost else None
     return float((cost or {}).get("flops", float("nan")))
+
+
+def loop_trip_counts(compiled) -> list[int]:
+    """The trip counts of the loops of a compiled program that do a network's work (a
+    ``lax.scan`` whose body holds a convolution or a matrix product, such as the video
+    autoencoder's over chunks of frames), as XLA annotates them (``known_trip_count``; 0 where
+    it could not tell). XLA's cost analysis counts a loop's body once, so ``compiled_flops`` of a
+    program with such a loop that runs more than once is a lower bound. Loops of elementwise
+    work (the PRNG's rounds) are left out: what they leave uncounted is negligible."""
+    text = compiled.as_text()
+    bodies = _computations(text)
+    heavy: dict[str, bool] = {}
+
+    def is_heavy(name: str, seen: frozenset = frozenset()) -> bool:
+        if name not in heavy:
+            body = bodies.get(name, "")
+            callees = set(re.findall(r"%([\w.\-]+)", body)) & bodies.keys() - seen - {name}
+            heavy[name] = bool(_NETWORK_OPS.search(body)) or any(
+                is_heavy(c, seen | {name}) for c in callees
+            )
+        return heavy[name]
+
+    counts = []
+    for line in text.splitlines():
+        if " while(" not in line:
+            continue
+        body = re.search(r"body=%([\w.\-]+)", line)
+        if body and is_heavy(body.group(1)):
+            m = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+            counts.append(int(m.group(1)) if m else 0)
+    return counts
+
+
+_NETWORK_OPS = re.compile(r" (convolution|dot)\(")
+
+
+def _computations(hlo: str) -> dict[str, str]:
+    """The computations of HLO text: name -> its instructions."""
+    out, name, lines = {}, None, []
+    for line in hlo.splitlines():
+        if name is None:
+            m = re.match(r"\s*(?:ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$", line)
+            if m:
+                name, lines = m.group(1), []
+        elif line.strip() == "}":
+            out[name], name = "\n".join(lines), None
+        else:
+            lines.append(line)
+    return out
 
 
 def scalar_tag(key: str) -> str:
