@@ -5,6 +5,7 @@ two processes of one run writing one checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,6 +95,29 @@ def test_a_bucket_run_killed_and_resumed_is_bit_identical(
     assert steps == list(range(1, 21))  # steps 11-13 of the killed run were logged once
     assert Checkpointer(run / "checkpoints").all_steps() == [10, 20]
     assert not (run / "run.lock").exists()
+
+
+def test_a_preempted_bucket_run_saves_where_it_stopped_and_resumes_from_there(
+    gcs_bucket, tmp_path, wait_for_file
+):
+    # SIGTERM (a preemption notice) on a run whose directory is in the bucket: the step it
+    # stopped at is saved there and logged as the last line, and the next sitting starts after it.
+    run = as_path(f"{gcs_bucket}/toy/preempted")
+    args = ["--steps", "100000", "--checkpoint-every", "100000"]
+    proc = _start(str(run), tmp_path / "logs", *args)
+    wait_for_file(run / "metrics.jsonl", proc, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    out = _finish(proc, timeout=90)
+    assert "preempted; saved step" in out
+    (stopped,) = Checkpointer(run / "checkpoints").all_steps()
+    assert 0 < stopped < 100000
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == stopped
+    assert not (run / "run.lock").exists()
+    _finish(_start(str(run), tmp_path / "logs", "--steps", str(stopped + 2)))
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, stopped + 3))  # the second sitting went on from the save
+    assert Checkpointer(run / "checkpoints").all_steps()[-1] == stopped + 2
 
 
 def test_two_processes_write_one_bucket_checkpoint(
