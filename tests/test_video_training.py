@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 
 from latentjax.commands import main
 from latentjax.config import load_config
@@ -196,11 +197,10 @@ def test_train_and_resume_on_moving_digits(tmp_path, video_data_dir, monkeypatch
     assert records[0]["nll"] != records[1]["nll"]
     assert Checkpointer(run / "checkpoints").all_steps() == [1, 2]
     assert json.loads((run / "config.json").read_text())["model"]["family"] == "video"
-    before = sorted(p.name for p in run.rglob("*"))
-    assert main(["eval", "--workdir", str(run)]) == 2  # not built yet: one line, nothing written
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("latentjax: error:") and "video" in err[0]
-    assert sorted(p.name for p in run.rglob("*")) == before
+    assert main(["eval", "--workdir", str(run), "--max-images", "4", "--batch-size", "2"]) == 0
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["num_clips"] == 4 and np.isfinite(report["flicker"])
+    assert "flicker" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -225,8 +225,7 @@ def test_model_and_dataset_kinds_must_match(
 def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys):
     """A video stage-1 run given where an image autoencoder is needed: encode's latent cache, a
     stage 2 on it, the Python API. One line each, nothing written: the checks read config.json
-    only, before any checkpoint. (eval's refusal comes after its checkpoint is read:
-    ``test_train_and_resume_on_moving_digits``.)"""
+    only, before any checkpoint."""
     import latentjax
     from latentjax.config import to_json
     from latentjax.errors import LatentjaxError
@@ -260,3 +259,46 @@ def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys
     with pytest.raises(LatentjaxError, match="video autoencoder run; load_autoencoder takes image"):
         latentjax.load_autoencoder(run)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "video"]
+
+
+def test_eval_of_a_video_run_is_its_per_frame_report_card(tmp_path, video_data_dir, monkeypatch):
+    """``latentjax eval`` on a video stage-1 run (here an inference checkpoint of freshly
+    initialised weights: what is judged is the card's wiring, not a trained model) against the
+    model applied by hand and the figures computed in float64 numpy."""
+    from PIL import Image
+
+    from latentjax.data.pipeline import split_arrays
+    from latentjax.factory import build_autoencoder
+    from latentjax.train.converted import EXPORTED, save_checkpoint
+
+    monkeypatch.setenv("LATENTJAX_DATA_DIR", video_data_dir)
+    config = load_config("ae/digits_video.py", [*TINY, "model.num_res_blocks=1"])
+    ae = build_autoencoder(config.model)
+    clip = jnp.zeros((1, 5, 16, 16, 1))
+    params = nn.unbox(jax.jit(ae.init)({"params": key(0)}, clip))
+    run = tmp_path / "video"
+    stage = ae_train.AutoencoderStage(config)
+    tree = {"params": {"ae": params}}
+    save_checkpoint(run, config, stage.init_state, tree, EXPORTED["ae"], "test")
+    argv = ["eval", "--workdir", str(run), "--max-images", "3", "--batch-size", "2"]
+    assert main([*argv, "--num-show", "2"]) == 0
+    report = json.loads((run / "eval" / "report.json").read_text())
+
+    x = np.asarray(split_arrays(config.data, config.data.eval_split)["video"][:3], np.float32)
+    z = ae.apply(params, x, method=ae.encode).mode()
+    y = np.clip(np.asarray(ae.apply(params, z, method=ae.decode), np.float64), -1.0, 1.0)
+    x = x.astype(np.float64)
+    mse = ((x - y) ** 2).mean(axis=(2, 3, 4))  # [N, T]
+    psnr = 10 * np.log10(4.0 / mse)  # pixels in [-1, 1]: a range of 2
+    flicker = np.abs(np.diff(y, axis=1) - np.diff(x, axis=1)).mean(axis=(1, 2, 3, 4))
+    n, t, h, w, c = x.shape
+    assert report["num_clips"] == 3 and report["clip_shape"] == [t, h, w, c]
+    assert report["latent_shape"] == list(z.shape[1:]) and z.shape[1] == 1 + (t - 1) // 2
+    assert report["size_reduction"] == pytest.approx(t * h * w * c / np.prod(z.shape[1:]))
+    assert report["psnr"] == pytest.approx(psnr.mean(), rel=1e-4)
+    np.testing.assert_allclose(report["psnr_per_frame"], psnr.mean(axis=0), rtol=1e-4)
+    assert report["flicker"] == pytest.approx(flicker.mean(), rel=1e-4)
+    assert report["ssim"] is not None and -1 < report["ssim"] < 1
+    assert len(report["latent"]["kl_per_channel"]) == z.shape[-1]
+    strip = np.asarray(Image.open(run / "eval" / "frames.png"))
+    assert strip.std() > 0

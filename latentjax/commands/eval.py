@@ -38,7 +38,12 @@ def register(subparsers) -> None:
     )
     one = p.add_argument_group("stage 1")
     one.add_argument("--split", default=None, help="split to evaluate (default: data.eval_split)")
-    one.add_argument("--max-images", type=int, default=None, help="evaluate at most this many")
+    one.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="evaluate at most this many images (clips, for a video run)",
+    )
     one.add_argument("--num-show", type=int, default=None, help="images in the PNGs")
     one.add_argument(
         "--lpips",
@@ -159,8 +164,9 @@ def run_stage1(args, run_) -> None:
     )
     if jax.process_index() == 0:
         ssim = "n/a" if report["ssim"] is None else f"{report['ssim']:.4f}"
+        flicker = f", flicker {report['flicker']:.4f}" if "flicker" in report else ""
         print(
-            f"latentjax: PSNR {report['psnr']:.2f} dB, SSIM {ssim}, active units "
+            f"latentjax: PSNR {report['psnr']:.2f} dB, SSIM {ssim}{flicker}, active units "
             f"{report['active_units']['count']}/{report['active_units']['total']}, size "
             f"reduction {report['size_reduction']:g} -> {as_path(args.workdir) / 'eval'}"
         )

@@ -30,7 +30,7 @@ from latentjax.data.normalization import denormalize, normalize
 from latentjax.data.pipeline import split_arrays
 from latentjax.errors import LatentjaxError
 from latentjax.eval import latent_report as lr
-from latentjax.eval import metrics
+from latentjax.eval import metrics, video
 from latentjax.eval.images import image_grid, save_png, to_uint8
 from latentjax.factory import is_video
 from latentjax.paths import Path
@@ -96,9 +96,18 @@ def evaluate(
     check_options(max_images, batch_size, num_show)
     workdir, config = run.path, run.config
     if is_video(config.model):
-        raise LatentjaxError(
-            f"{workdir} is a video autoencoder run; its report card is not built yet "
-            "(python -m benchmarks.video measures per-frame PSNR/SSIM and flicker)"
+        return evaluate_video(
+            run,
+            ae,
+            params,
+            split=split,
+            max_clips=max_images,
+            batch_size=batch_size,
+            num_show=num_show,
+            lpips_fn=lpips_fn,
+            feature_fn=feature_fn,
+            write=write,
+            data=data,
         )
     data = config.data if data is None else data
     split = split or data.eval_split
@@ -186,6 +195,107 @@ def reconstruction_sheet(x, x_hat, z, pca: dict[str, np.ndarray] | None = None) 
     pictures = np.repeat(np.repeat(pictures, factor, axis=1), factor, axis=2)
     pictures = np.round(pictures * 255).astype(np.uint8)
     return image_grid(np.concatenate([rgb(x), rgb(x_hat), pictures]), ncol=n)
+
+
+def evaluate_video(
+    run: Run,
+    ae,
+    params,
+    *,
+    split: str | None = None,
+    max_clips: int = 1024,
+    batch_size: int = 128,
+    num_show: int = 8,
+    lpips_fn: ImageMetric | None = None,
+    feature_fn: Callable[[Any], Any] | None = None,
+    write: bool = True,
+    data=None,
+) -> dict[str, Any]:
+    """The report card of a video stage-1 run (a ``VideoAutoencoderKL``): its held-out clips
+    [N, T, H, W, C] encoded (causally, in chunks, as the model does) and decoded through the
+    posterior mean. Written to ``RUN/eval`` when ``write``: ``report.json`` and ``frames.png``
+    (per clip, its frames over their reconstructions).
+
+    The figures are the video ones of ``latentjax/eval/video.py``: per-frame PSNR and SSIM
+    (means over every frame of every clip, and PSNR by frame index, which shows the first frame,
+    encoded alone, and any decay along a chunk), flicker (the error of the frame differences),
+    the tensor size reduction counting time (T H W C / (t h w c)); LPIPS and rFID on the frames
+    when their networks are given; and the latent report of the latent frames (each latent
+    frame one "image" of h x w positions). ``batch_size`` counts clips."""
+    check_options(max_clips, batch_size, num_show)
+    workdir = run.path
+    data = run.config.data if data is None else data
+    split = split or data.eval_split
+    x = np.asarray(split_arrays(data, split)["video"][:max_clips], np.float32)
+    ssim_ok = min(x.shape[2:4]) >= 11
+
+    @jax.jit
+    def encode_decode(batch):
+        posterior = ae.apply(params, batch, method=ae.encode)
+        z = posterior.mode()
+        x_hat = jnp.clip(ae.apply(params, z, method=ae.decode), -1.0, 1.0)
+        out = {
+            "z": z,
+            "x_hat": x_hat,
+            "logvar": posterior.logvar,
+            "psnr": video.per_frame(metrics.psnr, batch, x_hat),  # [B, T]
+            "flicker": video.flicker(batch, x_hat),  # [B]
+        }
+        if ssim_ok:
+            out["ssim"] = video.per_frame(metrics.ssim, batch, x_hat)
+        return out
+
+    res = _batched(encode_decode, x, batch_size)
+    z = res["z"]  # [N, t, h, w, c]
+    folded = z.reshape(-1, *z.shape[2:])  # latent frames as images
+    report: dict[str, Any] = {
+        "workdir": str(workdir),
+        "split": split,
+        "num_clips": len(x),
+        "clip_shape": list(x.shape[1:]),
+        "latent_shape": list(z.shape[1:]),
+        "size_reduction": lr.size_reduction(x.shape[1:], z.shape[1:]),
+        "psnr": float(res["psnr"].mean()),
+        "psnr_per_frame": res["psnr"].mean(axis=0).tolist(),
+        "ssim": float(res["ssim"].mean()) if "ssim" in res else None,
+        "flicker": float(res["flicker"].mean()),
+    }
+    frames_x, frames_y = video.frames(x), video.frames(res["x_hat"])
+    report["lpips"] = None
+    if lpips_fn is not None:
+        step = batch_size * x.shape[1]
+        values = [
+            np.asarray(lpips_fn(frames_x[i : i + step], frames_y[i : i + step]))
+            for i in range(0, len(frames_x), step)
+        ]
+        report["lpips"] = float(np.mean(np.concatenate(values)))
+    report["rfid"] = metrics.rfid(frames_x, frames_y, feature_fn) if feature_fn else None
+    stats, units = lr.channel_stats(folded), lr.active_units(folded)
+    kl = lr.gaussian_kl_per_channel(folded, res["logvar"].reshape(folded.shape))
+    report["latent"] = {
+        "channel_mean": stats["mean"].tolist(),
+        "channel_std": stats["std"].tolist(),
+        **lr.scale_factor(folded),
+        "kl_per_channel": kl.tolist(),
+        "kl_per_clip": float(kl.sum() * np.prod(z.shape[1:4])),
+        "pca_explained_variance_ratio": lr.principal_components(folded, 3)["ratio"].tolist(),
+    }
+    report["active_units"] = {
+        "threshold": lr.ACTIVE_UNIT_THRESHOLD,
+        "count": units["count"],
+        "total": units["total"],
+        "per_channel": units["per_channel"].tolist(),
+        "channel_variance": units["channel_variance"].tolist(),
+    }
+    if write and jax.process_index() == 0:
+        out = workdir / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "report.json", report)
+        n = min(num_show, len(x))
+        save_png(
+            out / "frames.png", video_sheet(x[:n], res["x_hat"][:n]), scale=max(1, 64 // x.shape[2])
+        )
+    return report
 
 
 def video_sheet(x, x_hat) -> np.ndarray:
