@@ -166,6 +166,26 @@ def test_shards_of_another_checkpoint_are_never_reused(generator, tmp_path):
         generator.checkpoint = real
 
 
+def test_shards_in_a_bucket_resume_after_a_lost_shard(generator, gcs_bucket, tmp_path):
+    # Sampling into gs:// (the GCS emulator): an interrupted run's lost shard is made again,
+    # the others are reused, and the images are those a local directory gets.
+    from latentjax.paths import as_path
+
+    labels = np.arange(10, dtype=np.int32)
+    spec = SampleSpec("euler", 2, 1.0)
+    local = write_sample_shards(generator, labels, tmp_path / "s", 0, spec, chunk=4, progress=False)
+    bucket = as_path(f"{gcs_bucket}/samples/resumed")
+    first = write_sample_shards(generator, labels, bucket, 0, spec, chunk=4, progress=False)
+    assert (first["reused"], first["made"]) == (0, 10) and len(local["shards"]) == 3
+    (bucket / "shard-00001.npz").unlink()  # lost, as if the run had died before writing it
+    again = write_sample_shards(generator, labels, bucket, 0, spec, chunk=4, progress=False)
+    assert (again["reused"], again["made"]) == (6, 4)
+    (images, got), (want, want_labels) = read_shards(bucket), read_shards(tmp_path / "s")
+    np.testing.assert_array_equal(got, labels)
+    np.testing.assert_array_equal(images, want)
+    np.testing.assert_array_equal(want_labels, labels)
+
+
 def test_non_finite_samples_are_an_error_not_black_images(generator):
     with pytest.raises(LatentjaxError, match="guidance scale must be a finite number"):
         SampleSpec("euler", 2, float("nan"))
