@@ -5,6 +5,7 @@ import json
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny
@@ -342,3 +343,22 @@ def test_stage2_images_are_samples_of_fixed_noise_and_labels():
     for i in range(3):
         tile = grid[1:9, 1 + 9 * i : 9 + 9 * i, 0]
         np.testing.assert_allclose(tile, to_uint8(np.asarray(x[i]))[..., 0], atol=1)
+
+
+def test_a_step_that_loops_over_its_work_gets_no_flop_figure(tmp_path):
+    # XLA's cost analysis counts a loop's body once, so a step that scans its work over chunks
+    # (the video autoencoder's) would report too few FLOPs and too low an MFU: the loop logs
+    # none rather than a wrong one. The toy step, with a scan of 3 products added to it.
+    plain = test_loop._task()
+
+    def step(state, frozen, batch, rng):
+        state, metrics = plain.train_steps["main"](state, frozen, batch, rng)
+        m = jnp.ones((3, 3)) * state["params"]["w"][:, None]
+        products, _ = jax.lax.scan(lambda c, _: (c @ m, None), jnp.eye(3), None, length=3)
+        return state, {**metrics, "chain": jnp.trace(products)}
+
+    task = test_loop.Task("toy", plain.init_state, {"main": step})
+    test_loop._run(tmp_path, 2, task)
+    records = _records(tmp_path)
+    assert records and all(r["flops_per_step"] is None and r["mfu"] is None for r in records)
+    assert all(r["steps_per_s"] > 0 for r in records)
