@@ -126,6 +126,25 @@ def test_sample_writes_npz_and_grid(runs, tmp_path):
     assert out.with_suffix(".png").exists()
 
 
+def test_sample_into_a_bucket(runs, tmp_path, gcs_bucket):
+    # `sample` with gs:// paths (the GCS emulator): shards and their grid in --shard-dir, and
+    # --out gathered into one .npz whose working shards are removed. Same seed, same images as
+    # a local --out.
+    from latentjax.paths import as_path
+
+    argv = ["sample", "--workdir", str(runs / "dit"), "--num", "5", "--labels", "3,7"]
+    shards = as_path(f"{gcs_bucket}/cli/shards")
+    assert main([*argv, "--shard-dir", str(shards), "--no-progress"]) == 0
+    assert (shards / "index.json").exists() and (shards / "grid.png").exists()
+    out = as_path(f"{gcs_bucket}/cli/s.npz")
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    assert out.with_suffix(".png").exists() and not out.with_suffix(".shards").exists()
+    assert main([*argv, "--out", str(tmp_path / "s.npz"), "--no-progress"]) == 0
+    with out.open("rb") as f, np.load(f) as remote, np.load(tmp_path / "s.npz") as local:
+        np.testing.assert_array_equal(remote["images"], local["images"])
+        assert remote["labels"].tolist() == [3, 7, 3, 7, 3]
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("latentjax: error:"), err
