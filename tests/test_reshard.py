@@ -1,5 +1,5 @@
 """A checkpoint written on one mesh restores onto another: 8 devices with fsdp=4 -> 8 devices
-with fsdp=2 -> 1 device (subprocesses with fake CPU devices)."""
+with fsdp=2 -> 1 device (subprocesses with fake CPU devices), on a local disk and in a bucket."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xla
 
 SCRIPT = Path(__file__).parent / "scripts" / "toy_train.py"
 ROOT = Path(__file__).parent.parent
 
 
-def _run(workdir: Path, out: Path, devices: int, fsdp: int, steps: int) -> str:
+def _run(workdir, out: Path, devices: int, fsdp: int, steps: int) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env["XLA_FLAGS"] = xla.flags(devices if devices > 1 else None)
     cmd = [sys.executable, str(SCRIPT), "--workdir", str(workdir), "--steps", str(steps)]
@@ -25,8 +26,14 @@ def _run(workdir: Path, out: Path, devices: int, fsdp: int, steps: int) -> str:
     return proc.stdout
 
 
-def test_restore_onto_fewer_shards_and_one_device(tmp_path):
-    run = tmp_path / "run"
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_restore_onto_fewer_shards_and_one_device(tmp_path, where, request):
+    # "bucket": the run directory in gs:// (the GCS emulator of conftest's gcs_bucket), which
+    # the subprocesses reach through the emulator settings they inherit.
+    if where == "bucket":
+        run = f"{request.getfixturevalue('gcs_bucket')}/reshard/run"
+    else:
+        run = tmp_path / "run"
     out = _run(run, tmp_path / "fsdp4.npz", devices=8, fsdp=4, steps=4)
     assert "w: 4 pieces on 8 devices" in out
     saved = np.load(tmp_path / "fsdp4.npz")
