@@ -64,8 +64,8 @@ class Plan:
     generated_code: int
     flops: float
     compile_s: float
-    # Trip counts of the step's loops (XLA's known_trip_count; 0: unknown). A loop that runs
-    # more than once makes ``flops`` a lower bound: XLA's cost analysis counts its body once.
+    # Trip counts of the step's loops that repeat a network's work (``loop_trip_counts``; 0:
+    # unknown). Any makes ``flops`` a lower bound: XLA's cost analysis counts a body once.
     loops: list[int] = dataclasses.field(default_factory=list)
     # Bytes of all live device arrays once the step is compiled: only keys and scalars, since
     # nothing of the state is ever allocated (tests check this).
@@ -88,7 +88,7 @@ class Plan:
         out["params_and_opt"] = self.params_and_opt
         out["peak"] = self.peak
         out["fits"] = {k: self.fits(c) for k, c in topologies.CHIPS.items()}
-        out["flops_is_lower_bound"] = any(n != 1 for n in self.loops)
+        out["flops_is_lower_bound"] = bool(self.loops)
         return out
 
 
@@ -272,10 +272,9 @@ def _gib(n: float) -> str:
 
 
 def _flops_caveat(p: Plan) -> str:
-    repeated = [n for n in p.loops if n != 1]
-    if not repeated:
+    if not p.loops:
         return ""
-    counts = ", ".join(str(n) if n else "?" for n in repeated)
+    counts = ", ".join(str(n) if n else "?" for n in p.loops)
     return (
         f"\n    (a lower bound: the step has loops of {counts} iterations, e.g. a scan over "
         "chunks of frames, and XLA's cost analysis counts each loop's body once)"

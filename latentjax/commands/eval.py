@@ -206,14 +206,7 @@ def run_stage2(args, run_) -> None:
             spec = spec_from_config(config, **base, cfg_scale=scale, guidance_interval=interval)
             check_guidance(config.model, spec)
             specs.append(spec)
-            settings.append(
-                {
-                    "cfg_scale": spec.cfg_scale,
-                    "guidance_interval": list(spec.guidance_interval),
-                    "sampler": spec.sampler,
-                    "num_steps": spec.num_steps,
-                }
-            )
+            settings.append(setting_of(spec))
     labels = parse_labels(None, num, config.model.num_classes)
     space = judging_space(config.data.name, args.inception)
     seed = 0 if args.seed is None else args.seed
@@ -245,14 +238,7 @@ def run_stage2(args, run_) -> None:
         default=default,
         on_point=progress,
     )
-    report = {
-        "workdir": str(run_.path),
-        "step": generator.checkpoint["step"],
-        "feature_space": space.name,
-        "seed": seed,
-        "num_samples": num,
-        **report,
-    }
+    report = stamped(report, run_.path, generator.checkpoint["step"], space, seed, num)
     if jax.process_index() != 0:
         return
     out = as_path(args.out) if args.out else run_.path / "eval"
@@ -298,6 +284,29 @@ def references(data, generator, batch_size: int):
     x = real["test_images"].astype(np.float32) / 127.5 - 1.0
     recon = reconstruct(generator.stage.ae, generator.frozen["ae"], x, batch_size)
     return real, to_uint8(recon)
+
+
+def setting_of(spec) -> dict:
+    """A report point's sampling setting: the keys of a ``SampleSpec`` the card shows."""
+    return {
+        "cfg_scale": spec.cfg_scale,
+        "guidance_interval": list(spec.guidance_interval),
+        "sampler": spec.sampler,
+        "num_steps": spec.num_steps,
+    }
+
+
+def stamped(report: dict, workdir, step: int, space, seed: int, num: int) -> dict:
+    """``generation.evaluate``'s report with what it judged: the run, its checkpoint's step,
+    the feature space, the sampling seed and the number of samples per setting."""
+    return {
+        "workdir": str(workdir),
+        "step": step,
+        "feature_space": space.name,
+        "seed": seed,
+        "num_samples": num,
+        **report,
+    }
 
 
 def summary(point: dict) -> str:

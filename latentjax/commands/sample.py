@@ -186,34 +186,21 @@ def run(args) -> None:
 
 def _judge(images, labels, references, space, spec, index, run_, seed, out) -> None:
     """``--eval``: the samples' report card (one point: this command's setting) into ``out``."""
-    from latentjax.commands.eval import references_line, summary
+    from latentjax.commands.eval import references_line, setting_of, stamped, summary
     from latentjax.eval import generation
 
     real, recon = references
-    setting = {
-        "cfg_scale": spec.cfg_scale,
-        "guidance_interval": list(spec.guidance_interval),
-        "sampler": spec.sampler,
-        "num_steps": spec.num_steps,
-    }
     report, _ = generation.evaluate(
         lambda *_: images,
         real,
         recon,
         labels,
-        [setting],
+        [setting_of(spec)],
         features=space.features,
         classifier=space.classifier,
         spatial_features=space.spatial,
     )
-    report = {
-        "workdir": str(run_.path),
-        "step": index["checkpoint"]["step"],
-        "feature_space": space.name,
-        "seed": seed,
-        "num_samples": len(images),
-        **report,
-    }
+    report = stamped(report, run_.path, index["checkpoint"]["step"], space, seed, len(images))
     paths = generation.write(report, out)
     print(f"latentjax: {summary(report['points'][0])}")
     print(f"latentjax: {references_line(report, paths)}")

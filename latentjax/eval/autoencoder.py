@@ -95,23 +95,18 @@ def evaluate(
     the run's."""
     check_options(max_images, batch_size, num_show)
     workdir, config = run.path, run.config
-    if is_video(config.model):
-        return evaluate_video(
-            run,
-            ae,
-            params,
-            split=split,
-            max_clips=max_images,
-            batch_size=batch_size,
-            num_show=num_show,
-            lpips_fn=lpips_fn,
-            feature_fn=feature_fn,
-            write=write,
-            data=data,
-        )
     data = config.data if data is None else data
     split = split or data.eval_split
-    x = np.asarray(split_arrays(data, split)["image"][:max_images], np.float32)
+    video = is_video(config.model)
+    x = split_arrays(data, split)["video" if video else "image"][:max_images]
+    x = np.asarray(x, np.float32)
+    report: dict[str, Any] = {"workdir": str(workdir), "split": split}
+    if video:
+        figures, x_hat = _video_report(ae, params, x, batch_size, lpips_fn, feature_fn)
+        report |= figures
+        if write and jax.process_index() == 0:
+            _write_video(workdir / "eval", report, x, x_hat, num_show)
+        return report
 
     @jax.jit
     def encode_decode(batch):
@@ -130,9 +125,7 @@ def evaluate(
 
     res = _batched(encode_decode, x, batch_size)
     z = res["z"]
-    report: dict[str, Any] = {
-        "workdir": str(workdir),
-        "split": split,
+    report |= {
         "num_images": len(x),
         "bottleneck": getattr(ae, "bottleneck", "kl"),
         "image_shape": list(x.shape[1:]),
@@ -143,34 +136,9 @@ def evaluate(
         "ms_ssim": float(res["ms_ssim"].mean()) if "ms_ssim" in res else None,
         "ms_ssim_scales": ms_ssim_scales(min(x.shape[1:3])),
     }
-    report["lpips"] = None
-    if lpips_fn is not None:
-        values = [
-            np.asarray(lpips_fn(x[i : i + batch_size], res["x_hat"][i : i + batch_size]))
-            for i in range(0, len(x), batch_size)
-        ]
-        report["lpips"] = float(np.mean(np.concatenate(values)))
-    report["rfid"] = metrics.rfid(x, res["x_hat"], feature_fn) if feature_fn else None
-
-    stats = lr.channel_stats(z)
-    units = lr.active_units(z)
+    report |= _perceptual(x, res["x_hat"], batch_size, lpips_fn, feature_fn)
     pca = lr.principal_components(z, 3)
-    report["latent"] = {
-        "channel_mean": stats["mean"].tolist(),
-        "channel_std": stats["std"].tolist(),
-        **lr.scale_factor(z),
-        "kl_per_channel": (
-            lr.gaussian_kl_per_channel(z, res["logvar"]).tolist() if "logvar" in res else None
-        ),
-        "pca_explained_variance_ratio": pca["ratio"].tolist(),
-    }
-    report["active_units"] = {
-        "threshold": lr.ACTIVE_UNIT_THRESHOLD,
-        "count": units["count"],
-        "total": units["total"],
-        "per_channel": units["per_channel"].tolist(),
-        "channel_variance": units["channel_variance"].tolist(),
-    }
+    report |= _latent(z, res.get("logvar"), pca)
     if "logvar" in res:
         report["latent"]["kl_per_image"] = float(
             np.sum(report["latent"]["kl_per_channel"]) * z.shape[1] * z.shape[2]
@@ -197,36 +165,56 @@ def reconstruction_sheet(x, x_hat, z, pca: dict[str, np.ndarray] | None = None) 
     return image_grid(np.concatenate([rgb(x), rgb(x_hat), pictures]), ncol=n)
 
 
-def evaluate_video(
-    run: Run,
-    ae,
-    params,
-    *,
-    split: str | None = None,
-    max_clips: int = 1024,
-    batch_size: int = 128,
-    num_show: int = 8,
-    lpips_fn: ImageMetric | None = None,
-    feature_fn: Callable[[Any], Any] | None = None,
-    write: bool = True,
-    data=None,
-) -> dict[str, Any]:
-    """The report card of a video stage-1 run (a ``VideoAutoencoderKL``): its held-out clips
-    [N, T, H, W, C] encoded (causally, in chunks, as the model does) and decoded through the
-    posterior mean. Written to ``RUN/eval`` when ``write``: ``report.json`` and ``frames.png``
-    (per clip, its frames over their reconstructions).
+def _perceptual(x, x_hat, batch_size: int, lpips_fn, feature_fn) -> dict[str, Any]:
+    """LPIPS (``lpips_fn``, ``batch_size`` images a call) and rFID (``feature_fn``) of images
+    ``x`` and their reconstructions ``x_hat`` [N, H, W, C]; None where no network is given."""
+    lpips = None
+    if lpips_fn is not None:
+        values = [
+            np.asarray(lpips_fn(x[i : i + batch_size], x_hat[i : i + batch_size]))
+            for i in range(0, len(x), batch_size)
+        ]
+        lpips = float(np.mean(np.concatenate(values)))
+    return {
+        "lpips": lpips,
+        "rfid": metrics.rfid(x, x_hat, feature_fn) if feature_fn else None,
+    }
+
+
+def _latent(z, logvar, pca) -> dict[str, Any]:
+    """The report's ``latent`` and ``active_units`` sections of latents ``z`` [N, h, w, c] (and
+    the posterior's ``logvar``, or None), with their ``pca``."""
+    stats, units = lr.channel_stats(z), lr.active_units(z)
+    kl = None if logvar is None else lr.gaussian_kl_per_channel(z, logvar).tolist()
+    return {
+        "latent": {
+            "channel_mean": stats["mean"].tolist(),
+            "channel_std": stats["std"].tolist(),
+            **lr.scale_factor(z),
+            "kl_per_channel": kl,
+            "pca_explained_variance_ratio": pca["ratio"].tolist(),
+        },
+        "active_units": {
+            "threshold": lr.ACTIVE_UNIT_THRESHOLD,
+            "count": units["count"],
+            "total": units["total"],
+            "per_channel": units["per_channel"].tolist(),
+            "channel_variance": units["channel_variance"].tolist(),
+        },
+    }
+
+
+def _video_report(ae, params, x, batch_size: int, lpips_fn, feature_fn) -> tuple[dict, Any]:
+    """The report card of a video autoencoder (a ``VideoAutoencoderKL``) on clips ``x``
+    [N, T, H, W, C] in [-1, 1], encoded (causally, in chunks, as the model does) and decoded
+    through the posterior mean; ``batch_size`` counts clips.
 
     The figures are the video ones of ``latentjax/eval/video.py``: per-frame PSNR and SSIM
     (means over every frame of every clip, and PSNR by frame index, which shows the first frame,
     encoded alone, and any decay along a chunk), flicker (the error of the frame differences),
     the tensor size reduction counting time (T H W C / (t h w c)); LPIPS and rFID on the frames
     when their networks are given; and the latent report of the latent frames (each latent
-    frame one "image" of h x w positions). ``batch_size`` counts clips."""
-    check_options(max_clips, batch_size, num_show)
-    workdir = run.path
-    data = run.config.data if data is None else data
-    split = split or data.eval_split
-    x = np.asarray(split_arrays(data, split)["video"][:max_clips], np.float32)
+    frame one "image" of h x w positions). -> (figures, reconstructions)."""
     ssim_ok = min(x.shape[2:4]) >= 11
 
     @jax.jit
@@ -248,9 +236,8 @@ def evaluate_video(
     res = _batched(encode_decode, x, batch_size)
     z = res["z"]  # [N, t, h, w, c]
     folded = z.reshape(-1, *z.shape[2:])  # latent frames as images
-    report: dict[str, Any] = {
-        "workdir": str(workdir),
-        "split": split,
+    frames = batch_size * x.shape[1]
+    report = {
         "num_clips": len(x),
         "clip_shape": list(x.shape[1:]),
         "latent_shape": list(z.shape[1:]),
@@ -259,43 +246,20 @@ def evaluate_video(
         "psnr_per_frame": res["psnr"].mean(axis=0).tolist(),
         "ssim": float(res["ssim"].mean()) if "ssim" in res else None,
         "flicker": float(res["flicker"].mean()),
+        **_perceptual(video.frames(x), video.frames(res["x_hat"]), frames, lpips_fn, feature_fn),
+        **_latent(folded, res["logvar"].reshape(folded.shape), lr.principal_components(folded, 3)),
     }
-    frames_x, frames_y = video.frames(x), video.frames(res["x_hat"])
-    report["lpips"] = None
-    if lpips_fn is not None:
-        step = batch_size * x.shape[1]
-        values = [
-            np.asarray(lpips_fn(frames_x[i : i + step], frames_y[i : i + step]))
-            for i in range(0, len(frames_x), step)
-        ]
-        report["lpips"] = float(np.mean(np.concatenate(values)))
-    report["rfid"] = metrics.rfid(frames_x, frames_y, feature_fn) if feature_fn else None
-    stats, units = lr.channel_stats(folded), lr.active_units(folded)
-    kl = lr.gaussian_kl_per_channel(folded, res["logvar"].reshape(folded.shape))
-    report["latent"] = {
-        "channel_mean": stats["mean"].tolist(),
-        "channel_std": stats["std"].tolist(),
-        **lr.scale_factor(folded),
-        "kl_per_channel": kl.tolist(),
-        "kl_per_clip": float(kl.sum() * np.prod(z.shape[1:4])),
-        "pca_explained_variance_ratio": lr.principal_components(folded, 3)["ratio"].tolist(),
-    }
-    report["active_units"] = {
-        "threshold": lr.ACTIVE_UNIT_THRESHOLD,
-        "count": units["count"],
-        "total": units["total"],
-        "per_channel": units["per_channel"].tolist(),
-        "channel_variance": units["channel_variance"].tolist(),
-    }
-    if write and jax.process_index() == 0:
-        out = workdir / "eval"
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "report.json", report)
-        n = min(num_show, len(x))
-        save_png(
-            out / "frames.png", video_sheet(x[:n], res["x_hat"][:n]), scale=max(1, 64 // x.shape[2])
-        )
-    return report
+    kl = np.sum(report["latent"]["kl_per_channel"])
+    report["latent"]["kl_per_clip"] = float(kl * np.prod(z.shape[1:4]))
+    return report, res["x_hat"]
+
+
+def _write_video(out: Path, report, x, x_hat, num_show) -> None:
+    """``report.json`` and ``frames.png`` (clips ``x`` over their reconstructions ``x_hat``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    n = min(num_show, len(x))
+    save_png(out / "frames.png", video_sheet(x[:n], x_hat[:n]), scale=max(1, 64 // x.shape[2]))
 
 
 def video_sheet(x, x_hat) -> np.ndarray:

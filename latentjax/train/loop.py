@@ -149,7 +149,7 @@ def run(
                     compiled = steps[phase].lower(state, task.frozen, batch, step_rng).compile()
                     seconds = time.perf_counter() - began
                     flops = watch.compiled_flops(compiled)
-                    if any(n != 1 for n in watch.loop_trip_counts(compiled)):
+                    if watch.loop_trip_counts(compiled):
                         # A scan over chunks: XLA counts its body once. No MFU rather than
                         # a wrong one.
                         flops = math.nan

@@ -65,12 +65,12 @@ def compiled_flops(compiled) -> float:
 
 
 def loop_trip_counts(compiled) -> list[int]:
-    """The trip counts of the loops of a compiled program that do a network's work (a
-    ``lax.scan`` whose body holds a convolution or a matrix product, such as the video
+    """The trip counts of the loops of a compiled program that do a network's work more than
+    once (a ``lax.scan`` whose body holds a convolution or a matrix product, such as the video
     autoencoder's over chunks of frames), as XLA annotates them (``known_trip_count``; 0 where
     it could not tell). XLA's cost analysis counts a loop's body once, so ``compiled_flops`` of a
-    program with such a loop that runs more than once is a lower bound. Loops of elementwise
-    work (the PRNG's rounds) are left out: what they leave uncounted is negligible."""
+    program with any such loop is a lower bound. Loops of elementwise work (the PRNG's rounds)
+    and loops that run once are left out: they leave nothing that matters uncounted."""
     text = compiled.as_text()
     bodies = _computations(text)
     heavy: dict[str, bool] = {}
@@ -91,7 +91,9 @@ def loop_trip_counts(compiled) -> list[int]:
         body = re.search(r"body=%([\w.\-]+)", line)
         if body and is_heavy(body.group(1)):
             m = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
-            counts.append(int(m.group(1)) if m else 0)
+            n = int(m.group(1)) if m else 0
+            if n != 1:
+                counts.append(n)
     return counts
 
 
