@@ -63,7 +63,12 @@ def files_under(path: PathLike) -> Iterator[epath.Path]:
     """Every entry under ``path`` that is not a directory, at any depth (``rglob("*")`` less the
     folders: epath's ``glob`` refuses ``**``, which on a bucket could mean thousands of
     requests)."""
-    for directory, _, names in as_path(path).walk():
+    root = as_path(path)
+    scheme = _SCHEME.match(os.fspath(root))
+    for directory, _, names in root.walk():
+        directory = os.fspath(directory)
+        if scheme and not _SCHEME.match(directory):  # a bucket's walk drops the scheme
+            directory = scheme.group(0) + directory
         for name in names:
             yield as_path(directory) / name
 

@@ -9,15 +9,18 @@ import os
 import shutil
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny
 
+from latentjax import paths
 from latentjax.commands import main
 from latentjax.config import from_json
 from latentjax.data import latents, pipeline
+from latentjax.data.pipeline import DataError
 from latentjax.errors import LatentjaxError
 from latentjax.factory import latent_shape
 from latentjax.generate import load_generator
@@ -111,22 +114,71 @@ def test_cached_step_draws_the_same_latents_as_encoding(runs):
     np.testing.assert_allclose(stage.latents(frozen, cached, rng), from_images, atol=1e-5)
 
 
-def test_stage2_trains_from_the_cache_with_flips(runs):
-    cache = str(runs / "cache")
+@pytest.fixture(scope="module")
+def cached_dit(runs) -> Path:
+    """Stage 2 trained two steps from the local cache with its flipped copy."""
     common = [f"--config.ae_workdir={runs / 'ae'}", "--config.data.train_split=test"]
-    assert (
-        _train_dit(
-            runs / "dit",
-            *common,
-            f"--config.data.latent_cache={cache}",
-            "--config.data.flip=True",
-        )
-        == 0
-    )
-    stats = json.loads((runs / "dit" / "latent_stats.json").read_text())
+    cache = f"--config.data.latent_cache={runs / 'cache'}"
+    assert _train_dit(runs / "dit", *common, cache, "--config.data.flip=True") == 0
+    return runs / "dit"
+
+
+def _losses(workdir: Path) -> list[float]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x)["loss"] for x in lines]
+
+
+def test_stage2_trains_from_the_cache_with_flips(cached_dit):
+    stats = json.loads((cached_dit / "latent_stats.json").read_text())
     assert stats["num_batches"] == 2 and stats["scale"] > 0
-    lines = (runs / "dit" / "metrics.jsonl").read_text().splitlines()
+    lines = (cached_dit / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2]
+
+
+def _records(data_dir: str, split: str) -> list[dict]:
+    source = pipeline.load_source(latents.DEFAULT_NAME, split, data_dir)
+    return [source[i] for i in range(len(source))]
+
+
+def test_a_cache_encoded_into_a_bucket_is_what_stage2_reads_back(
+    runs, cached_dit, gcs_bucket, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv(latents.MIRROR_ENV, str(tmp_path / "mirror"))
+    out = f"{gcs_bucket}/caches/{tmp_path.name}"
+    args = ["encode", "--workdir", str(runs / "ae"), "--split", "test", "--flip"]
+    assert main([*args, "--out", out, "--batch-size", "64"]) == 0
+    capsys.readouterr()
+    # The bucket holds the local cache's records; this host reads them from its copy.
+    copy = Path(latents.local_copy(out))
+    assert copy.is_relative_to(tmp_path / "mirror")
+    for split in ("test", "test_flip"):
+        for a, b in zip(
+            _records(str(copy.parent), split), _records(str(runs / "cache"), split), strict=True
+        ):
+            chex.assert_trees_all_equal(a, b)
+    # Stage 2 from the bucket: the same losses as from the local cache, bit for bit.
+    common = [f"--config.ae_workdir={runs / 'ae'}", "--config.data.train_split=test"]
+    cache = f"--config.data.latent_cache={out}"
+    assert _train_dit(tmp_path / "dit", *common, cache, "--config.data.flip=True") == 0
+    assert _losses(tmp_path / "dit") == _losses(cached_dit)
+    # A second encode into the same folder is refused before anything is encoded.
+    assert main([*args, "--out", out]) == 2
+    assert "already exists" in capsys.readouterr().err
+    # A copy cut short is completed; a different cache at the same URL replaces the copy.
+    shard = next(p for p in copy.rglob("*") if ".array_record" in p.name and p.is_file())
+    size = shard.stat().st_size
+    shard.write_bytes(b"cut")
+    assert latents.local_copy(out) == str(copy) and shard.stat().st_size == size
+    info = next(copy.glob(f"*/{latents.CACHE_INFO}"))
+    remote_info = paths.as_path(out) / latents.DEFAULT_NAME / info.relative_to(copy)
+    changed = {**json.loads(remote_info.read_text()), "split": "other"}
+    remote_info.write_text(json.dumps(changed))
+    assert latents.read_cache_info(latents.local_copy(out))["split"] == "other"
+    # An upload cut short (no info file: the commit marker) is no cache, and is written over.
+    remote_info.unlink()
+    with pytest.raises(DataError, match="no latent cache there"):
+        latents.local_copy(out)
+    latents.check_out(out, latents.DEFAULT_NAME)
 
 
 def test_cache_errors(runs, tmp_path, capsys):

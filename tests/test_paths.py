@@ -14,8 +14,6 @@ from latentjax import paths
 from latentjax import run as run_lib
 from latentjax.commands import main
 from latentjax.config import resolve_config
-from latentjax.data import latents
-from latentjax.data.pipeline import DataError
 from latentjax.errors import ConfigError, WorkdirError
 
 PACKAGE = Path(__file__).parents[1] / "latentjax"
@@ -131,17 +129,28 @@ def test_small_files_and_the_lock_on_a_bucket(gcs_bucket):
     assert not empty.exists()
 
 
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_files_under_names_every_file_at_any_depth_where_it_is(where, gcs_bucket, tmp_path):
+    root = paths.as_path(tmp_path if where == "local" else f"{gcs_bucket}/paths/tree")
+    for rel in ("a.txt", "d/b.txt", "d/e/c.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    found = sorted(paths.files_under(root), key=str)
+    assert [str(p) for p in found] == [str(root / r) for r in ("a.txt", "d/b.txt", "d/e/c.txt")]
+    assert [p.read_text() for p in found] == ["a.txt", "d/b.txt", "d/e/c.txt"]
+
+
 @pytest.mark.parametrize(
     ("argv", "what"),
     [
-        (["encode", "--workdir", "runs/ae", "--out", "gs://b/cache"], "--out=gs://b/cache"),
         (["data", "build-folder", ".", "--name", "x", "--data-dir", "gs://b/t"], "--data-dir="),
         (["train", "--config", "ae/digits.py", "--config.data.data_dir=gs://b/t"], "data_dir="),
     ],
 )
 def test_arrayrecord_data_in_a_bucket_is_one_line(argv, what, tmp_path, capsys, monkeypatch):
-    # ArrayRecord files are local files: a bucket URL for a dataset or latent cache names the
-    # gcsfuse mount instead, before anything is loaded or written.
+    # ArrayRecord files are local files: a bucket URL for a dataset names the gcsfuse mount
+    # instead, before anything is loaded or written. (The latent cache is copied to and from
+    # buckets: tests/test_latent_cache.py.)
     monkeypatch.chdir(tmp_path)
     if argv[0] == "train":
         argv = [*argv, "--workdir", str(tmp_path / "run")]
@@ -150,8 +159,3 @@ def test_arrayrecord_data_in_a_bucket_is_one_line(argv, what, tmp_path, capsys, 
     assert err.startswith("latentjax: error: ") and err.count("\n") == 1, err
     assert what in err and "gcsfuse" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-def test_a_latent_cache_in_a_bucket_is_refused():
-    with pytest.raises(DataError, match="data.latent_cache=gs://b/cache: .* gcsfuse"):
-        latents.read_cache_info("gs://b/cache")

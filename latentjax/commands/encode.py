@@ -16,7 +16,11 @@ def register(subparsers) -> None:
     p.add_argument("--data", default=None, help="tfds dataset name (default: the run's)")
     p.add_argument("--split", default=None, help="split (default: the run's train split)")
     p.add_argument("--data-dir", default=None, help="tfds data_dir (default: the run's)")
-    p.add_argument("--out", required=True, help="data_dir to write the latent dataset into")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="data_dir to write the latent dataset into (a folder or gs://…)",
+    )
     p.add_argument("--name", default=None, help="dataset name (default: latentjax_latents)")
     p.add_argument("--flip", action="store_true", help="also encode horizontally flipped images")
     p.add_argument("--batch-size", type=int, default=64, help="images per step (global)")

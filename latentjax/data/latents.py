@@ -15,12 +15,23 @@ With ``--flip`` a second split, ``<split>_flip``, holds the latents of the mirro
 encoder is not equivariant to flips, so flip augmentation of stage 2 needs them encoded too.
 
 Several processes each encode their own shard; the latents are gathered and process 0 writes.
+
+**In a bucket** (``--out gs://…``): ArrayRecord files are read and written as local files (its
+reader does not speak ``gs://``), so process 0 builds the cache in a local temporary folder and
+uploads it, :data:`CACHE_INFO` last: the info file is the commit marker, and a folder without it
+(an upload cut short) is not a cache. Stage 2 reading ``data.latent_cache=gs://…`` copies the
+cache to this host's disk once (:func:`local_copy`, under ``$LATENTJAX_MIRROR_DIR`` or
+``~/.cache/latentjax/mirrors``) and reads the copy; every host of a pod makes its own. A cache
+too big for a host's disk is read through a gcsfuse mount instead (README, "Running on a pod").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,16 +41,19 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
+from latentjax import paths
 from latentjax.data import pipeline
 from latentjax.data.local import LocalBuild
 from latentjax.data.normalization import latent_moments
 from latentjax.data.pipeline import DataError
 from latentjax.parallel import mesh as mesh_lib
-from latentjax.paths import as_path
+from latentjax.paths import Path, as_path
 
 DEFAULT_NAME = "latentjax_latents"
 CACHE_INFO = "latentjax_cache.json"
 FLIP_SUFFIX = "_flip"
+MIRROR_ENV = "LATENTJAX_MIRROR_DIR"
+_CHUNK = 16 << 20  # bytes per read when copying to or from a bucket
 
 
 def encoded_batches(
@@ -130,18 +144,35 @@ class LatentCacheBuilder(LocalBuild, tfds.core.GeneratorBasedBuilder, skip_regis
                 i += 1
 
 
+def check_out(out: str, name: str) -> None:
+    """Refuses to write cache ``name`` into ``out`` where one is already there (checked before
+    anything is encoded). A bucket folder without the info file is an upload cut short: it is
+    written over."""
+    if any((as_path(out) / name).glob(f"*/{CACHE_INFO}")):
+        raise DataError(f"a latent cache {name!r} already exists in {as_path(out) / name}")
+
+
 def write_cache(
     out: str, name: str, latent_shape: tuple[int, ...], splits: dict[str, Any], info: dict
 ) -> None:
     """Writes ``splits`` (name -> zero-argument function returning an iterator of batches) as
-    dataset ``name`` in data_dir ``out``. Every process must call it (the batches come from
-    collective programs); only process 0 writes files."""
-    pipeline.check_local_data_dir(out, "--out")
+    dataset ``name`` in data_dir ``out`` (a local folder or a bucket). Every process must call
+    it (the batches come from collective programs); only process 0 writes files."""
+    check_out(out, name)
     if jax.process_index() != 0:
         for batches in splits.values():
             for _ in batches():
                 pass
         return
+    if paths.is_local(out):
+        _build(out, name, latent_shape, splits, info)
+        return
+    with tempfile.TemporaryDirectory(prefix="latentjax-encode-") as local:
+        _build(local, name, latent_shape, splits, info)
+        _upload(as_path(local) / name, as_path(out) / name)
+
+
+def _build(out: str, name: str, latent_shape, splits, info) -> None:
     cls = type(
         name, (LatentCacheBuilder,), {"name": name, "__module__": __name__}, skip_registration=True
     )
@@ -154,22 +185,88 @@ def write_cache(
     (as_path(builder.data_dir) / CACHE_INFO).write_text(json.dumps(info, indent=2))
 
 
+def _copy(src: Path, dst: Path) -> None:
+    """One file from ``src`` to ``dst`` in chunks (either may be in a bucket); a local ``dst``
+    is written beside and renamed, so a reader never sees half of it."""
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.tmp" if paths.is_local(dst) else dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("rb") as r, tmp.open("wb") as w:
+        shutil.copyfileobj(r, w, _CHUNK)
+    if tmp != dst:
+        os.replace(tmp, dst)
+
+
+def _cache_files(folder: Path) -> list[Path]:
+    """The files of the dataset folder ``folder``, its :data:`CACHE_INFO` files last (they mark
+    a version complete)."""
+    return sorted(paths.files_under(folder), key=lambda p: (p.name == CACHE_INFO, str(p)))
+
+
+def _upload(local: Path, remote: Path) -> None:
+    for f in _cache_files(local):
+        _copy(f, remote / f.relative_to(local))
+
+
 # --- reading the cache (stage 2) ------------------------------------------------------------
+
+
+def _mirror_root() -> Path:
+    default = os.path.expanduser("~/.cache/latentjax/mirrors")
+    return as_path(os.environ.get(MIRROR_ENV) or default)
+
+
+def _no_cache(latent_cache: str) -> DataError:
+    return DataError(
+        f"data.latent_cache={latent_cache!r}: no latent cache there; write one with "
+        "`latentjax encode --workdir AE_RUN --out DIR`"
+    )
+
+
+def local_copy(latent_cache: str) -> str:
+    """``latent_cache`` itself where it is local; a bucket's cache copied to this host's disk
+    (``$LATENTJAX_MIRROR_DIR/<scheme>/<bucket>/<path>``) and that copy's dataset folder.
+
+    A copy already there is kept where its info file equals the bucket's and every file has the
+    bucket's size (a cache is written once); a different cache at the same URL replaces it.
+    Files are copied whole and renamed, info files last, so a copy cut short is completed by
+    the next call. Processes sharing a disk may copy at once: each writes its own temporary
+    files and the renames leave one complete copy."""
+    if paths.is_local(latent_cache):
+        return latent_cache
+    path = as_path(latent_cache)
+    for remote in (path / DEFAULT_NAME, path):
+        infos = sorted(remote.glob(f"*/{CACHE_INFO}"))
+        if infos:
+            break
+    else:
+        raise _no_cache(latent_cache)
+    scheme, rest = str(remote).split("://", 1)
+    local = _mirror_root() / scheme / rest
+    stale = [
+        f
+        for f in infos
+        if not (local / f.relative_to(remote)).exists()
+        or (local / f.relative_to(remote)).read_text() != f.read_text()
+    ]
+    if stale and local.exists():
+        shutil.rmtree(local, ignore_errors=True)  # absent, cut short or another cache's
+    for f in _cache_files(remote):
+        dst = local / f.relative_to(remote)
+        if f.name == CACHE_INFO or not dst.exists() or dst.stat().length != f.stat().length:
+            _copy(f, dst)
+    return str(local)
 
 
 def cache_location(latent_cache: str) -> tuple[str, str]:
     """``data.latent_cache`` -> (data_dir, name): either a data_dir holding the default dataset
-    name or ``DATA_DIR/NAME``."""
-    pipeline.check_local_data_dir(latent_cache, "data.latent_cache")
-    path = as_path(latent_cache)
+    name or ``DATA_DIR/NAME``; a bucket's cache is read from this host's copy
+    (:func:`local_copy`)."""
+    path = as_path(local_copy(latent_cache))
     if (path / DEFAULT_NAME).is_dir():
         return str(path), DEFAULT_NAME
     if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
         return str(path.parent), path.name
-    raise DataError(
-        f"data.latent_cache={latent_cache!r}: no latent cache there; write one with "
-        "`latentjax encode --workdir AE_RUN --out DIR`"
-    )
+    raise _no_cache(latent_cache)
 
 
 def read_cache_info(latent_cache: str) -> dict[str, Any]:

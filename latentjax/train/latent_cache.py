@@ -28,9 +28,10 @@ def encode_run(
     batch_size: int = 64,
 ) -> dict:
     """Encodes ``data:split`` (default: the run's training split) with the stage-1 run in
-    ``workdir`` into the data_dir ``out`` as dataset ``name``; returns what was written (the
-    cache's info, its ``name`` and ``count``)."""
-    pipeline.check_local_data_dir(out, "--out")  # before anything is loaded or encoded
+    ``workdir`` into the data_dir ``out`` (a local folder or a bucket) as dataset ``name``;
+    returns what was written (the cache's info, its ``name`` and ``count``)."""
+    name = name or latents.DEFAULT_NAME
+    latents.check_out(out, name)  # before anything is loaded or encoded
     run = Run.open(workdir, stage="ae")
     config = run.config
     if is_video(config.model):
@@ -43,7 +44,6 @@ def encode_run(
     data = data or config.data.name
     split = split or config.data.train_split
     data_dir = data_dir or config.data.data_dir or default_data_dir()
-    name = name or latents.DEFAULT_NAME
     source = pipeline.load_source(data, split, data_dir)
 
     @jax.jit

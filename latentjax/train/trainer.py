@@ -70,12 +70,13 @@ def train_iterator(
 def cache_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True):
     """Batches ``{"mean", "std", "label"}`` of the latent cache ``config.data.latent_cache``
     (with its mirrored copy when ``data.flip``), checked to come from ``config.ae_workdir``."""
-    cache = config.data.latent_cache
+    cache = latents.local_copy(config.data.latent_cache)  # a bucket's: copied to this host
     info = latents.read_cache_info(cache)
     ae_workdir = str(absolute(config.ae_workdir))
     if info["ae_workdir"] != ae_workdir or info["image_size"] != config.data.image_size:
         raise ConfigError(
-            f"data.latent_cache={cache!r} was encoded by {info['ae_workdir']} at "
+            f"data.latent_cache={config.data.latent_cache!r} was encoded by "
+            f"{info['ae_workdir']} at "
             f"{info['image_size']} px, but this run uses {ae_workdir} at "
             f"{config.data.image_size} px"
         )
