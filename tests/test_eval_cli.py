@@ -95,3 +95,55 @@ def test_eval_takes_other_data_through_data_overrides(ae_run, capsys, tmp_path):
     assert other["split"] == "train" and other["psnr"] != base["psnr"]
     assert main([*argv, "--config.model.ch=4"]) == 2
     assert "eval takes overrides of the data section only" in _error_line(capsys)
+
+
+def test_the_reports_modelability_proxies_are_those_of_the_runs_own_encoder(ae_run, capsys):
+    """The ``modelability`` section recomputed here from the run's encoder and decoder, step by
+    step: a proxy fed the wrong latents, split or decoder makes it differ."""
+    import jax
+
+    from latentjax.data.pipeline import split_arrays
+    from latentjax.eval import fid
+    from latentjax.eval import modelability as m
+    from latentjax.eval.digits_features import digits_features
+    from latentjax.eval.images import to_uint8
+    from latentjax.parallel.mesh import make_mesh
+    from latentjax.run import Run
+    from latentjax.train.autoencoder import load_autoencoder
+
+    assert main(["eval", "--workdir", str(ae_run), "--max-images", "60", "--num-show", "2"]) == 0
+    got = json.loads((ae_run / "eval" / "report.json").read_text())["modelability"]
+    assert "linear probe" in capsys.readouterr().out
+    plot = np.asarray(Image.open(ae_run / "eval" / "spectrum.png"))
+    assert plot.ndim == 3 and plot.std() > 0
+    run = Run.open(ae_run)
+    stage, params = load_autoencoder(run, make_mesh(run.config.mesh.shape))
+    ae = stage.ae
+    encode = jax.jit(lambda x: ae.apply(params, x, method=ae.encode).mode())
+    decode = jax.jit(lambda z: ae.apply(params, z, method=ae.decode).clip(-1, 1))
+    test, train = (split_arrays(run.config.data, s) for s in ("test", "train"))
+    x, y = np.asarray(test["image"][:60], np.float32), np.asarray(test["label"][:60])
+    tx, ty = np.asarray(train["image"][:60], np.float32), np.asarray(train["label"][:60])
+    z = np.asarray(encode(x))
+
+    spectrum = m.radial_spectrum(z)
+    np.testing.assert_allclose(got["spectrum"]["latent_power"], m.normalised(spectrum), rtol=1e-4)
+    np.testing.assert_allclose(got["latent_high_frequency"], spectrum["high"].mean(), rtol=1e-4)
+    np.testing.assert_allclose(got["latent_centroid"], spectrum["centroid"].mean(), rtol=1e-4)
+    pixels = m.radial_spectrum(x)
+    np.testing.assert_allclose(got["pixel_high_frequency"], pixels["high"].mean(), rtol=1e-6)
+    probe = m.linear_probe(np.asarray(encode(tx)), ty, z, y)
+    assert got["linear_probe"] == pytest.approx(probe, abs=1 / 60)  # one test digit at most
+    assert got["chance"] == np.bincount(y).max() / 60
+
+    def features(images):
+        return digits_features(to_uint8(np.asarray(images)))
+
+    stats = fid.statistics(features(tx))
+    middle = decode(m.midpoints(z, m.nearest_pairs(z)))
+    interp = got["interpolation"]
+    for key, images in (("frechet", middle), ("recon_frechet", decode(z)), ("reference", x)):
+        expected = fid.frechet_distance_to_features(features(images), *stats)
+        np.testing.assert_allclose(interp[key], expected, rtol=1e-3, err_msg=key)
+    assert interp["num_points"] == 60
+    np.testing.assert_allclose(interp["excess"], interp["frechet"] / interp["recon_frechet"])

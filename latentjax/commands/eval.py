@@ -170,6 +170,25 @@ def run_stage1(args, run_) -> None:
             f"{report['active_units']['count']}/{report['active_units']['total']}, size "
             f"reduction {report['size_reduction']:g} -> {as_path(args.workdir) / 'eval'}"
         )
+        if "modelability" in report:
+            print(f"latentjax: modelability proxies: {proxies_line(report['modelability'])}")
+
+
+def proxies_line(proxies: dict) -> str:
+    """The stage-1 report's modelability proxies as a line."""
+    parts = [
+        f"high-frequency energy {proxies['latent_high_frequency']:.0%} of the latents' "
+        f"(pixels {proxies['pixel_high_frequency']:.0%})"
+    ]
+    if proxies["linear_probe"] is not None:
+        parts.append(f"linear probe {proxies['linear_probe']:.3f} (chance {proxies['chance']:.3f})")
+    if proxies["interpolation"] is not None:
+        i = proxies["interpolation"]
+        parts.append(
+            f"interpolation Fréchet {i['frechet_ratio']:.2f}x real-vs-real "
+            f"(reconstructions {i['recon_frechet_ratio']:.2f}x)"
+        )
+    return ", ".join(parts)
 
 
 def run_stage2(args, run_) -> None:

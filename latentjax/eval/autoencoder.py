@@ -9,7 +9,12 @@ Runs the autoencoder over a held-out split and writes ``DIR/eval/``:
 - ``reconstructions.png``: rows of originals, reconstructions and the latents' first three
   principal components as RGB (enlarged to the image size);
 - ``interpolation_linear.png`` (and ``interpolation_slerp.png`` for the Gaussian bottleneck):
-  decoded latents on the path between the encodings of two held-out images, per pair a row.
+  decoded latents on the path between the encodings of two held-out images, per pair a row;
+- the cheap modelability proxies (``latentjax/eval/modelability.py``) in the report's
+  ``modelability`` section: the latents' power spectrum beside the pixels' (``spectrum.png``),
+  a linear probe of the latents (where the data has labels) and the interpolation score (where
+  there is a feature space: the digits' own, or Inception's with ``--inception``). The truth
+  they stand in for is ``latentjax probe``.
 
 Only the autoencoder's ``encode``/``decode`` and the posterior's ``mode()`` are used, so every
 bottleneck works; the KL-only numbers (KL per channel, slerp) appear when the posterior has a
@@ -26,12 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latentjax.data import digits
 from latentjax.data.normalization import denormalize, normalize
 from latentjax.data.pipeline import split_arrays
 from latentjax.errors import LatentjaxError
+from latentjax.eval import distribution, fid, metrics, modelability, video
 from latentjax.eval import latent_report as lr
-from latentjax.eval import metrics, video
-from latentjax.eval.images import image_grid, save_png, to_uint8
+from latentjax.eval.digits_features import digits_features
+from latentjax.eval.images import image_grid, pyplot, save_png, to_uint8
 from latentjax.factory import is_video
 from latentjax.paths import Path
 from latentjax.run import Run, write_json
@@ -98,8 +105,8 @@ def evaluate(
     data = config.data if data is None else data
     split = split or data.eval_split
     video = is_video(config.model)
-    x = split_arrays(data, split)["video" if video else "image"][:max_images]
-    x = np.asarray(x, np.float32)
+    arrays = split_arrays(data, split)
+    x = np.asarray(arrays["video" if video else "image"][:max_images], np.float32)
     report: dict[str, Any] = {"workdir": str(workdir), "split": split}
     if video:
         figures, x_hat = _video_report(ae, params, x, batch_size, lpips_fn, feature_fn)
@@ -143,9 +150,87 @@ def evaluate(
         report["latent"]["kl_per_image"] = float(
             np.sum(report["latent"]["kl_per_channel"]) * z.shape[1] * z.shape[2]
         )
+    labels = np.asarray(arrays["label"][:max_images]) if "label" in arrays else None
+    features = feature_fn or (_digits_features if data.name == digits.NAME else None)
+    encode = jax.jit(lambda batch: ae.apply(params, batch, method=ae.encode).mode())
+    decode = jax.jit(lambda z: jnp.clip(ae.apply(params, z, method=ae.decode), -1.0, 1.0))
+    train = split_arrays(data, data.train_split) if split != data.train_split else None
+    report["modelability"] = proxies(
+        x, labels, res, train, max_images, batch_size, encode, decode, features
+    )
     if write and jax.process_index() == 0:
         _write(workdir / "eval", report, x, res, pca, ae, params, num_show)
     return report
+
+
+def _digits_features(images) -> np.ndarray:
+    """The digits' feature space for images in [-1, 1]."""
+    return digits_features(to_uint8(np.asarray(images)))
+
+
+def proxies(x, labels, res, train, max_images, batch_size, encode, decode, features) -> dict:
+    """The report's ``modelability`` section: held-out images ``x`` [N, H, W, C] in [-1, 1] with
+    their ``labels`` (or None), their latents and reconstructions ``res["z"]``, ``res["x_hat"]``;
+    the ``train`` split's arrays (None: evaluating on the training split itself, so no probe and
+    no interpolation score); the jitted ``encode`` (to the posterior mode) and ``decode``;
+    ``features`` (images in [-1, 1] -> [N, D], or None).
+
+    - ``spectrum``: :func:`modelability.radial_spectrum` of the latents and of the pixels, each
+      channel-averaged and scaled to sum 1, frequencies in cycles per sample of each grid;
+      ``latent_high_frequency`` and ``pixel_high_frequency``, the share of energy above half of
+      each grid's Nyquist frequency (channel means; per channel for the latents), and
+      ``latent_centroid`` and ``pixel_centroid``, the energy-weighted mean frequency;
+    - ``linear_probe``: test accuracy of a logistic regression fitted on up to ``max_images``
+      training latents, beside ``chance`` (the most frequent test class's share);
+    - ``interpolation``: the Fréchet distance, in ``features``, of the decoded midpoints between
+      each held-out latent and its nearest neighbour to the training images, beside the same
+      distance of the reconstructions and of the held-out images (real-vs-real), all at N
+      points; ``frechet_ratio`` and ``recon_frechet_ratio`` are to real-vs-real, and
+      ``excess`` = midpoints / reconstructions (what interpolating adds to reconstructing)."""
+    z, x_hat = res["z"], res["x_hat"]
+    zs, xs = modelability.radial_spectrum(z), modelability.radial_spectrum(x)
+    out: dict[str, Any] = {
+        "spectrum": {
+            "latent_frequency": zs["frequency"].tolist(),
+            "latent_power": modelability.normalised(zs).tolist(),
+            "pixel_frequency": xs["frequency"].tolist(),
+            "pixel_power": modelability.normalised(xs).tolist(),
+        },
+        "latent_high_frequency": float(zs["high"].mean()),
+        "latent_high_frequency_per_channel": zs["high"].tolist(),
+        "pixel_high_frequency": float(xs["high"].mean()),
+        "latent_centroid": float(zs["centroid"].mean()),
+        "pixel_centroid": float(xs["centroid"].mean()),
+        "linear_probe": None,
+        "interpolation": None,
+    }
+    if train is None:
+        return out
+    train_x = np.asarray(train["image"][:max_images], np.float32)
+    if labels is not None and len(np.unique(labels)) > 1:
+        train_z = _batched(encode, train_x, batch_size)
+        train_y = np.asarray(train["label"][:max_images])
+        out["linear_probe"] = modelability.linear_probe(train_z, train_y, z, labels)
+        out["chance"] = float(np.bincount(labels).max() / len(labels))
+    if features is not None and len(x) >= 2:
+        stats = fid.statistics(_batched(features, train_x, batch_size))
+        middle = _batched(
+            decode, modelability.midpoints(z, modelability.nearest_pairs(z)), batch_size
+        )
+        value, recon, reference = (
+            fid.frechet_distance_to_features(np.asarray(_batched(features, a, batch_size)), *stats)
+            for a in (middle, x_hat, x)
+        )
+        out["interpolation"] = {
+            "frechet": value,
+            "recon_frechet": recon,
+            "reference": reference,
+            "frechet_ratio": distribution.ratio(value, reference),
+            "recon_frechet_ratio": distribution.ratio(recon, reference),
+            "excess": distribution.ratio(value, recon),
+            "num_points": len(x),
+        }
+    return out
 
 
 def reconstruction_sheet(x, x_hat, z, pca: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -279,6 +364,7 @@ def _write(out: Path, report, x, res, pca, ae, params, num_show) -> None:
     size = x.shape[1]
     sheet = reconstruction_sheet(x[:n], res["x_hat"][:n], res["z"][:n], pca)
     save_png(out / "reconstructions.png", sheet, scale=max(1, 96 // size))
+    plot_spectrum(report["modelability"], out / "spectrum.png")
 
     def rgb(images):  # [-1, 1] -> uint8 RGB
         images = to_uint8(images)
@@ -300,3 +386,27 @@ def _write(out: Path, report, x, res, pca, ae, params, num_show) -> None:
             strips.append(np.clip(np.asarray(decode(path.astype(np.float32))), -1, 1))
         grid = image_grid(rgb(np.concatenate(strips)), ncol=len(ts))
         save_png(out / f"interpolation_{kind}.png", grid, scale=scale)
+
+
+def plot_spectrum(proxies: dict[str, Any], path: Path) -> Path | None:
+    """The latents' radially averaged power spectrum beside the pixels' (``proxies``: the
+    report's ``modelability`` section), each against its own grid's frequency, with the
+    high-frequency band shaded. -> the PNG, or None without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    spectrum = proxies["spectrum"]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, colour in (("pixel", "0.4"), ("latent", "tab:blue")):
+        share = proxies[f"{name}_high_frequency"]
+        ax.semilogy(spectrum[f"{name}_frequency"], spectrum[f"{name}_power"], "o-", ms=3,
+                    color=colour, label=f"{name}s ({share:.0%} of energy in the band)")  # fmt: skip
+    ax.axvspan(modelability.HIGH_FREQUENCY, 0.5, color="0.92", zorder=0)
+    ax.set_xlabel("frequency (cycles per sample of each grid; 0.5 = Nyquist)")
+    ax.set_ylabel("power (channel mean, sums to 1)")
+    ax.set_xlim(0, 0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -34,7 +34,7 @@ from latentjax.errors import LatentjaxError
 from latentjax.eval import distribution
 from latentjax.eval.digits_classifier import DigitsClassifier
 from latentjax.eval.digits_features import digits_features
-from latentjax.eval.images import to_uint8
+from latentjax.eval.images import pyplot, to_uint8
 from latentjax.paths import Path, as_path
 from latentjax.run import write_json
 
@@ -231,22 +231,10 @@ def is_default(point: dict[str, Any], default: dict[str, Any]) -> bool:
     )
 
 
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_report(report: dict[str, Any], path: str | Path) -> Path | None:
     """Bars per figure: the real test split, the reconstructions and each setting's samples.
     -> the PNG, or None without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     rows = [("real test", report["real_test"])]
@@ -286,7 +274,7 @@ def plot_sweep(report: dict[str, Any], path: str | Path) -> Path | None:
     relative to real-vs-real, a point per setting joined in order, the references as markers and
     the default ringed; beside it, diversity (recall, within-class variance) per setting.
     -> the PNG, or None without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     points, ref = report["points"], report["real_test"]

@@ -46,3 +46,15 @@ def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """[-1, 1] float -> uint8."""
     return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
