@@ -47,11 +47,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from latentjax.commands.eval import judging_space, references
 from latentjax.config import load_config
 from latentjax.data.pipeline import split_arrays
 from latentjax.eval import generation
 from latentjax.eval.autoencoder import evaluate
+from latentjax.eval.generation import judging_space, references
 from latentjax.generate import collect_samples, load_generator, spec_from_config
 from latentjax.parallel.mesh import make_mesh
 from latentjax.run import Run

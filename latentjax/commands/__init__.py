@@ -25,6 +25,7 @@ COMMANDS = (
     "sample",
     "demo",
     "eval",
+    "probe",
     "encode",
     "export",
     "plot",

@@ -227,11 +227,11 @@ def run_stage2(args, run_) -> None:
             specs.append(spec)
             settings.append(setting_of(spec))
     labels = parse_labels(None, num, config.model.num_classes)
-    space = judging_space(config.data.name, args.inception)
+    space = generation.judging_space(config.data.name, args.inception)
     seed = 0 if args.seed is None else args.seed
     batch_size = args.batch_size or config.sample.batch_size
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
-    real, recon = references(config.data, generator, batch_size)
+    real, recon = generation.references(config.data, generator, batch_size)
     spec_of = {id(s): spec for s, spec in zip(settings, specs, strict=True)}
 
     def sample(labels, setting):
@@ -268,41 +268,6 @@ def run_stage2(args, run_) -> None:
         rows = [imgs[labels == c][:10] for c in np.unique(labels)[:10]]
         save_grid(out / f"samples_{tag}.png", np.concatenate(rows), ncol=len(rows[0]))
     print(f"latentjax: {references_line(report, paths)}")
-
-
-def judging_space(dataset: str, inception: str | None):
-    """The feature space stage 2's samples of ``dataset`` are judged in
-    (``generation.feature_space``), with the FID Inception network of the weights file
-    ``inception`` when given (pool features, and spatial ones for sFID). Raises in one line,
-    before anything is sampled, for a missing file or a dataset with no space of its own."""
-    from latentjax.paths import as_path
-
-    net = None
-    if inception:
-        if not as_path(inception).is_file():
-            raise LatentjaxError(f"--inception: no such file {inception}")
-        from latentjax.convert.inception import load_inception, uint8_features
-
-        net = uint8_features(load_inception(inception, spatial=True))
-    from latentjax.eval import generation
-
-    return generation.feature_space(dataset, net)
-
-
-def references(data, generator, batch_size: int):
-    """The references samples are judged beside: the real splits of ``data``
-    (``generation.real_sets``) and the generator's autoencoder's reconstructions of the test
-    split (uint8). Every process takes part (the autoencoder may be sharded)."""
-    import numpy as np
-
-    from latentjax.eval import generation
-    from latentjax.eval.autoencoder import reconstruct
-    from latentjax.eval.images import to_uint8
-
-    real = generation.real_sets(data)
-    x = real["test_images"].astype(np.float32) / 127.5 - 1.0
-    recon = reconstruct(generator.stage.ae, generator.frozen["ae"], x, batch_size)
-    return real, to_uint8(recon)
 
 
 def setting_of(spec) -> dict:

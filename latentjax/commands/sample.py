@@ -131,7 +131,7 @@ def run(args) -> None:
     if args.inception and not args.eval:
         raise LatentjaxError("--inception is for --eval")
     if args.eval:
-        from latentjax.commands.eval import judging_space
+        from latentjax.eval.generation import judging_space
 
         if args.num <= EVAL_K:
             raise LatentjaxError(f"--eval needs --num above {EVAL_K} (its k-NN balls take k = 3)")
@@ -161,7 +161,7 @@ def run(args) -> None:
     batch_size = args.batch_size or config.sample.batch_size
     references = None
     if space is not None:  # every process reconstructs (the autoencoder may be sharded)
-        from latentjax.commands.eval import references as make_references
+        from latentjax.eval.generation import references as make_references
 
         references = make_references(config.data, generator, batch_size)
     if jax.process_index() != 0:  # only process 0 writes files

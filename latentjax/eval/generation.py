@@ -123,6 +123,33 @@ def feature_space(dataset: str, inception=None) -> FeatureSpace:
     )
 
 
+def judging_space(dataset: str, inception: str | None):
+    """The feature space stage 2's samples of ``dataset`` are judged in
+    (``generation.feature_space``), with the FID Inception network of the weights file
+    ``inception`` when given (pool features, and spatial ones for sFID). Raises in one line,
+    before anything is sampled, for a missing file or a dataset with no space of its own."""
+    net = None
+    if inception:
+        if not as_path(inception).is_file():
+            raise LatentjaxError(f"--inception: no such file {inception}")
+        from latentjax.convert.inception import load_inception, uint8_features
+
+        net = uint8_features(load_inception(inception, spatial=True))
+    return feature_space(dataset, net)
+
+
+def references(data, generator, batch_size: int):
+    """The references samples are judged beside: the real splits of ``data``
+    (``generation.real_sets``) and the generator's autoencoder's reconstructions of the test
+    split (uint8). Every process takes part (the autoencoder may be sharded)."""
+    from latentjax.eval.autoencoder import reconstruct
+
+    real = real_sets(data)
+    x = real["test_images"].astype(np.float32) / 127.5 - 1.0
+    recon = reconstruct(generator.stage.ae, generator.frozen["ae"], x, batch_size)
+    return real, to_uint8(recon)
+
+
 def _split(flat: dict[str, Any]) -> dict[str, Any]:
     """``distribution.report``'s flat dict -> {set: {figure: value}} and the shared sizes."""
     out: dict[str, Any] = {name: {} for name in SETS}

@@ -1,0 +1,165 @@
+"""``latentjax probe``: the truth the modelability proxies stand in for.
+
+A fixed small generator is trained on a stage-1 run's latents for a fixed budget, once per seed,
+and its samples are judged by the stage-2 report card (``latentjax/eval/generation.py``). The
+protocol is the same for every space, so two spaces can be compared by their figures, and the
+spread over seeds says how large a difference must be to mean anything:
+
+- the DiT config (default ``dit/digits.py``) with the autoencoder run's own data section (name,
+  data_dir, size, crop, splits), ``train.num_steps`` = the budget, ``seed`` = each seed; the
+  latents are normalised as every stage-2 run normalises them (shift and scale to unit variance
+  from the frozen encoder, ``latent_stats.json``), so spaces of different scale start equal;
+- samples at guidance scale 1 (no guidance: guidance trades diversity for fidelity and would
+  judge the sampler, not the space), ``num`` of them with the classes in turn, sampling seed 0;
+- per seed the samples' figures (Fréchet distance as a multiple of real-vs-real, precision,
+  recall, recognised, within-class variance), and over seeds their mean and standard deviation.
+
+Each seed's run lives in ``OUT/seed_S`` and resumes from it; ``OUT/probe.json`` keeps each
+judged seed, so an interrupted probe (or one given more seeds later) trains and judges only what
+is missing. A ``probe.json`` of another protocol (config, overrides, budget, ``num``) is refused
+rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from latentjax.config import load_config
+from latentjax.errors import ConfigError
+from latentjax.factory import is_video
+from latentjax.paths import Path, absolute
+from latentjax.run import Run, read_json, write_json
+
+PROBE_FILE = "probe.json"
+DATA_KEYS = ("name", "data_dir", "image_size", "crop", "train_split", "eval_split")
+FIGURES = (
+    "frechet_ratio",
+    "recognised",
+    "precision",
+    "recall",
+    "class_variance_ratio",
+    "sfid_ratio",
+)
+
+
+def probe_config(ae_run: Run, config_name: str, overrides: Sequence[str], steps: int, seed: int):
+    """The stage-2 config of one probe run: ``config_name`` with ``overrides``, on ``ae_run``'s
+    latents and data, for ``steps`` steps from ``seed``."""
+    config = load_config(config_name, overrides)
+    if config.stage != "dit":
+        raise ConfigError(f"--config {config_name} is a '{config.stage}' config; a probe is a DiT")
+    config.ae_workdir = str(absolute(ae_run.path))
+    for key in DATA_KEYS:
+        config.data[key] = ae_run.config.data[key]
+    config.data.latent_cache = ""
+    config.seed = seed
+    config.train.num_steps = steps
+    config.train.eval_every = steps  # the run's own evaluation once, at the end
+    config.train.checkpoint_every = min(config.train.checkpoint_every, steps)
+    return config
+
+
+def protocol(ae_workdir, config_name: str, overrides, steps: int, num: int, space: str) -> dict:
+    """What must match for two probes' figures to be pooled or compared."""
+    return {
+        "ae_workdir": str(absolute(ae_workdir)),
+        "config": config_name,
+        "overrides": list(overrides),
+        "steps": steps,
+        "num": num,
+        "cfg_scale": 1.0,
+        "sample_seed": 0,
+        "feature_space": space,
+    }
+
+
+def summarise(per_seed: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation (ddof 1; 0 for one seed) over seeds of each figure."""
+    out: dict[str, dict[str, float]] = {}
+    for figure in FIGURES:
+        values = [s[figure] for s in per_seed.values() if s.get(figure) is not None]
+        if values:
+            out[figure] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "seeds": len(values),
+            }
+    return out
+
+
+def probe(
+    ae_workdir: str | Path,
+    out: str | Path,
+    *,
+    config_name: str = "dit/digits.py",
+    overrides: Sequence[str] = (),
+    steps: int = 1000,
+    seeds: Sequence[int] = (0, 1, 2),
+    num: int = 500,
+    inception: str | None = None,
+    progress: bool = False,
+    on_seed=None,
+) -> dict[str, Any]:
+    """Probes the stage-1 run in ``ae_workdir`` (see the module docstring); -> the report
+    written to ``OUT/probe.json``. Everything that can be checked is checked before anything is
+    trained; ``on_seed(seed, figures)`` is called as each seed is judged."""
+    from latentjax.eval import generation
+    from latentjax.eval.generation import judging_space, references
+    from latentjax.generate import collect_samples, load_generator, spec_from_config
+    from latentjax.parallel.mesh import make_mesh
+    from latentjax.train.trainer import train
+
+    if steps <= 0 or num <= 0 or not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError("--steps and --num must be positive, --seeds distinct and not empty")
+    ae_run = Run.open(ae_workdir, stage="ae")
+    if is_video(ae_run.config.model):
+        raise ConfigError(f"{ae_workdir} is a video autoencoder run; the probe is an image DiT")
+    configs = {s: probe_config(ae_run, config_name, overrides, steps, s) for s in seeds}
+    first = configs[seeds[0]]
+    space = judging_space(first.data.name, inception)
+    out = absolute(out)
+    want = protocol(ae_workdir, config_name, overrides, steps, num, space.name)
+    report: dict[str, Any] = {"protocol": want, "seeds": {}}
+    if (out / PROBE_FILE).exists():
+        report = read_json(out / PROBE_FILE)
+        if report.get("protocol") != want:
+            raise ConfigError(
+                f"{out / PROBE_FILE} holds a probe of another protocol "
+                f"({_difference(report.get('protocol') or {}, want)}); give another --out"
+            )
+    labels = np.arange(num) % first.model.num_classes
+    real = None
+    for seed, config in configs.items():
+        if str(seed) in report["seeds"]:
+            continue
+        workdir = out / f"seed_{seed}"
+        train(config, workdir, progress=progress)
+        generator = load_generator(workdir, make_mesh(config.mesh.shape))
+        batch = config.sample.batch_size
+        if real is None:
+            real, recon = references(config.data, generator, batch)
+        spec = spec_from_config(config, cfg_scale=1.0)
+        images = collect_samples(generator, labels, spec, batch, seed=0)
+        judged = generation.judge(
+            real, images, labels, recon, space.features, space.classifier,
+            spatial_features=space.spatial,
+        )  # fmt: skip
+        report["seeds"][str(seed)] = judged["samples"]
+        report["real_test"], report["recon"] = judged["real_test"], judged["recon"]
+        report["summary"] = summarise(report["seeds"])
+        if jax.process_index() == 0:
+            write_json(out / PROBE_FILE, report)
+        if on_seed is not None:
+            on_seed(seed, judged["samples"])
+    report["summary"] = summarise(report["seeds"])
+    return report
+
+
+def _difference(have: dict, want: dict) -> str:
+    key = next((k for k in want if have.get(k) != want[k]), "protocol")
+    return f"{key}: {json.dumps(have.get(key))} there, {json.dumps(want.get(key))} asked"
