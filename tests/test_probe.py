@@ -65,9 +65,7 @@ def test_each_seed_is_a_stage2_run_on_the_runs_latents_judged_as_eval_judges_it(
     assert report["seeds"]["0"]["frechet"] != report["seeds"]["1"]["frechet"]
 
 
-def test_a_probe_goes_on_where_it_stopped_and_refuses_another_protocol(
-    probed, tiny_ae_run, capsys
-):
+def test_a_probe_goes_on_where_it_stopped_and_refuses_another_protocol(probed, tiny_ae_run, capsys):
     before = (probed / "probe.json").read_text()
     assert _probe(tiny_ae_run, probed, "--seeds", "1,0") == 0  # nothing left to do
     assert "Fréchet" in capsys.readouterr().out
