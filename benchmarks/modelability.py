@@ -1,0 +1,336 @@
+"""Which space will a generator like? The cheap modelability proxies checked against the truth,
+on every latent space of the digits this project can train.
+
+    python -m benchmarks.modelability [--workdir runs/modelability] [--steps 1000]
+        [--probe-steps 1000] [--seeds 0,1,2] [--num 500] [--only kl,vq] [--vgg DIR]
+        [--out benchmarks/modelability]
+
+Each space is a stage-1 run of the digits (16 px, ``ae/digits.py``'s schedule unless named):
+
+- ``kl`` (the baseline: KL, beta 1e-6, f = 4, 4 channels), ``beta_1e-4``, ``beta_1e-2`` (the
+  beta sweep's), ``ae``, ``vq``, ``fsq`` (the four bottlenecks);
+- ``f2_c1``, ``f8_c16``: the other factor/channel pairs at the same tensor size reduction (4);
+- ``eq`` (EQ-VAE, ``ae/digits_eq.py``); with ``--vgg DIR`` (LPIPS's VGG16 in latentjax's format,
+  see ``benchmarks/alignment.py``) also ``vf`` (VA-VAE's VF loss) and ``eq_vf`` (both).
+
+For each: the stage-1 report card with its proxies (``latentjax eval``; reconstruction PSNR and
+SSIM, the latents' high-frequency energy and spectral centroid, the linear probe, the
+interpolation score), and the truth (``latentjax probe``: ``dit/digits.py`` for
+``--probe-steps`` steps per seed, judged at guidance 1 on ``--num`` samples). Then the Spearman
+rank correlation between each proxy and the probe's mean Fréchet distance (as a multiple of
+real-vs-real), over the spaces measured.
+
+Everything resumes: runs from their directories, probes from ``probe.json``, and each space's
+figures are added to ``WORKDIR/results.json`` as it is done, so the study can run in parts
+(``--only``; two processes may share a workdir). It writes ``results.json``, ``table.md`` and
+``correlations.json``, then the plots ``spectra.png`` and ``proxies.png``, into ``--out``
+(default ``WORKDIR``; the committed figures beside this script are replaced only when ``--out``
+names ``benchmarks/modelability``). Plotting needs matplotlib (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from latentjax.config import load_config
+from latentjax.eval.autoencoder import evaluate
+from latentjax.parallel.mesh import make_mesh
+from latentjax.run import Run
+from latentjax.train.autoencoder import load_autoencoder
+from latentjax.train.probe import probe
+from latentjax.train.trainer import train
+
+VF = ["loss.vf_weight=0.1", "loss.vf_encoder=vgg16", "loss.vf_encoder_size=32", "loss.vf_vgg_tap=3"]
+SPACES: dict[str, tuple[str, list[str]]] = {
+    "kl": ("ae/digits.py", []),
+    "beta_1e-4": ("ae/digits.py", ["loss.kl_weight=1e-4"]),
+    "beta_1e-2": ("ae/digits.py", ["loss.kl_weight=1e-2"]),
+    "ae": ("ae/digits_ae.py", []),
+    "vq": ("ae/digits_vq.py", []),
+    "fsq": ("ae/digits_fsq.py", []),
+    "f2_c1": ("ae/digits.py", ["model.ch_mult=(1, 2)", "model.z_channels=1", "model.embed_dim=1"]),
+    "f8_c16": (
+        "ae/digits.py",
+        ["model.ch_mult=(1, 2, 2, 2)", "model.z_channels=16", "model.embed_dim=16"],
+    ),
+    "eq": ("ae/digits_eq.py", []),
+    "vf": ("ae/digits.py", VF),
+    "eq_vf": ("ae/digits_eq.py", VF),
+}
+NEEDS_VGG = ("vf", "eq_vf")
+# Proxy -> the sign of the correlation with the probe's Fréchet ratio that would make it a good
+# proxy (lower Fréchet is better): more high-frequency energy should hurt (+), a better linear
+# probe or reconstruction should help (-), a worse interpolation score should hurt (+).
+PROXIES = {
+    "psnr": -1,
+    "latent_high_frequency": +1,
+    "latent_centroid": +1,
+    "linear_probe": -1,
+    "interpolation_frechet_ratio": +1,
+    "interpolation_excess": +1,
+}
+
+
+def measure_space(
+    root: Path,
+    name: str,
+    config_name: str,
+    overrides: Sequence[str],
+    *,
+    probe_config: str = "dit/digits.py",
+    probe_overrides: Sequence[str] = (),
+    probe_steps: int,
+    seeds: Sequence[int],
+    num: int,
+) -> dict:
+    """Trains (or resumes) space ``name``, reports it and probes it. -> its row."""
+    config = load_config(config_name, overrides)
+    workdir = root / name / "ae"
+    began = time.time()
+    train(config, workdir, progress=False)
+    train_s = round(time.time() - began, 1)
+    run = Run.open(workdir)
+    stage, params = load_autoencoder(run, make_mesh(config.mesh.shape))
+    card = evaluate(run, stage.ae, params, write=True)
+    m = card["modelability"]
+    began = time.time()
+    truth = probe(
+        workdir,
+        root / name / "probe",
+        config_name=probe_config,
+        overrides=probe_overrides,
+        steps=probe_steps,
+        seeds=seeds,
+        num=num,
+    )
+    summary = truth["summary"]
+    return {
+        "config": config_name,
+        "overrides": list(overrides),
+        "size_reduction": card["size_reduction"],
+        "latent_shape": card["latent_shape"],
+        "psnr": card["psnr"],
+        "ssim": card["ssim"],
+        "latent_high_frequency": m["latent_high_frequency"],
+        "pixel_high_frequency": m["pixel_high_frequency"],
+        "latent_centroid": m["latent_centroid"],
+        "pixel_centroid": m["pixel_centroid"],
+        "linear_probe": m["linear_probe"],
+        "interpolation_frechet_ratio": m["interpolation"]["frechet_ratio"],
+        "interpolation_excess": m["interpolation"]["excess"],
+        "recon_frechet_ratio": m["interpolation"]["recon_frechet_ratio"],
+        "spectrum": m["spectrum"],
+        "probe": summary,
+        "probe_seeds": {s: f["frechet_ratio"] for s, f in truth["seeds"].items()},
+        "probe_recon_frechet_ratio": truth["recon"]["frechet_ratio"],
+        "train_s": train_s,
+        "probe_s": round(time.time() - began, 1),
+    }
+
+
+def correlations(results: dict[str, dict]) -> dict[str, dict]:
+    """Spearman's rank correlation of each proxy with the probe's mean Fréchet ratio over the
+    spaces, with its two-sided p-value (scipy; no correction for the number of proxies), and
+    whether its sign is the one a good proxy would have."""
+    from scipy.stats import spearmanr
+
+    truth = np.array([r["probe"]["frechet_ratio"]["mean"] for r in results.values()])
+    out = {}
+    for proxy, sign in PROXIES.items():
+        values = np.array([r[proxy] for r in results.values()], float)
+        if len(values) < 3 or np.ptp(values) == 0 or np.ptp(truth) == 0:
+            out[proxy] = {"rho": None, "p": None, "spaces": len(values)}
+            continue
+        rho, p = spearmanr(values, truth)
+        out[proxy] = {
+            "rho": float(rho),
+            "p": float(p),
+            "spaces": len(values),
+            "right_sign": bool(np.sign(rho) == sign),
+        }
+    return out
+
+
+def resolution(results: dict[str, dict]) -> dict:
+    """How finely the probe separates spaces: the largest seed spread (standard deviation of the
+    Fréchet ratio), and how many pairs of spaces differ by more than twice the larger spread of
+    the two."""
+    rows = [r["probe"]["frechet_ratio"] for r in results.values()]
+    names = list(results)
+    pairs = separated = 0
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            pairs += 1
+            gap = abs(rows[i]["mean"] - rows[j]["mean"])
+            separated += gap > 2 * max(rows[i]["std"], rows[j]["std"])
+    stds = [r["std"] for r in rows]
+    return {
+        "max_seed_std": float(max(stds)) if stds else None,
+        "median_seed_std": float(np.median(stds)) if stds else None,
+        "range_of_means": float(np.ptp([r["mean"] for r in rows])) if rows else None,
+        "pairs": pairs,
+        "pairs_separated": separated,
+        "spaces": names,
+    }
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = [
+        "| space | latent | PSNR | high-freq. energy (latent / pixels) | centroid | linear probe "
+        "| interp. Fréchet / real | interp. / recon | probe Fréchet / real (mean ± sd) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        f = r["probe"]["frechet_ratio"]
+        shape = "x".join(str(s) for s in r["latent_shape"])
+        lines.append(
+            f"| {name} | {shape} | {r['psnr']:.2f} | {r['latent_high_frequency']:.2f} / "
+            f"{r['pixel_high_frequency']:.2f} | {r['latent_centroid']:.3f} | "
+            f"{r['linear_probe']:.3f} | {r['interpolation_frechet_ratio']:.2f} | "
+            f"{r['interpolation_excess']:.2f} | {f['mean']:.2f} ± {f['std']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def correlation_table(corr: dict[str, dict]) -> str:
+    lines = [
+        "| proxy | Spearman rho with the probe | p | sign a good proxy has |",
+        "|---|---|---|---|",
+    ]
+    for proxy, c in corr.items():
+        if c["rho"] is None:
+            lines.append(f"| {proxy} | n/a | | |")
+            continue
+        want = "+" if PROXIES[proxy] > 0 else "-"
+        ok = "yes" if c["right_sign"] else "no"
+        lines.append(f"| {proxy} | {c['rho']:+.2f} | {c['p']:.2f} | {want} ({ok}) |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, dict], corr: dict[str, dict], out: Path) -> None:
+    """``spectra.png`` (each space's latent spectrum and the pixels') and ``proxies.png`` (each
+    proxy against the probe, with the seeds' spread)."""
+    from latentjax.eval.images import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        print("matplotlib is not installed: no plots (pip install -e '.[bench]')")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    first = next(iter(results.values()))
+    ax.semilogy(first["spectrum"]["pixel_frequency"], first["spectrum"]["pixel_power"], "k--",
+                label="pixels")  # fmt: skip
+    for name, r in results.items():
+        ax.semilogy(r["spectrum"]["latent_frequency"], r["spectrum"]["latent_power"], "o-",
+                    ms=3, label=name)  # fmt: skip
+    ax.set_xlabel("frequency (cycles per sample of each grid; 0.5 = Nyquist)")
+    ax.set_ylabel("power (channel mean, sums to 1)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "spectra.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7))
+    for ax, proxy in zip(axes.ravel(), PROXIES, strict=True):
+        for name, r in results.items():
+            f = r["probe"]["frechet_ratio"]
+            ax.errorbar(r[proxy], f["mean"], yerr=f["std"], fmt="o", capsize=3)
+            ax.annotate(name, (r[proxy], f["mean"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        c = corr[proxy]
+        rho = "n/a" if c["rho"] is None else f"{c['rho']:+.2f} (p {c['p']:.2f})"
+        ax.set_title(f"{proxy}: Spearman {rho}", fontsize=9)
+        ax.set_xlabel(proxy, fontsize=8)
+        ax.set_ylabel("probe Fréchet / real-vs-real", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "proxies.png", dpi=110)
+    plt.close(fig)
+
+
+def study(
+    root: Path,
+    names: Sequence[str],
+    *,
+    steps: int,
+    probe_steps: int,
+    seeds: Sequence[int],
+    num: int,
+    vgg: str | None = None,
+    ae_overrides: Sequence[str] = (),
+    probe_overrides: Sequence[str] = (),
+    out: Path | None = None,
+) -> dict:
+    """Measures the spaces ``names`` (resuming), then writes the study's files (module
+    docstring) from every space in ``root/results.json``."""
+    root.mkdir(parents=True, exist_ok=True)
+    results_path = root / "results.json"
+    for name in names:
+        config_name, overrides = SPACES[name]
+        overrides = [f"train.num_steps={steps}", f"loss.disc_start={int(0.85 * steps)}",
+                     *overrides, *ae_overrides]  # fmt: skip
+        if name in NEEDS_VGG:
+            if vgg is None:
+                print(f"{name}: skipped (needs --vgg)")
+                continue
+            overrides.append(f"loss.vf_encoder_weights={Path(vgg).absolute()}")
+        saved = json.loads(results_path.read_text()) if results_path.exists() else {}
+        row = saved.get(name)
+        if row is not None and len(row["probe_seeds"]) >= len(seeds):
+            continue  # measured (seeds are added by a later call with more of them)
+        row = measure_space(
+            root, name, config_name, overrides,
+            probe_overrides=probe_overrides, probe_steps=probe_steps, seeds=seeds, num=num,
+        )  # fmt: skip
+        saved = json.loads(results_path.read_text()) if results_path.exists() else {}
+        results_path.write_text(json.dumps({**saved, name: row}, indent=2))
+        print(name, json.dumps({k: v for k, v in row.items() if k != "spectrum"}), flush=True)
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = {n: results[n] for n in SPACES if n in results}  # one order for every output
+    out = out or root
+    out.mkdir(parents=True, exist_ok=True)
+    corr = correlations(results)
+    summary = {"correlations": corr, "resolution": resolution(results)}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "correlations.json").write_text(json.dumps(summary, indent=2))
+    text = f"{table(results)}\n\n{correlation_table(corr)}\n"
+    (out / "table.md").write_text(text)
+    print(text)
+    plot(results, corr, out)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="runs/modelability")
+    parser.add_argument("--steps", type=int, default=1000, help="stage-1 steps per space")
+    parser.add_argument("--probe-steps", type=int, default=1000, help="DiT steps per seed")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--num", type=int, default=500, help="samples judged per seed")
+    parser.add_argument("--only", default=None, help="comma-separated spaces")
+    parser.add_argument("--vgg", default=None, help="LPIPS VGG16 directory (the VF spaces)")
+    parser.add_argument("--out", default=None, help="where the tables and plots go")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(SPACES)
+    unknown = [n for n in names if n not in SPACES]
+    if unknown:
+        parser.error(f"unknown space {unknown[0]!r}; one of {', '.join(SPACES)}")
+    study(
+        Path(args.workdir).absolute(),
+        names,
+        steps=args.steps,
+        probe_steps=args.probe_steps,
+        seeds=[int(s) for s in args.seeds.split(",")],
+        num=args.num,
+        vgg=args.vgg,
+        out=Path(args.out).absolute() if args.out else None,
+    )
+
+
+if __name__ == "__main__":
+    main()

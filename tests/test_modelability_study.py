@@ -1,0 +1,95 @@
+"""The modelability study script (benchmarks/modelability.py): one space measured for real with
+tiny models (the row it writes is the report's and the probe's figures), and the study's own
+work on fakes: rows kept as they are done, a resumed study measuring only what is missing, the
+correlations and the probe's resolution computed from the rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tiny
+
+from benchmarks import modelability as study
+
+AE = [o.removeprefix("--config.") for o in tiny.AE]
+DIT = [o.removeprefix("--config.") for o in tiny.DIT if "image_size" not in o]
+
+
+def test_a_space_measured_for_real_is_its_report_card_and_its_probe(
+    tmp_path, digits_data_dir, monkeypatch
+):
+    monkeypatch.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
+    overrides = ["train.num_steps=2", "loss.disc_start=1", *AE]
+    row = study.measure_space(
+        tmp_path, "kl", "ae/digits.py", overrides,
+        probe_overrides=DIT, probe_steps=2, seeds=[0], num=20,
+    )  # fmt: skip
+    card = json.loads((tmp_path / "kl" / "ae" / "eval" / "report.json").read_text())
+    truth = json.loads((tmp_path / "kl" / "probe" / "probe.json").read_text())
+    m = card["modelability"]
+    assert row["psnr"] == card["psnr"] and row["latent_shape"] == [4, 4, 4]
+    assert row["latent_high_frequency"] == m["latent_high_frequency"]
+    assert row["linear_probe"] == m["linear_probe"]
+    assert row["interpolation_excess"] == m["interpolation"]["excess"]
+    assert row["probe"]["frechet_ratio"]["mean"] == truth["seeds"]["0"]["frechet_ratio"]
+    assert row["probe_seeds"] == {"0": truth["seeds"]["0"]["frechet_ratio"]}
+
+
+def _row(truth: float, spread: float, **proxies) -> dict:
+    base = {name: 0.0 for name in study.PROXIES}
+    spectrum = {"latent_frequency": [0.25, 0.5], "latent_power": [0.6, 0.4]}
+    spectrum |= {"pixel_frequency": [0.25, 0.5], "pixel_power": [0.7, 0.3]}
+    return {
+        **base,
+        **proxies,
+        "latent_shape": [4, 4, 4],
+        "pixel_high_frequency": 0.3,
+        "spectrum": spectrum,
+        "probe": {"frechet_ratio": {"mean": truth, "std": spread, "seeds": 3}},
+        "probe_seeds": {"0": truth, "1": truth, "2": truth},
+    }
+
+
+def test_the_study_keeps_each_row_resumes_and_correlates_the_proxies_with_the_truth(
+    tmp_path, monkeypatch, capsys
+):
+    truths = {"kl": 2.0, "ae": 3.0, "vq": 5.0, "fsq": 4.0}
+    measured = []
+
+    def fake(root, name, config_name, overrides, **kwargs):
+        measured.append(name)
+        t = truths[name]
+        # psnr falls as the truth worsens (a good proxy), linear_probe is unrelated.
+        unrelated = {"kl": 0.5, "ae": 0.9, "vq": 0.6, "fsq": 0.4}[name]
+        return _row(t, 0.1, psnr=30 - t, interpolation_frechet_ratio=t**2,
+                    linear_probe=unrelated, latent_high_frequency=0.5)  # fmt: skip
+
+    monkeypatch.setattr(study, "measure_space", fake)
+    kwargs = {"steps": 2, "probe_steps": 2, "seeds": [0, 1, 2], "num": 20}
+    study.study(tmp_path, ["kl", "ae"], **kwargs)
+    assert json.loads((tmp_path / "results.json").read_text()).keys() == {"kl", "ae"}
+    summary = study.study(tmp_path, ["kl", "ae", "vq", "fsq", "vf"], **kwargs)
+    assert measured == ["kl", "ae", "vq", "fsq"]  # not again; vf skipped without --vgg
+    assert "vf: skipped (needs --vgg)" in capsys.readouterr().out
+    corr = summary["correlations"]
+    assert corr["psnr"]["rho"] == pytest.approx(-1.0) and corr["psnr"]["right_sign"]
+    assert corr["interpolation_frechet_ratio"]["rho"] == pytest.approx(1.0)
+    # Ranks 2, 4, 3, 1 against 1, 2, 4, 3: 1 - 6 (1 + 4 + 1 + 4) / (4 (16 - 1)) = 0.
+    assert corr["linear_probe"]["rho"] == pytest.approx(0.0, abs=1e-12)
+    assert corr["latent_high_frequency"]["rho"] is None  # constant: no ranking
+    res = summary["resolution"]
+    assert res["pairs"] == 6 and res["pairs_separated"] == 6  # gaps >= 1 > 2 x 0.1
+    assert res["max_seed_std"] == pytest.approx(0.1)
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("\n| ") >= 4 + 6 and "| vq | 4x4x4 |" in table
+    assert (tmp_path / "spectra.png").is_file() and (tmp_path / "proxies.png").is_file()
+
+
+def test_close_spaces_are_not_counted_as_separated():
+    rows = {"a": _row(2.0, 0.3), "b": _row(2.4, 0.3), "c": _row(4.0, 0.1)}
+    res = study.resolution(rows)
+    assert res["pairs"] == 3 and res["pairs_separated"] == 2  # a-b within 2 sd
+    assert res["range_of_means"] == pytest.approx(2.0)
+    assert np.isclose(res["median_seed_std"], 0.3)
