@@ -182,12 +182,12 @@ def _load_run_autoencoder(run: Run) -> Autoencoder:
 
 def _load_run_dit(run: Run) -> DiTModel:
     """The EMA weights of a stage-2 training run or of its export (what sampling uses)."""
-    from latentjax.factory import latent_shape
+    from latentjax.factory import stage2_latent_shape
     from latentjax.parallel.mesh import make_mesh
     from latentjax.train.dit import DiTStage
     from latentjax.train.state import restore
 
-    stage = DiTStage(run.config, None, latent_shape(run.ae_run().config))
+    stage = DiTStage(run.config, None, stage2_latent_shape(run.config, run.ae_run().config))
     state = restore(run, stage.init_state, make_mesh(run.config.mesh.shape))
     return DiTModel(stage.dit, state["ema_params"], run.config)
 

@@ -19,6 +19,7 @@ from latentjax.models.discriminator import NORMS, PatchDiscriminator
 from latentjax.models.dit import DiT
 from latentjax.models.tiny_autoencoder import TinyAutoencoder
 from latentjax.models.video_autoencoder import VideoAutoencoderKL
+from latentjax.models.video_dit import ATTENTION, VideoDiT
 
 FAMILIES = ("kl", "dc", "tiny", "video")
 # Families that load converted weights as a frozen stage 1 but are not trained here.
@@ -52,6 +53,25 @@ def latent_channels(model: Mapping[str, Any]) -> int:
 def is_video(model: Mapping[str, Any]) -> bool:
     """Whether a stage-1 ``model`` section is a video autoencoder (clips [B, T, H, W, C])."""
     return model["family"] == "video"
+
+
+def clip_latent_shape(ae_config, frames: int) -> tuple[int, int, int, int]:
+    """(t, h, w, c) of the latents of a video stage-1 config's clips of ``frames`` frames."""
+    t = build_autoencoder(ae_config.model).latent_frames(frames)
+    return (t, *latent_shape(ae_config))
+
+
+def stage2_latent_shape(config, ae_config) -> tuple[int, ...]:
+    """The latent shape a stage-2 ``config`` generates over its stage-1 ``ae_config``: (h, w, c)
+    of images, or (t, h, w, c) of clips of ``config.data.frames`` frames."""
+    if not is_video(ae_config.model):
+        return latent_shape(ae_config)
+    if config.data.frames < 1:
+        raise ConfigError(
+            "data.frames is 0 but the stage-1 run is a video autoencoder: the clip length is "
+            "recorded when stage 2 starts"
+        )
+    return clip_latent_shape(ae_config, config.data.frames)
 
 
 def latent_shape(ae_config) -> tuple[int, int, int]:
@@ -239,10 +259,12 @@ def build_discriminator(loss) -> PatchDiscriminator:
     return PatchDiscriminator(ndf=loss.disc_ndf, n_layers=loss.disc_layers, norm=loss.disc_norm)
 
 
-def build_dit(m, latent: tuple[int, int, int]) -> DiT:
+def build_dit(m, latent: tuple[int, ...]) -> DiT | VideoDiT:
     """The stage-2 network of a ``model`` section (``latentjax/configs/dit/base.py``) for
-    latents of shape ``latent`` (h, w, c)."""
-    h, w, c = latent
+    latents of shape ``latent``: (h, w, c) gives the image DiT, (t, h, w, c) (a video
+    autoencoder's clips) the video DiT."""
+    frames = latent[0] if len(latent) == 4 else None
+    h, w, c = latent[-3:]
     for key in ("patch_size", "hidden_size", "depth", "num_heads"):
         _positive_ints(f"model.{key}", m[key])
     _positive_ints("model.num_classes", m.num_classes, allow_zero=True)
@@ -254,6 +276,8 @@ def build_dit(m, latent: tuple[int, int, int]) -> DiT:
         raise ConfigError(
             f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}"
         )
+    if frames is not None:
+        return _build_video_dit(m, frames, h, c)
     return DiT(
         input_size=h,
         patch_size=m.patch_size,
@@ -266,5 +290,33 @@ def build_dit(m, latent: tuple[int, int, int]) -> DiT:
         learn_sigma=m.learn_sigma,
         timestep_freq_shift=m.timestep_freq_shift,
         mlp_norm_eps=m.mlp_norm_eps,
+        null_class=m.null_class,
+    )
+
+
+def _build_video_dit(m, frames: int, size: int, channels: int) -> VideoDiT:
+    _positive_ints("model.temporal_patch_size", m.temporal_patch_size)
+    if frames % m.temporal_patch_size:
+        raise ConfigError(
+            f"model.temporal_patch_size={m.temporal_patch_size} does not divide the "
+            f"{frames} latent frames of a clip"
+        )
+    if m.attention not in ATTENTION:
+        raise ConfigError(f"model.attention={m.attention!r}; use one of {', '.join(ATTENTION)}")
+    if m.hidden_size % 4:
+        raise ConfigError(f"model.hidden_size={m.hidden_size}: the position table needs 4 | it")
+    return VideoDiT(
+        input_size=size,
+        frames=frames,
+        patch_size=m.patch_size,
+        temporal_patch_size=m.temporal_patch_size,
+        attention=m.attention,
+        in_channels=channels,
+        hidden_size=m.hidden_size,
+        depth=m.depth,
+        num_heads=m.num_heads,
+        mlp_ratio=m.mlp_ratio,
+        num_classes=m.num_classes,
+        learn_sigma=m.learn_sigma,
         null_class=m.null_class,
     )

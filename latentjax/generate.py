@@ -32,9 +32,9 @@ from jax.sharding import Mesh
 from latentjax.data.normalization import denormalize
 from latentjax.diffusion.samplers import check_sampler
 from latentjax.diffusion.samplers import sample as sample_latents
-from latentjax.errors import LatentjaxError, WorkdirError
+from latentjax.errors import ConfigError, LatentjaxError, WorkdirError
 from latentjax.eval.images import image_grid, save_png
-from latentjax.factory import latent_shape
+from latentjax.factory import is_video, latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import Path, as_path
 from latentjax.run import Run, write_atomic
@@ -392,6 +392,11 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
         raise WorkdirError(
             f"{run.path} has no latent statistics (they are measured when stage 2 starts); "
             f"train it first: latentjax train --config CONFIG --workdir {run.path}"
+        )
+    if is_video(ae_run.config.model):
+        raise ConfigError(
+            f"{run.path} is a stage 2 on video latents; sampling clips is not built yet "
+            "(its training writes a sample sheet of clips: WORKDIR/tensorboard)"
         )
     ae_stage, ae_params = load_autoencoder(ae_run, mesh)
     stage = DiTStage(run.config, ae_stage.ae, latent_shape(ae_run.config))

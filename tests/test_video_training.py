@@ -224,8 +224,9 @@ def test_model_and_dataset_kinds_must_match(
 
 def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys):
     """A video stage-1 run given where an image autoencoder is needed: encode's latent cache, a
-    stage 2 on it, the Python API. One line each, nothing written: the checks read config.json
-    only, before any checkpoint."""
+    stage 2 on it with an image dataset (or a latent cache), the Python API. One line each,
+    nothing written: the checks read config.json (and the dataset's first example) only,
+    before any checkpoint."""
     import latentjax
     from latentjax.config import to_json
     from latentjax.errors import LatentjaxError
@@ -255,7 +256,10 @@ def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys
         )
         == 2
     )
-    assert "is a video autoencoder; a stage-2 model on video latents is not supported" in one_line()
+    assert "holds images, but the model takes clips" in one_line()
+    cache = [f"--config.ae_workdir={run}", f"--config.data.latent_cache={tmp_path / 'cache'}"]
+    assert main(["train", "--config", "dit/digits.py", "--workdir", str(dit), *cache]) == 2
+    assert "the latent cache holds image latents" in one_line()
     with pytest.raises(LatentjaxError, match="video autoencoder run; load_autoencoder takes image"):
         latentjax.load_autoencoder(run)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "video"]

@@ -90,8 +90,13 @@ class VideoDiT(nn.Module):
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array) -> jax.Array:
-        """x [B, T, H, W, C] latents, t [B] in [0, 1000), y [B] int labels -> [B, T, H, W, out]."""
+    def __call__(
+        self, x: jax.Array, t: jax.Array, y: jax.Array, *, return_repa: bool = False
+    ) -> jax.Array:
+        """x [B, T, H, W, C] latents, t [B] in [0, 1000), y [B] int labels -> [B, T, H, W, out].
+        (``return_repa`` is the image DiT's signature; REPA on clips is not built.)"""
+        if return_repa:
+            raise ValueError("REPA is not built for the video DiT")
         if self.attention not in ATTENTION:
             raise ValueError(f"unknown attention {self.attention!r}; use one of {ATTENTION}")
         b, frames, h, w, _ = x.shape

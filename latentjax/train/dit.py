@@ -90,7 +90,9 @@ def check_diffusion_config(config) -> None:
 class DiTStage:
     """The stage-2 network, optimiser and pure step of a config, over the latents of a frozen
     stage-1 network ``ae`` (anything with ``apply(params, images, method=ae.encode)`` returning
-    a posterior) of shape ``latent_shape`` (h, w, c)."""
+    a posterior) of shape ``latent_shape``: (h, w, c) of images, or (t, h, w, c) of a video
+    autoencoder's clips (batches then hold ``"video"`` [B, T, H, W, C] for ``"image"``, and the
+    network is the video DiT)."""
 
     def __init__(
         self,
@@ -103,6 +105,10 @@ class DiTStage:
         (when REPA is on)."""
         check_diffusion_config(config)
         self.config, self.ae, self.latent_shape = config, ae, tuple(latent_shape)
+        self.video = len(self.latent_shape) == 4
+        self.key = "video" if self.video else "image"
+        if self.video and config.repa.weight > 0:
+            raise ConfigError("repa.weight > 0: REPA is not built for video latents; set 0")
         self.dit = build_dit(config.model, self.latent_shape)
         self._repa_encoder = repa_encoder
         if config.repa.weight > 0:
@@ -173,7 +179,7 @@ class DiTStage:
         for a batch of the latent cache (``latentjax encode``), a fresh posterior sample
         ``mean + std * eps`` of the cached moments, the same distribution as ``encode``."""
         if "mean" not in batch:
-            return self.encode(frozen, batch["image"], rng)
+            return self.encode(frozen, batch[self.key], rng)
         eps = jax.random.normal(rng, batch["mean"].shape, batch["mean"].dtype)
         z = batch["mean"] + batch["std"] * eps
         return normalize(z, frozen["latent_shift"], frozen["latent_scale"])
@@ -242,9 +248,12 @@ class DiTStage:
         return new_state, metrics
 
 
-def measure_latent_stats(ae, ae_params, batches, mesh, seed: int = 0) -> dict[str, Any]:
+def measure_latent_stats(
+    ae, ae_params, batches, mesh, seed: int = 0, key: str = "image"
+) -> dict[str, Any]:
     """The latent normalisation (``latentjax.data.latents.latent_stats``) of posterior samples
-    of the frozen encoder over ``batches`` (host dicts with "image")."""
+    of the frozen encoder over ``batches`` (host dicts with ``key``: "image", or "video" for
+    clips, whose latent frames all count)."""
     rng = jax.random.key(seed)
 
     @jax.jit
@@ -254,8 +263,8 @@ def measure_latent_stats(ae, ae_params, batches, mesh, seed: int = 0) -> dict[st
 
     def per_batch():
         for i, local in enumerate(batches):
-            batch = mesh_lib.global_batch({"image": local["image"]}, mesh)
-            yield jax.device_get(moments(ae_params, batch["image"], jax.random.fold_in(rng, i)))
+            batch = mesh_lib.global_batch({key: local[key]}, mesh)
+            yield jax.device_get(moments(ae_params, batch[key], jax.random.fold_in(rng, i)))
 
     return latent_stats(per_batch())
 
@@ -342,6 +351,10 @@ def sample_sheet(stage: DiTStage, frozen, mesh, count: int, seed: int):
         pixels = np.asarray(jax.device_get(program(state["ema_params"], frozen, *inputs)))
         if pixels.shape[-1] == 1:
             pixels = np.repeat(pixels, 3, axis=-1)
+        if stage.video:  # a row of frames per clip
+            frames = pixels.shape[1]
+            grid = image_grid(pixels.reshape(-1, *pixels.shape[2:])[..., :3], ncol=frames)
+            return {"eval/samples": enlarge(grid, size=pixels.shape[2])}
         grid = image_grid(pixels[..., :3], ncol=min(classes, count) or None)
         return {"eval/samples": enlarge(grid, size=pixels.shape[1])}
 

@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 
 from latentjax import run as run_lib
 from latentjax.errors import WorkdirError
-from latentjax.factory import latent_shape
+from latentjax.factory import stage2_latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import Path, absolute
 from latentjax.run import Run
@@ -35,7 +35,7 @@ def init_state(run: Run):
         return AutoencoderStage(run.config).init_state
     ae_run = run.ae_run()
     ae = AutoencoderStage(ae_run.config).ae
-    return DiTStage(run.config, ae, latent_shape(ae_run.config)).init_state
+    return DiTStage(run.config, ae, stage2_latent_shape(run.config, ae_run.config)).init_state
 
 
 def export_run(workdir: str | Path, out: str | Path) -> Path:

@@ -13,7 +13,7 @@ from latentjax import run as run_lib
 from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.errors import ConfigError, WorkdirError
-from latentjax.factory import check_autoencoder_config, is_video, latent_shape
+from latentjax.factory import check_autoencoder_config, is_video, stage2_latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import Path, absolute, as_path
 from latentjax.run import Run
@@ -130,21 +130,31 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> dict[str, An
             task = autoencoder.make_task(config, mesh, eval_images=eval_images)
         else:
             ae_run = _stage1_run(config, workdir)
+            video = is_video(ae_run.config.model)
+            channels = ae_run.config.model.in_channels
+            if not config.data.latent_cache:  # the dataset's kind is checked before loading
+                host_iterator = train_iterator(config, mesh, channels=channels, video=video)
+            if video:
+                frames = _clip_frames(config)
+                if config.data.frames not in (0, frames):
+                    raise ConfigError(
+                        f"data.frames={config.data.frames} but {config.data.name!r} holds "
+                        f"clips of {frames} frames"
+                    )
+                config.data.frames = frames  # recorded in the run's config
+            shape = stage2_latent_shape(config, ae_run.config)
             ae_stage, ae_params = autoencoder.load_autoencoder(ae_run, mesh)
-            stage = dit.DiTStage(config, ae_stage.ae, latent_shape(ae_run.config))
+            stage = dit.DiTStage(config, ae_stage.ae, shape)
             stats_file = workdir / run_lib.LATENT_STATS_FILE
             if stats_file.exists():  # measured when the run started
                 stats = run_lib.read_json(stats_file)
             else:
                 stats = files[run_lib.LATENT_STATS_FILE] = _measure_stats(
-                    config, mesh, ae_stage, ae_params
+                    config, mesh, ae_stage, ae_params, video
                 )
             task = dit.make_task(stage, ae_params, stats, mesh)
             if config.data.latent_cache:
                 host_iterator = cache_iterator(config, mesh)
-            else:
-                channels = ae_run.config.model.in_channels
-                host_iterator = train_iterator(config, mesh, channels=channels)
 
         def start() -> None:
             # train.resume_step is an instruction for this start: the run's config keeps 0, so
@@ -175,10 +185,10 @@ def _stage1_run(config, workdir: Path) -> Run:
             f"ae_workdir={config.ae_workdir!r}: no stage-1 run there ({e}); train "
             "ae/… into it first or set --config.ae_workdir"
         ) from e
-    if is_video(ae_run.config.model):
+    if is_video(ae_run.config.model) and config.data.latent_cache:
         raise ConfigError(
-            f"ae_workdir={config.ae_workdir!r} is a video autoencoder; a stage-2 model on video "
-            "latents is not supported yet"
+            f"ae_workdir={config.ae_workdir!r} is a video autoencoder: the latent cache holds "
+            "image latents; set data.latent_cache='' (clips are encoded in the step)"
         )
     if config.data.image_size != ae_run.config.data.image_size:
         raise ConfigError(
@@ -204,7 +214,13 @@ def check_config(config) -> None:
         dit.check_diffusion_config(config)
 
 
-def _measure_stats(config, mesh, ae_stage, ae_params) -> dict[str, Any]:
+def _clip_frames(config) -> int:
+    """Frames per clip of a stage-2 config's (video) training split."""
+    source = pipeline.load_source(config.data.name, config.data.train_split, data_dir(config))
+    return int(np.asarray(source[0]["video"]).shape[0])
+
+
+def _measure_stats(config, mesh, ae_stage, ae_params, video: bool = False) -> dict[str, Any]:
     """The latent shift and scale, from the latent cache or the frozen encoder on the fly."""
     if config.data.latent_cache:
         batches = itertools.islice(
@@ -213,7 +229,8 @@ def _measure_stats(config, mesh, ae_stage, ae_params) -> dict[str, Any]:
         )
         return latents.latent_stats(latents.cached_moments(batches, config.seed))
     batches = itertools.islice(
-        train_iterator(config, mesh, seed=config.seed + 1, repeat=False),
+        train_iterator(config, mesh, seed=config.seed + 1, repeat=False, video=video),
         config.data.latent_stats_batches,
     )
-    return dit.measure_latent_stats(ae_stage.ae, ae_params, batches, mesh, config.seed)
+    key = "video" if video else "image"
+    return dit.measure_latent_stats(ae_stage.ae, ae_params, batches, mesh, config.seed, key)

@@ -43,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     # images on the fly. With data.flip, its flipped copy is used too.
     c.data.latent_cache = ""
     c.data.latent_stats_batches = 32  # batches used to measure the latent shift/scale
+    # Frames per clip of a video dataset (stage 2 on a video autoencoder's latents): recorded
+    # from the dataset when the run starts; 0 for images.
+    c.data.frames = 0
 
     c.model = ml_collections.ConfigDict()
     xl2 = dit_kwargs("XL/2")  # the DiT paper's size table
@@ -58,6 +61,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.learn_sigma = True  # a second output half for the variance (DiT's)
     c.model.timestep_freq_shift = 0.0  # 1.0 for diffusers' DiT (its downscale_freq_shift)
     c.model.mlp_norm_eps = 1e-6  # LayerNorm epsilon (diffusers' DiT: its norm_eps)
+    # On the latents of a video autoencoder (model.family "video" in ae_workdir) the network is
+    # the video DiT (models/video_dit.py): tokens are temporal_patch_size x patch_size x
+    # patch_size patches; attention "full" (over the whole clip) or "factorised" (blocks
+    # alternate spatial and temporal attention). Image latents ignore both.
+    c.model.temporal_patch_size = 1  # latent frames per token (video latents only)
+    c.model.attention = "full"  # "full" | "factorised" (video latents only)
 
     c.diffusion = ml_collections.ConfigDict()
     # "linear" (rectified flow: x_t = (1 - t) x0 + t eps) | "cosine" | "ddpm_linear" |
