@@ -32,9 +32,9 @@ from jax.sharding import Mesh
 from latentjax.data.normalization import denormalize
 from latentjax.diffusion.samplers import check_sampler
 from latentjax.diffusion.samplers import sample as sample_latents
-from latentjax.errors import ConfigError, LatentjaxError, WorkdirError
+from latentjax.errors import LatentjaxError, WorkdirError
 from latentjax.eval.images import image_grid, save_png
-from latentjax.factory import is_video, latent_shape
+from latentjax.factory import is_video, stage2_latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import Path, as_path
 from latentjax.run import Run, write_atomic
@@ -126,7 +126,9 @@ class Generator:
     ema_params: Any
     frozen: dict[str, Any]
     mesh: Mesh
-    image_shape: tuple[int, int, int]  # [H, W, C] of the decoded images
+    # [H, W, C] of the decoded images; [T, H, W, C] of the clips of a video stage 2, whose
+    # "images" below are clips [N, T, H, W, C] (the sampler and the program are the same).
+    image_shape: tuple[int, ...]
     # Which weights sample: the run's step and a fingerprint of the EMA and decoder parameters
     # (recorded with sample shards, so shards of another checkpoint are never reused).
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -393,17 +395,14 @@ def load_generator(workdir: str | Path, mesh: Mesh) -> Generator:
             f"{run.path} has no latent statistics (they are measured when stage 2 starts); "
             f"train it first: latentjax train --config CONFIG --workdir {run.path}"
         )
-    if is_video(ae_run.config.model):
-        raise ConfigError(
-            f"{run.path} is a stage 2 on video latents; sampling clips is not built yet "
-            "(its training writes a sample sheet of clips: WORKDIR/tensorboard)"
-        )
     ae_stage, ae_params = load_autoencoder(ae_run, mesh)
-    stage = DiTStage(run.config, ae_stage.ae, latent_shape(ae_run.config))
+    stage = DiTStage(run.config, ae_stage.ae, stage2_latent_shape(run.config, ae_run.config))
     state = state_lib.restore(run, stage.init_state, mesh)
     frozen, _ = frozen_inputs(ae_params, stats, mesh, stage.latent_shape[-1])
     ae = ae_run.config
     image_shape = (ae.data.image_size, ae.data.image_size, ae.model.in_channels)
+    if is_video(ae.model):  # clips of the stage-2 run's length
+        image_shape = (run.config.data.frames, *image_shape)
     checkpoint = {
         "step": int(jax.device_get(state["step"])) if "step" in state else run.export_info["step"],
         "weights": _weights_digest({"ema": state["ema_params"], "ae": ae_params}),
@@ -451,14 +450,50 @@ def write_samples(
     out: str | Path, images: np.ndarray, labels: np.ndarray, ncol: int = 10, grid=None
 ) -> Path:
     """``out`` (.npz: ``images`` uint8 [N, H, W, C], ``labels`` [N]) and a PNG grid beside it of
-    ``grid`` (default: all the images); -> the grid's path."""
+    ``grid`` (default: all the images); -> the grid's path. Clips [N, T, H, W, C] are written
+    as ``videos``, with a frame grid (a row of frames per clip, the first 10 clips) and an
+    animated GIF of them (``.gif``) beside it."""
     out = as_path(out)
     if out.suffix != ".npz":
         raise LatentjaxError(f"--out must end in .npz, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if images.ndim == 5:
+        write_atomic(out, lambda f: np.savez(f, videos=images, labels=labels))
+        save_animation(out.with_suffix(".gif"), images[:ncol])
+        return save_frames(out.with_suffix(".png"), images[:ncol])
     write_atomic(out, lambda f: np.savez(f, images=images, labels=labels))
     shown = images if grid is None else grid
     return save_grid(out.with_suffix(".png"), shown, ncol)
+
+
+def save_frames(path: Path, clips: np.ndarray) -> Path:
+    """A PNG of uint8 clips [N, T, H, W, C]: a row of T frames per clip."""
+    frames = clips.reshape(-1, *clips.shape[2:])
+    return save_png(
+        path, image_grid(frames, ncol=clips.shape[1]), scale=max(1, 64 // clips.shape[2])
+    )
+
+
+def save_animation(path: Path, clips: np.ndarray, frame_ms: int = 200) -> Path:
+    """An animated GIF of uint8 clips [N, T, H, W, C] side by side (a grid of up to 5 a row),
+    looping, ``frame_ms`` per frame (written whole, as every file here)."""
+    from PIL import Image
+
+    n, frames = clips.shape[:2]
+    scale = max(1, 64 // clips.shape[2])
+    pictures = []
+    for t in range(frames):
+        grid = image_grid(clips[:, t], ncol=min(n, 5))
+        grid = grid[..., 0] if grid.shape[-1] == 1 else grid
+        pil = Image.fromarray(grid)
+        pictures.append(pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST))
+    write_atomic(
+        path,
+        lambda f: pictures[0].save(
+            f, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0
+        ),
+    )
+    return path
 
 
 def save_grid(path: Path, images: np.ndarray, ncol: int = 10) -> Path:

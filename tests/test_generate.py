@@ -89,12 +89,14 @@ def test_chunked_sampling_resumes_without_redoing_chunks(generator, tmp_path):
 
 
 @pytest.mark.multidevice
-def test_same_seed_same_samples_on_one_and_eight_devices():
+@pytest.mark.parametrize("kind", ["images", "video"])
+def test_same_seed_same_samples_on_one_and_eight_devices(kind):
     def run(devices: int, shape: dict, chunk: int) -> dict:
         env = dict(os.environ, XLA_FLAGS=xla.flags(devices))
         env["PYTHONPATH"] = str(SCRIPTS.parents[1])
+        script = [str(SCRIPTS / "sample_on_mesh.py"), json.dumps(shape), str(chunk)]
         out = subprocess.run(
-            [sys.executable, str(SCRIPTS / "sample_on_mesh.py"), json.dumps(shape), str(chunk)],
+            [sys.executable, *script, *(["video"] if kind == "video" else [])],
             env=env,
             capture_output=True,
             text=True,
@@ -108,6 +110,7 @@ def test_same_seed_same_samples_on_one_and_eight_devices():
     eight = run(8, {"data": 4, "fsdp": 2, "tensor": 1}, 8)  # chunks of 8 over 8 devices
     assert one["devices"] == 1 and eight["devices"] == 8
     a, b = np.array(one["images"]), np.array(eight["images"])
+    assert a.size == 12 * 8 * 8 * (5 if kind == "video" else 1)
     # uint8 after rounding: float reductions in another order may move a value across .5.
     assert np.abs(a - b).max() <= 1 and np.mean(a == b) > 0.99
 

@@ -109,7 +109,25 @@ def test_the_step_encodes_the_clips_through_the_frozen_causal_encoder(video_ae):
     assert np.asarray(posterior.std).min() > 0  # a sample, not the mode
 
 
-def test_sampling_a_video_stage2_run_is_one_line(trained, capsys):
-    assert main(["sample", "--workdir", str(trained), "--num", "2", "--out", "x.npz"]) == 2
+def test_sample_writes_videos_a_frame_grid_and_an_animation(trained, tmp_path, capsys):
+    from PIL import Image
+
+    argv = ["sample", "--workdir", str(trained), "--num", "4", "--steps", "2", "--no-progress"]
+    assert main([*argv, "--batch-size", "4", "--out", str(tmp_path / "a.npz")]) == 0
+    assert "wrote 4 clips" in capsys.readouterr().out
+    with np.load(tmp_path / "a.npz") as data:
+        videos, labels = data["videos"], data["labels"]
+        assert "images" not in data
+    assert videos.shape == (4, moving_digits.FRAMES, 16, 16, 1) and videos.dtype == np.uint8
+    assert labels.tolist() == [0, 1, 2, 3]
+    gif = Image.open(tmp_path / "a.gif")
+    assert gif.n_frames == moving_digits.FRAMES and gif.info["loop"] == 0
+    grid = np.asarray(Image.open(tmp_path / "a.png"))
+    assert grid.shape[0] > 4 * 16 and grid.shape[1] > moving_digits.FRAMES * 16
+    # A clip depends on the seed and its index, not on how the batch was cut.
+    assert main([*argv, "--batch-size", "2", "--out", str(tmp_path / "b.npz")]) == 0
+    with np.load(tmp_path / "b.npz") as data:
+        np.testing.assert_array_equal(data["videos"], videos)
+    assert main([*argv, "--eval", "--out", str(tmp_path / "c.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "sampling clips is not built yet" in err[0]
+    assert len(err) == 1 and "for clips of a video stage 2 it is not built yet" in err[0]

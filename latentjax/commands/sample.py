@@ -96,6 +96,7 @@ def run(args) -> None:
         check_guidance,
         load_generator,
         read_shards,
+        save_frames,
         save_grid,
         spec_from_config,
         write_sample_shards,
@@ -130,6 +131,10 @@ def run(args) -> None:
     space = None
     if args.inception and not args.eval:
         raise LatentjaxError("--inception is for --eval")
+    if args.eval and config.data.frames:  # a stage 2 on video latents records its clip length
+        raise LatentjaxError(
+            "--eval judges images; for clips of a video stage 2 it is not built yet"
+        )
     if args.eval:
         from latentjax.eval.generation import judging_space
 
@@ -137,6 +142,7 @@ def run(args) -> None:
             raise LatentjaxError(f"--eval needs --num above {EVAL_K} (its k-NN balls take k = 3)")
         space = judging_space(config.data.name, args.inception)
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
+    video = len(generator.image_shape) == 4
     if args.num * np.prod(generator.image_shape) > MAX_NPZ_BYTES:
         if args.eval:
             raise LatentjaxError(f"--eval would hold {args.num} images in memory; judge fewer")
@@ -173,12 +179,17 @@ def run(args) -> None:
         grid = write_samples(args.out, images, got)
         if args.shard_dir is None:
             shard_dir.rmtree()
-        print(f"latentjax: wrote {len(images)} images ({how}; step {step}) to {args.out}, {grid}")
+        what = "clips" if video else "images"
+        print(f"latentjax: wrote {len(images)} {what} ({how}; step {step}) to {args.out}, {grid}")
         eval_dir = as_path(args.out).with_suffix(".eval")
     else:
         images, got = read_shards(shard_dir, limit=None if references else 100)
-        grid = save_grid(shard_dir / "grid.png", images[:100])
-        print(f"latentjax: wrote {args.num} images ({how}; step {step}) to {shard_dir}, {grid}")
+        if video:
+            grid = save_frames(shard_dir / "grid.png", images[:10])
+        else:
+            grid = save_grid(shard_dir / "grid.png", images[:100])
+        what = "clips" if video else "images"
+        print(f"latentjax: wrote {args.num} {what} ({how}; step {step}) to {shard_dir}, {grid}")
         eval_dir = shard_dir / "eval"
     if references is not None:
         _judge(images, got, references, space, spec, index, run_, args.seed, eval_dir)
