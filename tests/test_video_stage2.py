@@ -131,3 +131,40 @@ def test_sample_writes_videos_a_frame_grid_and_an_animation(trained, tmp_path, c
     assert main([*argv, "--eval", "--out", str(tmp_path / "c.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "for clips of a video stage 2 it is not built yet" in err[0]
+
+
+def test_the_video_demos_judge_reads_the_clips_it_wrote(trained, tmp_path):
+    """``judge_video_run`` (what ``latentjax demo --video`` reports) recomputed from the clips it
+    wrote, the real held-out clips and the frame classifier."""
+    from latentjax.data.pipeline import split_arrays
+    from latentjax.demo import judge_video_run
+    from latentjax.eval import motion
+    from latentjax.eval.images import to_uint8
+    from latentjax.run import Run
+
+    times: dict = {}
+    got = judge_video_run(trained, tmp_path, 1, times)
+    with np.load(tmp_path / "samples.npz") as data:
+        clips, labels = data["videos"], data["labels"]
+    assert labels.tolist() == list(range(10)) and got["num_clips_judged"] == 10
+    assert (tmp_path / "samples.gif").is_file() and (tmp_path / "samples.png").is_file()
+    data = Run.open(trained).config.data
+    train, test = split_arrays(data, "train"), split_arrays(data, "test")
+    real = to_uint8(np.asarray(test["video"]))
+    judge = motion.FrameClassifier(to_uint8(np.asarray(train["video"])), train["label"], 8)
+    assert got["recognised_per_frame_samples"] == judge.recognised(clips, labels).mean()
+    assert got["recognised_per_frame_real_test"] == judge.accuracy(real, test["label"])
+    assert got["motion_samples"] == motion.motion_report(real, clips)
+    assert times["sample_s"] > 0 and got["clip_shape"] == [moving_digits.FRAMES, 16, 16, 1]
+
+
+@pytest.mark.slow  # compiles two video train steps: about 4 minutes on 2 cores
+def test_demo_video_quick_trains_both_stages_and_judges_the_clips(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LATENTJAX_DATA_DIR", str(tmp_path / "tfds"))
+    run = tmp_path / "demo"
+    assert main(["demo", "--video", "--quick", "--workdir", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["quick"] and summary["num_clips_judged"] == 20
+    assert "recognised in" in capsys.readouterr().out
+    for name in ("video_ae/config.json", "video_dit/config.json", "samples.npz", "samples.gif"):
+        assert (run / name).is_file(), name
