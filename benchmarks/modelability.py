@@ -44,7 +44,7 @@ from latentjax.parallel.mesh import make_mesh
 from latentjax.run import Run
 from latentjax.train.autoencoder import load_autoencoder
 from latentjax.train.probe import probe
-from latentjax.train.trainer import train
+from latentjax.train.trainer import check_finished, train
 
 VF = ["loss.vf_weight=0.1", "loss.vf_encoder=vgg16", "loss.vf_encoder_size=32", "loss.vf_vgg_tap=3"]
 SPACES: dict[str, tuple[str, list[str]]] = {
@@ -93,7 +93,7 @@ def measure_space(
     config = load_config(config_name, overrides)
     workdir = root / name / "ae"
     began = time.time()
-    train(config, workdir, progress=False)
+    check_finished(train(config, workdir, progress=False), config, workdir)
     train_s = round(time.time() - began, 1)
     run = Run.open(workdir)
     stage, params = load_autoencoder(run, make_mesh(config.mesh.shape))

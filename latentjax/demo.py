@@ -39,7 +39,7 @@ from latentjax.parallel.mesh import make_mesh
 from latentjax.paths import Path, as_path
 from latentjax.run import Run, read_json, write_json
 from latentjax.train.loop import read_metrics
-from latentjax.train.trainer import train
+from latentjax.train.trainer import check_finished, train
 
 # A few steps of each stage: exercises every part, makes no claim about quality.
 QUICK_VIDEO = {
@@ -99,7 +99,7 @@ def _trained(workdir: Path, config, name: str, earlier: dict, times: dict) -> No
         r["step"] >= config.train.num_steps for r in read_metrics(workdir / "metrics.jsonl")
     )
     t = time.time()
-    train(config, workdir)
+    check_finished(train(config, workdir), config, workdir)
     times[name] = earlier.get(name) if done and name in earlier else time.time() - t
 
 

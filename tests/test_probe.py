@@ -90,3 +90,19 @@ def test_bad_probes_are_one_line(tiny_ae_run, tmp_path, capsys):
     assert main([*args, "ae/digits.py"]) == 2
     assert "a probe is a DiT" in _error_line(capsys)
     assert not out.exists()
+
+
+def test_a_seed_whose_training_stopped_early_is_not_judged(
+    tiny_ae_run, tmp_path, capsys, monkeypatch
+):
+    """A preempted training (SIGTERM: saved, returned early) must not be judged as if done."""
+    from latentjax.config import load_config
+    from latentjax.train import trainer
+
+    monkeypatch.setattr(trainer, "train", lambda config, workdir, **kw: {"step": 1, "loss": 1.0})
+    out = tmp_path / "probe"
+    assert _probe(tiny_ae_run, out, "--seeds", "0") == 2
+    assert "stopped at step 1 of 2 (preempted?)" in _error_line(capsys)
+    assert not (out / "probe.json").exists()
+    config = load_config("dit/digits.py", ["train.num_steps=2"])
+    trainer.check_finished({"step": 2, "loss": 1.0}, config, out)  # finished: no error

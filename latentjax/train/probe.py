@@ -112,7 +112,7 @@ def probe(
     from latentjax.eval.generation import judging_space, references
     from latentjax.generate import collect_samples, load_generator, spec_from_config
     from latentjax.parallel.mesh import make_mesh
-    from latentjax.train.trainer import train
+    from latentjax.train.trainer import check_finished, train
 
     if steps <= 0 or num <= 0 or not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError("--steps and --num must be positive, --seeds distinct and not empty")
@@ -138,7 +138,7 @@ def probe(
         if str(seed) in report["seeds"]:
             continue
         workdir = out / f"seed_{seed}"
-        train(config, workdir, progress=progress)
+        check_finished(train(config, workdir, progress=progress), config, workdir)
         generator = load_generator(workdir, make_mesh(config.mesh.shape))
         batch = config.sample.batch_size
         if real is None:

@@ -175,6 +175,22 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> dict[str, An
     return records[-1] if records else {}
 
 
+def check_finished(result: dict[str, Any], config, workdir) -> None:
+    """Raises unless a :func:`train` call that returned ``result`` ended at
+    ``train.num_steps``: a preempted run (SIGTERM) saves and returns early, and what follows a
+    training in the same program (a probe's judging, a demo's samples) must not read a model
+    that stopped half way. Process 0's metrics decide, for every process."""
+    from jax.experimental import multihost_utils
+
+    step = int(result.get("step", 0)) if jax.process_index() == 0 else 0
+    step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
+    if step < config.train.num_steps:
+        raise WorkdirError(
+            f"{workdir} stopped at step {step} of {config.train.num_steps} (preempted?); run "
+            "the same command again to go on from its last checkpoint"
+        )
+
+
 def _stage1_run(config, workdir: Path) -> Run:
     """The stage-1 run of a stage-2 config: recorded by its absolute path and id in the config,
     and checked to be the one an existing run in ``workdir`` was trained on."""
