@@ -41,9 +41,9 @@ import numpy as np
 from latentjax.config import load_config
 from latentjax.eval.autoencoder import evaluate
 from latentjax.parallel.mesh import make_mesh
+from latentjax.probe import probe
 from latentjax.run import Run
 from latentjax.train.autoencoder import load_autoencoder
-from latentjax.train.probe import probe
 from latentjax.train.trainer import check_finished, train
 
 VF = ["loss.vf_weight=0.1", "loss.vf_encoder=vgg16", "loss.vf_encoder_size=32", "loss.vf_vgg_tap=3"]

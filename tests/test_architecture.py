@@ -19,7 +19,7 @@ LAYERS = (
     ("convert", "eval"),
     ("train",),
     ("generate", "plan"),
-    ("demo", "api", "pipeline"),
+    ("demo", "api", "pipeline", "probe"),
     ("commands", "__main__", "__init__"),
 )
 # Imports that run upwards, each with its reason (README.md lists them too).

@@ -11,7 +11,7 @@ import pytest
 import tiny
 
 from latentjax.commands import main
-from latentjax.train.probe import FIGURES
+from latentjax.probe import FIGURES
 
 # The tiny DiT of the suite, without its image size (the probe takes the run's data section).
 DIT = [o for o in tiny.DIT if not o.startswith("--config.data.image_size")]

@@ -1,5 +1,5 @@
 """``latentjax probe``: how well a fixed small DiT models a stage-1 run's latents, over seeds
-(``latentjax/train/probe.py``): the truth beside ``eval``'s cheap modelability proxies."""
+(``latentjax/probe.py``): the truth beside ``eval``'s cheap modelability proxies."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def run(args) -> None:
     import jax
 
     from latentjax.paths import as_path
-    from latentjax.train.probe import PROBE_FILE, probe
+    from latentjax.probe import PROBE_FILE, probe
 
     out = args.out or as_path(args.workdir) / "probe"
 
