@@ -268,10 +268,10 @@ def build_dit(m, latent: tuple[int, ...]) -> DiT | VideoDiT:
     for key in ("patch_size", "hidden_size", "depth", "num_heads"):
         _positive_ints(f"model.{key}", m[key])
     _positive_ints("model.num_classes", m.num_classes, allow_zero=True)
-    if h != w:
+    if h != w and frames is None:
         raise ConfigError(f"the DiT needs square latents, got {h} x {w}")
-    if h % m.patch_size:
-        raise ConfigError(f"model.patch_size={m.patch_size} does not divide the {h}px latent")
+    if h % m.patch_size or w % m.patch_size:
+        raise ConfigError(f"model.patch_size={m.patch_size} does not divide the {h}x{w} latent")
     if m.hidden_size % m.num_heads:
         raise ConfigError(
             f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}"

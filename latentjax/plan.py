@@ -115,19 +115,39 @@ class LatentsAsImages:
         return _Posterior(images)
 
 
-def stage2_latent_shape(config, ae_config: str | None, latent: str | None):
-    """The stage-2 latent shape: ``--latent-shape H,W,C``, or from a stage-1 config file
-    (``--ae-config``, else the run at ``ae_workdir`` when it exists)."""
+def stage2_latent_shape(
+    config, ae_config: str | None, latent: str | None, frames=None, size=None
+) -> tuple[int, ...]:
+    """The stage-2 latent shape: ``--latent-shape H,W,C`` (T,H,W,C for clips), or from a
+    stage-1 config file (``--ae-config``, else the run at ``ae_workdir`` when it exists); a
+    video stage 1 takes ``frames`` and ``size`` as :func:`pixel_shape` does, and its latents are
+    planned for the video DiT."""
     if latent:
+        if frames is not None or size is not None:
+            raise ConfigError(
+                "--frames and --size go with the --ae-config of a video stage 1, not with "
+                "--latent-shape (give T,H,W,C there)"
+            )
         try:
-            h, w, c = (int(v) for v in latent.split(","))
+            shape = tuple(int(v) for v in latent.split(","))
         except ValueError:
-            raise ConfigError(f"--latent-shape {latent!r}: use H,W,C, e.g. 32,32,4") from None
-        return h, w, c
+            shape = ()
+        if len(shape) not in (3, 4):
+            raise ConfigError(f"--latent-shape {latent!r}: use H,W,C or T,H,W,C, e.g. 32,32,4")
+        return shape
     if ae_config:
-        return latent_shape(load_config(ae_config))
-    if config.ae_workdir and (as_path(config.ae_workdir) / CONFIG_FILE).exists():
-        return latent_shape(Run.open(config.ae_workdir, stage="ae").config)
+        ae = load_config(ae_config)
+    elif config.ae_workdir and (as_path(config.ae_workdir) / CONFIG_FILE).exists():
+        ae = Run.open(config.ae_workdir, stage="ae").config
+    else:
+        ae = None
+    if ae is not None:
+        pixels = pixel_shape(ae, frames, size)
+        f = downsample_factor(ae.model)
+        h, w, c = pixels[-3] // f, pixels[-2] // f, latent_shape(ae)[-1]
+        if len(pixels) == 4:
+            return build_autoencoder(ae.model).latent_frames(pixels[0]), h, w, c
+        return h, w, c
     raise ConfigError(
         "planning a dit config needs the latent shape: pass --ae-config ae/….py or "
         f"--latent-shape H,W,C (no stage-1 run at ae_workdir={config.ae_workdir!r})"
@@ -190,8 +210,8 @@ def _build_task(config, mesh, latent, pixels=None):
         frozen={"ae": {}, "latent_shift": scalar, "latent_scale": scalar},
         frozen_shardings={"ae": {}, "latent_shift": repl, "latent_scale": repl},
     )
-    image = jax.ShapeDtypeStruct((b, *stage.latent_shape), jnp.float32, sharding=batch_sharding)
-    return task, {"image": image, "label": label}
+    z = jax.ShapeDtypeStruct((b, *stage.latent_shape), jnp.float32, sharding=batch_sharding)
+    return task, {stage.key: z, "label": label}
 
 
 def _shard_bytes(tree) -> int:

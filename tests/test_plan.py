@@ -109,7 +109,7 @@ def test_dit_plan_needs_a_latent_shape(capsys, tmp_path):
     assert cli.main([*argv, "--latent-shape", "4,4"]) == 2
     assert "H,W,C" in capsys.readouterr().err
     assert cli.main([*argv, "--latent-shape", "4,4,4", "--frames", "9"]) == 2
-    assert "are for a stage-1 config" in capsys.readouterr().err
+    assert "not with --latent-shape" in capsys.readouterr().err
 
 
 # A video autoencoder small enough to compile twice (its step still takes ~40 s: slow).
@@ -183,3 +183,26 @@ def test_topologies_count_chips_not_cores():
     assert topologies.parse_topology("v5litepod-16").devices == 16
     assert topologies.parse_topology("v6e-256").devices == 256
     assert topologies.parse_topology("h100-8").chip.memory_bytes == 80 * 10**9
+
+
+def test_a_video_dit_is_planned_over_clip_latents_and_full_attention_holds_more():
+    from latentjax import plan as plan_lib
+    from latentjax.config import load_config
+
+    overrides = [o.removeprefix("--config.") for o in TINY_DIT]
+    config = load_config("dit/digits_video.py", overrides)
+    # The video autoencoder's 9-frame clips of 16 x 16: 3 latent frames of 4 x 4 x 6.
+    latent = plan_lib.stage2_latent_shape(config, "ae/digits_video.py", None, 9, None)
+    assert latent == (3, 4, 4, 6)
+    assert plan_lib.stage2_latent_shape(config, "ae/digits.py", None) == (4, 4, 4)
+    # A longer clip on a wider grid: 8 latent frames of 8 x 8 are 512 tokens. Full attention
+    # holds [B, heads, 512, 512] logits; factorised ones hold 64 x 64 and 8 x 8 blocks.
+    mesh = dict(config.mesh.shape)
+    plans = {}
+    for attention in ("full", "factorised"):
+        c = load_config("dit/digits_video.py", [*overrides, f"model.attention={attention}"])
+        plans[attention] = plan_lib.plan(c, mesh, 1, latent_shape=(8, 8, 8, 4))
+    full, factorised = plans["full"], plans["factorised"]
+    assert full.num_params == factorised.num_params
+    logits = 8 * 2 * 512 * 512 * 4  # batch 8, 2 heads, float32
+    assert full.temporaries > factorised.temporaries + logits

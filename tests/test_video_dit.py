@@ -97,3 +97,15 @@ def test_a_clip_that_patches_do_not_divide_is_refused():
     bad = VideoDiT(frames=2, depth=1, attention="causal", **SIZE)
     with pytest.raises(ValueError, match="unknown attention"):
         bad.init(jax.random.key(0), jnp.zeros((1, 2, 4, 4, 3)), jnp.zeros(1), jnp.zeros(1, int))
+
+
+def test_a_rectangular_grid_has_the_square_tables_rows_and_columns():
+    from latentjax.models.video_dit import sincos_grid
+
+    square = sincos_grid(16, 6, 6)
+    wide = sincos_grid(16, 3, 6)  # the first 3 rows of the 6 x 6 grid
+    np.testing.assert_allclose(wide, square[: 3 * 6], atol=1e-6)
+    model = VideoDiT(frames=2, depth=1, **SIZE)
+    params, _, t, y = _video(model, 2)
+    out = model.apply(params, jnp.ones((2, 2, 4, 8, 3)), t, y)  # a 4 x 8 latent
+    chex.assert_shape(out, (2, 2, 4, 8, 3))

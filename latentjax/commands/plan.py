@@ -105,9 +105,9 @@ def run(args) -> None:
         raise ConfigError(f"--devices {n}: need at least one device")
     latent = pixels = None
     if config.stage == "dit":
-        if args.frames is not None or args.size is not None:
-            raise ConfigError("--frames and --size are for a stage-1 config; dit takes --ae-config")
-        latent = plan_lib.stage2_latent_shape(config, args.ae_config, args.latent_shape)
+        latent = plan_lib.stage2_latent_shape(
+            config, args.ae_config, args.latent_shape, args.frames, args.size
+        )
     else:
         pixels = plan_lib.pixel_shape(config, args.frames, args.size)
     ensure_fake_devices(n)

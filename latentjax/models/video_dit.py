@@ -56,12 +56,27 @@ def sincos_1d(dim: int, length: int) -> np.ndarray:
     return (emb - emb[:1]).astype(np.float32)
 
 
+def sincos_grid(dim: int, height: int, width: int) -> np.ndarray:
+    """:func:`latentjax.models.dit.sincos_2d` of a ``height`` x ``width`` grid (any aspect):
+    half the channels encode the column, half the row. [height * width, dim]."""
+    if height == width:
+        return sincos_2d(dim, height)
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
+
+    def one_d(pos: np.ndarray) -> np.ndarray:
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    rows, cols = np.meshgrid(
+        np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij"
+    )
+    return np.concatenate([one_d(cols), one_d(rows)], axis=1).astype(np.float32)
+
+
 def sincos_3d(dim: int, frames: int, height: int, width: int) -> np.ndarray:
     """[frames * height * width, dim] (time-major): the 2-D table of (row, column) plus the 1-D
-    table of the frame. Square grids only, as the image DiT's table."""
-    if height != width:
-        raise ValueError(f"the sin-cos table is for square grids, got {height}x{width}")
-    spatial = sincos_2d(dim, height)  # [H W, D]
+    table of the frame."""
+    spatial = sincos_grid(dim, height, width)  # [H W, D]
     temporal = sincos_1d(dim, frames)  # [T, D]
     return (temporal[:, None, :] + spatial[None]).reshape(frames * height * width, dim)
 
