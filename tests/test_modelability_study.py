@@ -17,6 +17,7 @@ AE = [o.removeprefix("--config.") for o in tiny.AE]
 DIT = [o.removeprefix("--config.") for o in tiny.DIT if "image_size" not in o]
 
 
+@pytest.mark.slow  # a stage 1, its report and a probe: about a minute on 2 cores
 def test_a_space_measured_for_real_is_its_report_card_and_its_probe(
     tmp_path, digits_data_dir, monkeypatch
 ):

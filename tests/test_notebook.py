@@ -66,3 +66,36 @@ def test_quickstart_notebook_executes(tmp_path, digits_data_dir, monkeypatch):
     cli_text = "".join(o.get("text", "") for o in cli.outputs)
     assert "train.num_steps = 3" in cli_text and "optimiser steps" in cli_text
     assert f"ae_workdir = '{workdir / 'ae'}'" in cli_text
+
+
+VIDEO = NOTEBOOK.parent / "video.ipynb"
+
+
+def test_the_video_notebook_is_on_the_python_api():
+    nb = nbformat.read(VIDEO, as_version=4)
+    assert not [c for c in nb.cells if c.cell_type == "code" and RUNS_THE_CLI.search(c.source)]
+    assert any("pip install" in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.slow  # compiles the video autoencoder's two steps: about 4 minutes on 2 cores
+def test_video_notebook_executes(tmp_path, monkeypatch):
+    workdir = tmp_path / "runs"
+    for key, value in {
+        "LATENTJAX_NB_AE_STEPS": "2",
+        "LATENTJAX_NB_DIT_STEPS": "2",
+        "LATENTJAX_NB_SAMPLE_STEPS": "2",
+        "LATENTJAX_NB_SMALL": "1",
+        "LATENTJAX_NB_WORKDIR": str(workdir),
+        "LATENTJAX_DATA_DIR": str(tmp_path / "tfds"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XLA_FLAGS", xla.flags())
+    nb = nbformat.read(VIDEO, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.outputs]
+    assert all(o.get("output_type") != "error" for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "stage 1: step 2" in text and "stage 2: step 2" in text
+    assert "clips (10, 9, 16, 16, 1) uint8" in text and "recognised per frame" in text
+    assert (workdir / "clips.gif").is_file()
