@@ -95,7 +95,7 @@ class Pipeline:
         return DiTModel(self.generator.stage.dit, self.generator.ema_params, self.config)
 
     def sample(
-        self,
+        self,  # a stage 2 on video latents returns clips [num, T, H, W, C] for images
         labels: int | Sequence[int] | None = None,
         num: int | None = None,
         *,
