@@ -95,7 +95,7 @@ class Pipeline:
         return DiTModel(self.generator.stage.dit, self.generator.ema_params, self.config)
 
     def sample(
-        self,  # a stage 2 on video latents returns clips [num, T, H, W, C] for images
+        self,
         labels: int | Sequence[int] | None = None,
         num: int | None = None,
         *,
@@ -111,7 +111,8 @@ class Pipeline:
         progress: bool = True,
     ) -> np.ndarray:
         """Samples ``num`` images -> uint8 [num, H, W, C] in 0..255, or with ``output="float"``
-        float32 [num, H, W, C] in [-1, 1] (the decoder's output, clipped).
+        float32 [num, H, W, C] in [-1, 1] (the decoder's output, clipped); a stage 2 on video
+        latents gives clips [num, T, H, W, C].
 
         ``labels``: None -> the classes in turn (0, 1, ..., 0, 1, ...); an int -> that class;
         a list -> cycled to ``num`` (default: its length). ``steps``, ``sampler`` ("ddim",
