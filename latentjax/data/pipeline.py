@@ -264,10 +264,13 @@ def _decode_all(ds: grain.MapDataset) -> list[Any]:
     return [first] + [ds[i] for i in range(1, len(ds))]
 
 
-def split_arrays(data, split: str) -> dict[str, np.ndarray]:
-    """A whole (small) split of the dataset a ``data`` config section names, preprocessed as for
-    evaluation (centre crop where training crops, no flips), as host arrays in dataset order."""
+def split_arrays(data, split: str, limit: int | None = None) -> dict[str, np.ndarray]:
+    """A whole (small) split of the dataset a ``data`` config section names, or its first
+    ``limit`` examples, preprocessed as for evaluation (centre crop where training crops, no
+    flips), as host arrays in dataset order."""
     source = load_source(data.name, split, data.data_dir or digits.default_data_dir())
+    if limit is not None and limit < len(source):
+        source = grain.MapDataset.source(source)[:limit]
     dataset = make_dataset(
         source,
         global_batch_size=len(source),

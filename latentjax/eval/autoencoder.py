@@ -105,8 +105,8 @@ def evaluate(
     data = config.data if data is None else data
     split = split or data.eval_split
     video = is_video(config.model)
-    arrays = split_arrays(data, split)
-    x = np.asarray(arrays["video" if video else "image"][:max_images], np.float32)
+    arrays = split_arrays(data, split, limit=max_images)  # not the whole split: it may be large
+    x = np.asarray(arrays["video" if video else "image"], np.float32)
     report: dict[str, Any] = {"workdir": str(workdir), "split": split}
     if video:
         figures, x_hat = _video_report(ae, params, x, batch_size, lpips_fn, feature_fn)
@@ -150,14 +150,12 @@ def evaluate(
         report["latent"]["kl_per_image"] = float(
             np.sum(report["latent"]["kl_per_channel"]) * z.shape[1] * z.shape[2]
         )
-    labels = np.asarray(arrays["label"][:max_images]) if "label" in arrays else None
+    labels = np.asarray(arrays["label"]) if "label" in arrays else None
     features = feature_fn or (_digits_features if data.name == digits.NAME else None)
     encode = jax.jit(lambda batch: ae.apply(params, batch, method=ae.encode).mode())
     decode = jax.jit(lambda z: jnp.clip(ae.apply(params, z, method=ae.decode), -1.0, 1.0))
-    train = split_arrays(data, data.train_split) if split != data.train_split else None
-    report["modelability"] = proxies(
-        x, labels, res, train, max_images, batch_size, encode, decode, features
-    )
+    train = split_arrays(data, data.train_split, max_images) if split != data.train_split else None
+    report["modelability"] = proxies(x, labels, res, train, batch_size, encode, decode, features)
     if write and jax.process_index() == 0:
         _write(workdir / "eval", report, x, res, pca, ae, params, num_show)
     return report
@@ -168,20 +166,20 @@ def _digits_features(images) -> np.ndarray:
     return digits_features(to_uint8(np.asarray(images)))
 
 
-def proxies(x, labels, res, train, max_images, batch_size, encode, decode, features) -> dict:
+def proxies(x, labels, res, train, batch_size, encode, decode, features) -> dict:
     """The report's ``modelability`` section: held-out images ``x`` [N, H, W, C] in [-1, 1] with
     their ``labels`` (or None), their latents and reconstructions ``res["z"]``, ``res["x_hat"]``;
-    the ``train`` split's arrays (None: evaluating on the training split itself, so no probe and
-    no interpolation score); the jitted ``encode`` (to the posterior mode) and ``decode``;
-    ``features`` (images in [-1, 1] -> [N, D], or None).
+    the ``train`` split's arrays (capped as the held-out ones are; None: evaluating on the
+    training split itself, so no probe and no interpolation score); the jitted ``encode`` (to
+    the posterior mode) and ``decode``; ``features`` (images in [-1, 1] -> [N, D], or None).
 
     - ``spectrum``: :func:`modelability.radial_spectrum` of the latents and of the pixels, each
       channel-averaged and scaled to sum 1, frequencies in cycles per sample of each grid;
       ``latent_high_frequency`` and ``pixel_high_frequency``, the share of energy above half of
       each grid's Nyquist frequency (channel means; per channel for the latents), and
       ``latent_centroid`` and ``pixel_centroid``, the energy-weighted mean frequency;
-    - ``linear_probe``: test accuracy of a logistic regression fitted on up to ``max_images``
-      training latents, beside ``chance`` (the most frequent test class's share);
+    - ``linear_probe``: test accuracy of a logistic regression fitted on the training latents,
+      beside ``chance`` (the most frequent test class's share);
     - ``interpolation``: the Fréchet distance, in ``features``, of the decoded midpoints between
       each held-out latent and its nearest neighbour to the training images, beside the same
       distance of the reconstructions and of the held-out images (real-vs-real), all at N
@@ -206,10 +204,10 @@ def proxies(x, labels, res, train, max_images, batch_size, encode, decode, featu
     }
     if train is None:
         return out
-    train_x = np.asarray(train["image"][:max_images], np.float32)
+    train_x = np.asarray(train["image"], np.float32)
     if labels is not None and len(np.unique(labels)) > 1:
         train_z = _batched(encode, train_x, batch_size)
-        train_y = np.asarray(train["label"][:max_images])
+        train_y = np.asarray(train["label"])
         out["linear_probe"] = modelability.linear_probe(train_z, train_y, z, labels)
         out["chance"] = float(np.bincount(labels).max() / len(labels))
     if features is not None and len(x) >= 2:
