@@ -168,3 +168,41 @@ def test_demo_video_quick_trains_both_stages_and_judges_the_clips(tmp_path, monk
     assert "recognised in" in capsys.readouterr().out
     for name in ("video_ae/config.json", "video_dit/config.json", "samples.npz", "samples.gif"):
         assert (run / name).is_file(), name
+
+
+def test_a_latent_cache_of_clips_is_what_stage2_trains_on(video_ae, tmp_path):
+    """``encode`` of a video run caches each clip's posterior (and its mirror with ``--flip``)
+    as [t, h, w, c]; stage 2 trains from it, its clip length read from the cache."""
+    from latentjax.data import latents, pipeline
+
+    run, ae, params = video_ae
+    data_dir = str(tmp_path / "tfds")
+    cache = tmp_path / "cache"
+    argv = ["encode", "--workdir", str(run), "--split", "test", "--data-dir", data_dir, "--flip"]
+    assert main([*argv, "--out", str(cache), "--batch-size", "8"]) == 0
+    info = latents.read_cache_info(str(cache))
+    assert info["frames"] == moving_digits.FRAMES and info["latent_shape"] == [5, 8, 8, 6]
+    clips = pipeline.split_arrays(_video_data(data_dir), "test")["video"]
+    encode = jax.jit(lambda x: ae.apply(params, x, method=ae.encode))
+    for split, x in (("test", clips), ("test_flip", clips[..., ::-1, :])):
+        source = pipeline.load_source(latents.DEFAULT_NAME, split, str(cache))
+        posterior = encode(jnp.asarray(x))
+        # tfds shuffles records as it writes them: compare in an order of their own.
+        want = np.argsort(np.asarray(posterior.mean).reshape(len(x), -1).sum(1))
+        cached = sorted((source[i] for i in range(len(source))), key=lambda e: e["mean"].sum())
+        assert len(cached) == len(x) == 296
+        for e, j in zip(cached[:5], want[:5], strict=True):
+            np.testing.assert_allclose(e["mean"], posterior.mean[j], atol=1e-5)
+            np.testing.assert_allclose(e["std"], posterior.std[j], rtol=1e-4, atol=1e-6)
+    workdir = tmp_path / "dit"
+    args = ["train", "--config", "dit/digits.py", "--workdir", str(workdir), "--no-progress"]
+    extra = [f"--config.ae_workdir={run}", f"--config.data.latent_cache={cache}"]
+    extra += ["--config.data.train_split=test", "--config.data.flip=True"]
+    extra += ["--config.train.eval_images=0"]
+    assert main([*args, *extra, *DIT]) == 0
+    assert json.loads((workdir / "config.json").read_text())["data"]["frames"] == 9
+
+
+def _video_data(data_dir: str):
+    config = load_config("dit/digits_video.py", ["data.image_size=16", f"data.data_dir={data_dir}"])
+    return config.data

@@ -223,10 +223,10 @@ def test_model_and_dataset_kinds_must_match(
 
 
 def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys):
-    """A video stage-1 run given where an image autoencoder is needed: encode's latent cache, a
-    stage 2 on it with an image dataset (or a latent cache), the Python API. One line each,
-    nothing written: the checks read config.json (and the dataset's first example) only,
-    before any checkpoint."""
+    """A video stage-1 run given images where it takes clips: encode of an image dataset, a
+    stage 2 on it with an image dataset (or a latent cache that is not there), the Python API.
+    One line each, nothing written: the checks read config.json (and the dataset's first
+    example) only, before any checkpoint."""
     import latentjax
     from latentjax.config import to_json
     from latentjax.errors import LatentjaxError
@@ -240,8 +240,9 @@ def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys
         assert len(err) == 1 and err[0].startswith("latentjax: error:"), err
         return err[0]
 
-    assert main(["encode", "--workdir", str(run), "--out", str(tmp_path / "cache")]) == 2
-    assert "video autoencoder run; encode caches image latents" in one_line()
+    argv = ["encode", "--workdir", str(run), "--out", str(tmp_path / "cache")]
+    assert main([*argv, "--data", "latentjax_digits"]) == 2
+    assert "holds images, but the autoencoder of" in one_line()
     dit = tmp_path / "dit"
     assert (
         main(
@@ -259,7 +260,7 @@ def test_what_does_not_take_a_video_run_yet_says_so_in_one_line(tmp_path, capsys
     assert "holds images, but the model takes clips" in one_line()
     cache = [f"--config.ae_workdir={run}", f"--config.data.latent_cache={tmp_path / 'cache'}"]
     assert main(["train", "--config", "dit/digits.py", "--workdir", str(dit), *cache]) == 2
-    assert "the latent cache holds image latents" in one_line()
+    assert "no latent cache there" in one_line()
     with pytest.raises(LatentjaxError, match="video autoencoder run; load_autoencoder takes image"):
         latentjax.load_autoencoder(run)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "video"]

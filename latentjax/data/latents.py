@@ -13,6 +13,8 @@ encodes on the fly, at a fraction of the cost (LDM/DiT-style pipelines cache lat
 way). Images are centre-cropped when the run crops and resized to the run's ``image_size``.
 With ``--flip`` a second split, ``<split>_flip``, holds the latents of the mirrored images: the
 encoder is not equivariant to flips, so flip augmentation of stage 2 needs them encoded too.
+A video autoencoder's run caches the latents of clips, ``[t, h, w, c]`` each, and records the
+clip length (``frames``) in the cache's info.
 
 Several processes each encode their own shard; the latents are gathered and process 0 writes.
 
@@ -83,9 +85,9 @@ def encoded_batches(
     )
     for batch in ds:
         count = len(batch["label"])
-        images = batch["image"]
-        if flip:
-            images = images[:, :, ::-1]
+        images = batch["video" if "video" in batch else "image"]  # clips [B, T, H, W, C]
+        if flip:  # mirror the width axis (the second-last)
+            images = images[..., ::-1, :]
         if count < local:  # pad: every process runs the same program on full batches
             pad = np.zeros((local - count, *images.shape[1:]), images.dtype)
             images = np.concatenate([images, pad])

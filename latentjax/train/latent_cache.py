@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
 from latentjax.errors import ConfigError
-from latentjax.factory import is_video, latent_shape
+from latentjax.factory import clip_latent_shape, is_video, latent_shape
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import Path, absolute
 from latentjax.run import Run
@@ -34,17 +35,18 @@ def encode_run(
     latents.check_out(out, name)  # before anything is loaded or encoded
     run = Run.open(workdir, stage="ae")
     config = run.config
-    if is_video(config.model):
-        raise ConfigError(
-            f"{workdir} is a video autoencoder run; encode caches image latents for an image "
-            "stage 2 (a stage 2 on video latents is not supported yet)"
-        )
-    mesh = mesh_lib.make_mesh(config.mesh.shape)
-    stage, params = load_autoencoder(run, mesh)
     data = data or config.data.name
     split = split or config.data.train_split
     data_dir = data_dir or config.data.data_dir or default_data_dir()
     source = pipeline.load_source(data, split, data_dir)
+    video = is_video(config.model)
+    if video != (len(source) > 0 and pipeline.example_key(source[0]) == "video"):
+        raise ConfigError(
+            f"dataset {data!r} holds {'images' if video else 'clips'}, but the autoencoder of "
+            f"{workdir} takes {'clips' if video else 'images'}"
+        )
+    mesh = mesh_lib.make_mesh(config.mesh.shape)
+    stage, params = load_autoencoder(run, mesh)
 
     @jax.jit
     def encode(images):
@@ -54,6 +56,10 @@ def encode_run(
         return mean, std
 
     shape = latent_shape(config)
+    frames = 0
+    if video:
+        frames = int(np.asarray(source[0]["video"]).shape[0])
+        shape = clip_latent_shape(config, frames)
 
     def batches(flipped: bool):
         return lambda: latents.encoded_batches(
@@ -77,6 +83,7 @@ def encode_run(
         "image_size": config.data.image_size,
         "flip": flip,
         "latent_shape": list(shape),
+        "frames": frames,  # clip length (0: images)
     }
     latents.write_cache(out, name, shape, splits, info)
     return {**info, "name": name, "count": len(source)}

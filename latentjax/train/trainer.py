@@ -135,7 +135,10 @@ def train(config, workdir: str | Path, *, progress: bool = True) -> dict[str, An
             if not config.data.latent_cache:  # the dataset's kind is checked before loading
                 host_iterator = train_iterator(config, mesh, channels=channels, video=video)
             if video:
-                frames = _clip_frames(config)
+                if config.data.latent_cache:  # the cache knows its clips' length
+                    frames = latents.read_cache_info(config.data.latent_cache).get("frames", 0)
+                else:
+                    frames = _clip_frames(config)
                 if config.data.frames not in (0, frames):
                     raise ConfigError(
                         f"data.frames={config.data.frames} but {config.data.name!r} holds "
@@ -201,11 +204,6 @@ def _stage1_run(config, workdir: Path) -> Run:
             f"ae_workdir={config.ae_workdir!r}: no stage-1 run there ({e}); train "
             "ae/… into it first or set --config.ae_workdir"
         ) from e
-    if is_video(ae_run.config.model) and config.data.latent_cache:
-        raise ConfigError(
-            f"ae_workdir={config.ae_workdir!r} is a video autoencoder: the latent cache holds "
-            "image latents; set data.latent_cache='' (clips are encoded in the step)"
-        )
     if config.data.image_size != ae_run.config.data.image_size:
         raise ConfigError(
             f"data.image_size={config.data.image_size} but the stage-1 run was trained at "
