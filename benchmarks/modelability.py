@@ -11,7 +11,9 @@ Each space is a stage-1 run of the digits (16 px, ``ae/digits.py``'s schedule un
   beta sweep's), ``ae``, ``vq``, ``fsq`` (the four bottlenecks);
 - ``f2_c1``, ``f8_c16``: the other factor/channel pairs at the same tensor size reduction (4);
 - ``eq`` (EQ-VAE, ``ae/digits_eq.py``); with ``--vgg DIR`` (LPIPS's VGG16 in latentjax's format,
-  see ``benchmarks/alignment.py``) also ``vf`` (VA-VAE's VF loss) and ``eq_vf`` (both).
+  see ``benchmarks/alignment.py``) also ``vf`` (VA-VAE's VF loss) and ``eq_vf`` (both), and
+  ``kl_repa``: the baseline's space probed by a DiT with REPA (the generator-side regulariser;
+  a row of its own, left out of the correlations, which rank spaces).
 
 For each: the stage-1 report card with its proxies (``latentjax eval``; reconstruction PSNR and
 SSIM, the latents' high-frequency energy and spectral centroid, the linear probe, the
@@ -63,7 +65,13 @@ SPACES: dict[str, tuple[str, list[str]]] = {
     "vf": ("ae/digits.py", VF),
     "eq_vf": ("ae/digits_eq.py", VF),
 }
-NEEDS_VGG = ("vf", "eq_vf")
+REPA = ["repa.weight=0.5", "repa.depth=2", "repa.projector_dim=256", "repa.encoder=vgg16",
+        "repa.encoder_size=32", "repa.vgg_tap=3"]  # fmt: skip
+# Generator-side rows: a space's own autoencoder, probed by a DiT with a regulariser of its
+# own (REPA, as benchmarks/alignment.py runs it). They answer "what did REPA buy on this
+# space", not "which space is easier", so the correlations leave them out.
+GENERATOR_SIDE = {"kl_repa": ("kl", REPA)}
+NEEDS_VGG = ("vf", "eq_vf", "kl_repa")
 # Proxy -> the sign of the correlation with the probe's Fréchet ratio that would make it a good
 # proxy (lower Fréchet is better): more high-frequency energy should hurt (+), a better linear
 # probe or reconstruction should help (-), a worse interpolation score should hurt (+).
@@ -83,15 +91,17 @@ def measure_space(
     config_name: str,
     overrides: Sequence[str],
     *,
+    ae_name: str | None = None,
     probe_config: str = "dit/digits.py",
     probe_overrides: Sequence[str] = (),
     probe_steps: int,
     seeds: Sequence[int],
     num: int,
 ) -> dict:
-    """Trains (or resumes) space ``name``, reports it and probes it. -> its row."""
+    """Trains (or resumes) space ``name`` (the autoencoder of space ``ae_name``, default its
+    own), reports it and probes it. -> its row."""
     config = load_config(config_name, overrides)
-    workdir = root / name / "ae"
+    workdir = root / (ae_name or name) / "ae"
     began = time.time()
     check_finished(train(config, workdir, progress=False), config, workdir)
     train_s = round(time.time() - began, 1)
@@ -189,6 +199,8 @@ def table(results: dict[str, dict]) -> str:
     for name, r in results.items():
         f = r["probe"]["frechet_ratio"]
         shape = "x".join(str(s) for s in r["latent_shape"])
+        if r.get("generator_side"):
+            name += " (REPA in the probe)"
         lines.append(
             f"| {name} | {shape} | {r['psnr']:.2f} | {r['latent_high_frequency']:.2f} / "
             f"{r['pixel_high_frequency']:.2f} | {r['latent_centroid']:.3f} | "
@@ -271,31 +283,40 @@ def study(
     root.mkdir(parents=True, exist_ok=True)
     results_path = root / "results.json"
     for name in names:
-        config_name, overrides = SPACES[name]
+        ae_name, extra_probe = GENERATOR_SIDE.get(name, (name, []))
+        config_name, overrides = SPACES[ae_name]
         overrides = [f"train.num_steps={steps}", f"loss.disc_start={int(0.85 * steps)}",
                      *overrides, *ae_overrides]  # fmt: skip
+        name_probe = [*probe_overrides, *extra_probe]
         if name in NEEDS_VGG:
             if vgg is None:
                 print(f"{name}: skipped (needs --vgg)")
                 continue
-            overrides.append(f"loss.vf_encoder_weights={Path(vgg).absolute()}")
+            weights = Path(vgg).absolute()
+            if ae_name in NEEDS_VGG:
+                overrides.append(f"loss.vf_encoder_weights={weights}")
+            if extra_probe:
+                name_probe.append(f"repa.encoder_weights={weights}")
         saved = json.loads(results_path.read_text()) if results_path.exists() else {}
         row = saved.get(name)
         if row is not None and len(row["probe_seeds"]) >= len(seeds):
             continue  # measured (seeds are added by a later call with more of them)
         row = measure_space(
-            root, name, config_name, overrides,
-            probe_overrides=probe_overrides, probe_steps=probe_steps, seeds=seeds, num=num,
+            root, name, config_name, overrides, ae_name=ae_name,
+            probe_overrides=name_probe, probe_steps=probe_steps, seeds=seeds, num=num,
         )  # fmt: skip
+        row["generator_side"] = name in GENERATOR_SIDE
         saved = json.loads(results_path.read_text()) if results_path.exists() else {}
         results_path.write_text(json.dumps({**saved, name: row}, indent=2))
         print(name, json.dumps({k: v for k, v in row.items() if k != "spectrum"}), flush=True)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results = {n: results[n] for n in SPACES if n in results}  # one order for every output
+    order = [*SPACES, *GENERATOR_SIDE]
+    results = {n: results[n] for n in order if n in results}  # one order for every output
     out = out or root
     out.mkdir(parents=True, exist_ok=True)
-    corr = correlations(results)
-    summary = {"correlations": corr, "resolution": resolution(results)}
+    spaces = {n: r for n, r in results.items() if not r.get("generator_side")}
+    corr = correlations(spaces)
+    summary = {"correlations": corr, "resolution": resolution(spaces)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "correlations.json").write_text(json.dumps(summary, indent=2))
     text = f"{table(results)}\n\n{correlation_table(corr)}\n"
@@ -316,10 +337,11 @@ def main() -> None:
     parser.add_argument("--vgg", default=None, help="LPIPS VGG16 directory (the VF spaces)")
     parser.add_argument("--out", default=None, help="where the tables and plots go")
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(SPACES)
-    unknown = [n for n in names if n not in SPACES]
+    known = [*SPACES, *GENERATOR_SIDE]
+    names = args.only.split(",") if args.only else known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(f"unknown space {unknown[0]!r}; one of {', '.join(SPACES)}")
+        parser.error(f"unknown space {unknown[0]!r}; one of {', '.join(known)}")
     study(
         Path(args.workdir).absolute(),
         names,

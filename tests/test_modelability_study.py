@@ -56,14 +56,15 @@ def _row(truth: float, spread: float, **proxies) -> dict:
 def test_the_study_keeps_each_row_resumes_and_correlates_the_proxies_with_the_truth(
     tmp_path, monkeypatch, capsys
 ):
-    truths = {"kl": 2.0, "ae": 3.0, "vq": 5.0, "fsq": 4.0}
-    measured = []
+    truths = {"kl": 2.0, "ae": 3.0, "vq": 5.0, "fsq": 4.0, "kl_repa": 1.0}
+    measured, calls = [], {}
 
     def fake(root, name, config_name, overrides, **kwargs):
         measured.append(name)
+        calls[name] = kwargs
         t = truths[name]
         # psnr falls as the truth worsens (a good proxy), linear_probe is unrelated.
-        unrelated = {"kl": 0.5, "ae": 0.9, "vq": 0.6, "fsq": 0.4}[name]
+        unrelated = {"kl": 0.5, "ae": 0.9, "vq": 0.6, "fsq": 0.4, "kl_repa": 0.5}[name]
         return _row(t, 0.1, psnr=30 - t, interpolation_frechet_ratio=t**2,
                     linear_probe=unrelated, latent_high_frequency=0.5)  # fmt: skip
 
@@ -83,6 +84,14 @@ def test_the_study_keeps_each_row_resumes_and_correlates_the_proxies_with_the_tr
     res = summary["resolution"]
     assert res["pairs"] == 6 and res["pairs_separated"] == 6  # gaps >= 1 > 2 x 0.1
     assert res["max_seed_std"] == pytest.approx(0.1)
+    # A generator-side row probes the baseline's own autoencoder with REPA in the DiT; it is
+    # reported, not ranked: the correlations stay those of the four spaces.
+    again = study.study(tmp_path, ["kl_repa"], vgg="/weights/vgg", **kwargs)
+    assert calls["kl_repa"]["ae_name"] == "kl"
+    assert "repa.weight=0.5" in calls["kl_repa"]["probe_overrides"]
+    assert "repa.encoder_weights=/weights/vgg" in calls["kl_repa"]["probe_overrides"]
+    assert again["correlations"] == corr and again["resolution"]["pairs"] == 6
+    assert "| kl_repa (REPA in the probe) |" in (tmp_path / "table.md").read_text()
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| ") >= 4 + 6 and "| vq | 4x4x4 |" in table
     assert (tmp_path / "spectra.png").is_file() and (tmp_path / "proxies.png").is_file()
