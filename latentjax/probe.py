@@ -132,7 +132,7 @@ def probe(
                 f"{out / PROBE_FILE} holds a probe of another protocol "
                 f"({_difference(report.get('protocol') or {}, want)}); give another --out"
             )
-    labels = np.arange(num) % first.model.num_classes
+    labels = np.arange(num) % max(first.model.num_classes, 1)  # 0 classes: unconditional
     real = None
     for seed, config in configs.items():
         if str(seed) in report["seeds"]:
