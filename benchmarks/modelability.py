@@ -146,14 +146,15 @@ def measure_space(
 
 def correlations(results: dict[str, dict]) -> dict[str, dict]:
     """Spearman's rank correlation of each proxy with the probe's mean Fréchet ratio over the
-    spaces, with its two-sided p-value (scipy; no correction for the number of proxies), and
-    whether its sign is the one a good proxy would have."""
+    spaces that have the proxy, with its two-sided p-value (scipy; no correction for the number
+    of proxies), and whether its sign is the one a good proxy would have."""
     from scipy.stats import spearmanr
 
-    truth = np.array([r["probe"]["frechet_ratio"]["mean"] for r in results.values()])
     out = {}
     for proxy, sign in PROXIES.items():
-        values = np.array([r[proxy] for r in results.values()], float)
+        rows = [r for r in results.values() if r.get(proxy) is not None]  # None: no figure
+        values = np.array([r[proxy] for r in rows], float)
+        truth = np.array([r["probe"]["frechet_ratio"]["mean"] for r in rows])
         if len(values) < 3 or np.ptp(values) == 0 or np.ptp(truth) == 0:
             out[proxy] = {"rho": None, "p": None, "spaces": len(values)}
             continue
@@ -190,6 +191,10 @@ def resolution(results: dict[str, dict]) -> dict:
     }
 
 
+def _fmt(value, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def table(results: dict[str, dict]) -> str:
     lines = [
         "| space | latent | PSNR | high-freq. energy (latent / pixels) | centroid | linear probe "
@@ -202,8 +207,8 @@ def table(results: dict[str, dict]) -> str:
         if r.get("generator_side"):
             name += " (REPA in the probe)"
         lines.append(
-            f"| {name} | {shape} | {r['psnr']:.2f} | {r['latent_high_frequency']:.2f} / "
-            f"{r['pixel_high_frequency']:.2f} | {r['latent_centroid']:.3f} | "
+            f"| {name} | {shape} | {r['psnr']:.2f} | {_fmt(r['latent_high_frequency'], 2)} / "
+            f"{r['pixel_high_frequency']:.2f} | {_fmt(r['latent_centroid'], 3)} | "
             f"{r['linear_probe']:.3f} | {r['interpolation_frechet_ratio']:.2f} | "
             f"{r['interpolation_excess']:.2f} | {f['mean']:.2f} ± {f['std']:.2f} |"
         )
@@ -239,6 +244,8 @@ def plot(results: dict[str, dict], corr: dict[str, dict], out: Path) -> None:
     ax.semilogy(first["spectrum"]["pixel_frequency"], first["spectrum"]["pixel_power"], "k--",
                 label="pixels")  # fmt: skip
     for name, r in results.items():
+        if r.get("generator_side"):
+            continue  # the same space as the row it probes
         ax.semilogy(r["spectrum"]["latent_frequency"], r["spectrum"]["latent_power"], "o-",
                     ms=3, label=name)  # fmt: skip
     ax.set_xlabel("frequency (cycles per sample of each grid; 0.5 = Nyquist)")
@@ -251,6 +258,8 @@ def plot(results: dict[str, dict], corr: dict[str, dict], out: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(12, 7))
     for ax, proxy in zip(axes.ravel(), PROXIES, strict=True):
         for name, r in results.items():
+            if r.get(proxy) is None or r.get("generator_side"):
+                continue  # no figure for this space; a generator-side row is not a space
             f = r["probe"]["frechet_ratio"]
             ax.errorbar(r[proxy], f["mean"], yerr=f["std"], fmt="o", capsize=3)
             ax.annotate(name, (r[proxy], f["mean"]), fontsize=7, xytext=(3, 3),
@@ -288,6 +297,10 @@ def study(
         overrides = [f"train.num_steps={steps}", f"loss.disc_start={int(0.85 * steps)}",
                      *overrides, *ae_overrides]  # fmt: skip
         name_probe = [*probe_overrides, *extra_probe]
+        saved = json.loads(results_path.read_text()) if results_path.exists() else {}
+        row = saved.get(name)
+        if row is not None and len(row["probe_seeds"]) >= len(seeds):
+            continue  # measured (seeds are added by a later call with more of them)
         if name in NEEDS_VGG:
             if vgg is None:
                 print(f"{name}: skipped (needs --vgg)")
@@ -297,10 +310,6 @@ def study(
                 overrides.append(f"loss.vf_encoder_weights={weights}")
             if extra_probe:
                 name_probe.append(f"repa.encoder_weights={weights}")
-        saved = json.loads(results_path.read_text()) if results_path.exists() else {}
-        row = saved.get(name)
-        if row is not None and len(row["probe_seeds"]) >= len(seeds):
-            continue  # measured (seeds are added by a later call with more of them)
         row = measure_space(
             root, name, config_name, overrides, ae_name=ae_name,
             probe_overrides=name_probe, probe_steps=probe_steps, seeds=seeds, num=num,

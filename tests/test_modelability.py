@@ -20,7 +20,7 @@ def test_white_noise_has_a_flat_spectrum_and_the_share_of_high_frequencies_of_th
     # Equal power at every frequency: the high-frequency share is the share of the grid's
     # frequencies in the band (about 0.75: the annulus of a disc), the centroid their mean radius.
     r = np.hypot(*np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(32), indexing="ij"))
-    r = r[(r > 0) & (r < 0.5)]
+    r = r[(r > 0) & (r <= 0.5)]
     np.testing.assert_allclose(s["high"], np.mean(r > 0.25), atol=0.01)
     np.testing.assert_allclose(s["centroid"], r.mean(), rtol=0.01)
     assert abs(np.mean(r > 0.25) - 0.75) < 0.03 and abs(r.mean() - 1 / 3) < 0.01
@@ -118,3 +118,12 @@ def test_bad_input_is_refused():
         m.nearest_pairs(np.zeros((1, 4)))
     with pytest.raises(AssertionError):
         m.radial_spectrum(np.zeros((2, 8, 8)))  # not NHWC
+
+
+def test_a_two_by_two_grid_holds_only_nyquist_and_a_constant_channel_has_no_figure():
+    x = np.random.default_rng(3).standard_normal((50, 2, 2, 2))
+    x[..., 1] = 0.7  # constant: no energy at any frequency
+    s = m.radial_spectrum(x)
+    # (0.5, 0) and (0, 0.5) are the grid's only frequencies in the disc: all of it is "high".
+    assert s["high"][0] == 1.0 and s["centroid"][0] == 0.5
+    assert np.isnan(s["high"][1]) and np.isnan(s["centroid"][1])

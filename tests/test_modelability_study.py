@@ -65,8 +65,10 @@ def test_the_study_keeps_each_row_resumes_and_correlates_the_proxies_with_the_tr
         t = truths[name]
         # psnr falls as the truth worsens (a good proxy), linear_probe is unrelated.
         unrelated = {"kl": 0.5, "ae": 0.9, "vq": 0.6, "fsq": 0.4, "kl_repa": 0.5}[name]
+        centroid = {"kl": 0.1, "ae": 0.2, "vq": 0.4, "fsq": None, "kl_repa": 0.1}[name]
         return _row(t, 0.1, psnr=30 - t, interpolation_frechet_ratio=t**2,
-                    linear_probe=unrelated, latent_high_frequency=0.5)  # fmt: skip
+                    linear_probe=unrelated, latent_high_frequency=0.5,
+                    latent_centroid=centroid)  # fmt: skip
 
     monkeypatch.setattr(study, "measure_space", fake)
     kwargs = {"steps": 2, "probe_steps": 2, "seeds": [0, 1, 2], "num": 20}
@@ -81,6 +83,8 @@ def test_the_study_keeps_each_row_resumes_and_correlates_the_proxies_with_the_tr
     # Ranks 2, 4, 3, 1 against 1, 2, 4, 3: 1 - 6 (1 + 4 + 1 + 4) / (4 (16 - 1)) = 0.
     assert corr["linear_probe"]["rho"] == pytest.approx(0.0, abs=1e-12)
     assert corr["latent_high_frequency"]["rho"] is None  # constant: no ranking
+    # A space without the figure (a constant latent, or none) is left out of that proxy's rank.
+    assert corr["latent_centroid"]["spaces"] == 3 and corr["latent_centroid"]["rho"] == 1.0
     res = summary["resolution"]
     assert res["pairs"] == 6 and res["pairs_separated"] == 6  # gaps >= 1 > 2 x 0.1
     assert res["max_seed_std"] == pytest.approx(0.1)

@@ -76,3 +76,15 @@ def test_the_readme_quotes_the_committed_guidance_sweep_and_levers():
     for row in levers:
         assert f"| {row['samples_frechet_ratio']:.2f} |" in section, row
         assert f"| {100 * row['samples_recognised']:.1f}% |" in section, row
+
+
+def test_the_readme_quotes_the_modelability_study_as_its_command_wrote_it():
+    """The study's table and correlations are the committed files of `python -m
+    benchmarks.modelability --out benchmarks/modelability`, pasted whole, never typed."""
+    folder = ROOT / "benchmarks" / "modelability"
+    section = _section((ROOT / "README.md").read_text(), "### Which space will a generator like?")
+    assert (folder / "table.md").read_text().strip() in section
+    summary = json.loads((folder / "correlations.json").read_text())["resolution"]
+    assert f"{summary['pairs_separated']} of {summary['pairs']} pairs" in section
+    for plot in ("spectra.png", "proxies.png"):
+        assert (folder / plot).is_file() and f"benchmarks/modelability/{plot}" in section

@@ -166,6 +166,13 @@ def _digits_features(images) -> np.ndarray:
     return digits_features(to_uint8(np.asarray(images)))
 
 
+def _channel_mean(values) -> float | None:
+    """The mean over channels that have a figure (a constant channel has none: NaN), or None."""
+    values = np.atleast_1d(np.asarray(values, np.float64))
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
 def proxies(x, labels, res, train, batch_size, encode, decode, features) -> dict:
     """The report's ``modelability`` section: held-out images ``x`` [N, H, W, C] in [-1, 1] with
     their ``labels`` (or None), their latents and reconstructions ``res["z"]``, ``res["x_hat"]``;
@@ -176,8 +183,9 @@ def proxies(x, labels, res, train, batch_size, encode, decode, features) -> dict
     - ``spectrum``: :func:`modelability.radial_spectrum` of the latents and of the pixels, each
       channel-averaged and scaled to sum 1, frequencies in cycles per sample of each grid;
       ``latent_high_frequency`` and ``pixel_high_frequency``, the share of energy above half of
-      each grid's Nyquist frequency (channel means; per channel for the latents), and
-      ``latent_centroid`` and ``pixel_centroid``, the energy-weighted mean frequency;
+      each grid's Nyquist frequency (means over the channels that vary; per channel for the
+      latents, None for a constant one), and ``latent_centroid`` and ``pixel_centroid``, the
+      energy-weighted mean frequency;
     - ``linear_probe``: test accuracy of a logistic regression fitted on the training latents,
       beside ``chance`` (the most frequent test class's share);
     - ``interpolation``: the Fréchet distance, in ``features``, of the decoded midpoints between
@@ -194,11 +202,11 @@ def proxies(x, labels, res, train, batch_size, encode, decode, features) -> dict
             "pixel_frequency": xs["frequency"].tolist(),
             "pixel_power": modelability.normalised(xs).tolist(),
         },
-        "latent_high_frequency": float(zs["high"].mean()),
-        "latent_high_frequency_per_channel": zs["high"].tolist(),
-        "pixel_high_frequency": float(xs["high"].mean()),
-        "latent_centroid": float(zs["centroid"].mean()),
-        "pixel_centroid": float(xs["centroid"].mean()),
+        "latent_high_frequency": _channel_mean(zs["high"]),
+        "latent_high_frequency_per_channel": [_channel_mean(v) for v in zs["high"]],
+        "pixel_high_frequency": _channel_mean(xs["high"]),
+        "latent_centroid": _channel_mean(zs["centroid"]),
+        "pixel_centroid": _channel_mean(xs["centroid"]),
         "linear_probe": None,
         "interpolation": None,
     }

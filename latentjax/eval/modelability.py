@@ -46,7 +46,8 @@ def radial_spectrum(x, num_bins: int | None = None) -> dict[str, np.ndarray]:
     images. Frequencies ``f = (fy, fx)`` in cycles per sample are grouped by radius ``|f|`` into
     ``num_bins`` rings (default ``min(H, W) // 2``, one per integer radius of the smaller side):
     ring b holds ``(b + 1/2) d <= |f| < (b + 3/2) d`` with ``d = 0.5 / num_bins``, the last one
-    cut at the Nyquist radius 0.5, so the DC term and the corners beyond Nyquist are left out. ->
+    ending at the Nyquist radius 0.5 (included), so the DC term and the corners beyond Nyquist
+    are left out. ->
 
     - ``frequency`` [B]: each ring's centre radius, ``(b + 1) d``;
     - ``power`` [C, B]: mean power of the frequencies in a ring (a density: flat for white noise);
@@ -54,9 +55,11 @@ def radial_spectrum(x, num_bins: int | None = None) -> dict[str, np.ndarray]:
     - ``count`` [B]: frequencies per ring;
     - ``high`` [C]: the share of the energy strictly above half the Nyquist frequency
       (:data:`HIGH_FREQUENCY`), counted per frequency, not per ring (on a 4 x 4 grid the rings
-      are as wide as the band);
+      are as wide as the band; on a 2 x 2 grid every frequency is the Nyquist one, so the share
+      is 1 whatever the latent: a small grid's figure says little);
     - ``centroid`` [C]: the energy-weighted mean radius, in cycles per sample (white noise on a
-      large grid: 1/3, the mean radius of a disc of radius 1/2).
+      large grid: 1/3, the mean radius of a disc of radius 1/2);
+    NaN where a channel has no energy (a constant).
     """
     x = _nhwc(x)
     _, height, width, _ = x.shape
@@ -67,14 +70,14 @@ def radial_spectrum(x, num_bins: int | None = None) -> dict[str, np.ndarray]:
     radius = np.hypot(fy, fx)
     step = 0.5 / bins
     ring = np.floor(radius / step - 0.5).astype(int)  # [H, W]
-    keep = (ring >= 0) & (radius < 0.5)
+    keep = (ring >= 0) & (radius <= 0.5)
     count = np.bincount(ring[keep], minlength=bins)
     energy = np.stack(
         [np.bincount(ring[keep], power[..., c][keep], minlength=bins) for c in range(x.shape[-1])]
     )
-    inside = (radius > 0) & (radius < 0.5)
+    inside = (radius > 0) & (radius <= 0.5)
     total = power[inside].sum(axis=0)  # [C]
-    some = np.where(total > 0, total, 1.0)
+    some = np.where(total > 0, total, np.nan)
     return {
         "frequency": (np.arange(bins) + 1.0) * step,
         "power": energy / np.maximum(count, 1),
