@@ -16,8 +16,8 @@ spread over seeds says how large a difference must be to mean anything:
 
 Each seed's run lives in ``OUT/seed_S`` and resumes from it; ``OUT/probe.json`` keeps each
 judged seed, so an interrupted probe (or one given more seeds later) trains and judges only what
-is missing. A ``probe.json`` of another protocol (config, overrides, budget, ``num``) is refused
-rather than mixed.
+is missing. A ``probe.json`` of another protocol (config, overrides, budget, ``num``, or the
+autoencoder at another step: trained on since) is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -64,10 +64,21 @@ def probe_config(ae_run: Run, config_name: str, overrides: Sequence[str], steps:
     return config
 
 
-def protocol(ae_workdir, config_name: str, overrides, steps: int, num: int, space: str) -> dict:
+def ae_step(ae_run: Run) -> int | None:
+    """The step of the stage-1 weights a probe reads: its export's, or its latest checkpoint's
+    (an autoencoder trained on after a probe is another space)."""
+    if ae_run.export_info is not None:
+        return ae_run.export_info.get("step")
+    folder = ae_run.checkpoint_dir
+    steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
+    return max(steps, default=None)
+
+
+def protocol(ae_run: Run, config_name: str, overrides, steps: int, num: int, space: str) -> dict:
     """What must match for two probes' figures to be pooled or compared."""
     return {
-        "ae_workdir": str(absolute(ae_workdir)),
+        "ae_workdir": str(absolute(ae_run.path)),
+        "ae_step": ae_step(ae_run),
         "config": config_name,
         "overrides": list(overrides),
         "steps": steps,
@@ -123,7 +134,7 @@ def probe(
     first = configs[seeds[0]]
     space = judging_space(first.data.name, inception)
     out = absolute(out)
-    want = protocol(ae_workdir, config_name, overrides, steps, num, space.name)
+    want = protocol(ae_run, config_name, overrides, steps, num, space.name)
     report: dict[str, Any] = {"protocol": want, "seeds": {}}
     if (out / PROBE_FILE).exists():
         report = read_json(out / PROBE_FILE)

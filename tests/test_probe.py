@@ -76,6 +76,14 @@ def test_a_probe_goes_on_where_it_stopped_and_refuses_another_protocol(probed, t
     assert "another protocol (steps: 2 there, 3 asked)" in _error_line(capsys)
     assert (probed / "probe.json").read_text() == before
     assert not (probed / "seed_2").exists()
+    # The autoencoder trained on since the probe (another checkpoint step): another space.
+    report = json.loads(before)
+    assert report["protocol"]["ae_step"] == 4  # the suite's tiny run: 2 steps, resumed to 4
+    report["protocol"]["ae_step"] = 2
+    (probed / "probe.json").write_text(json.dumps(report))
+    assert _probe(tiny_ae_run, probed, "--seeds", "0,1") == 2
+    assert "another protocol (ae_step: 2 there, 4 asked)" in _error_line(capsys)
+    (probed / "probe.json").write_text(before)
 
 
 def test_bad_probes_are_one_line(tiny_ae_run, tmp_path, capsys):
