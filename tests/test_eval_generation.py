@@ -99,7 +99,7 @@ def test_write_draws_a_sweep_only_for_several_settings(tmp_path):
 
 
 def test_without_matplotlib_the_report_is_written_without_plots(tmp_path, monkeypatch):
-    monkeypatch.setattr(generation, "_pyplot", lambda: None)
+    monkeypatch.setattr(generation, "pyplot", lambda: None)
     report = {"real_test": _figures(0), "default": {}}
     report["points"] = [{"cfg_scale": 1.0, **_figures(1)}, {"cfg_scale": 2.0, **_figures(2)}]
     paths = generation.write(report, tmp_path)
