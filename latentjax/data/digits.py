@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from latentjax.data import local
 from latentjax.data.local import LocalBuild
 
 NAME = "latentjax_digits"
@@ -94,19 +95,7 @@ class LatentjaxDigits(LocalBuild, tfds.core.GeneratorBasedBuilder):
 
 
 def prepare_digits(data_dir: str | None = None) -> str:
-    """Builds the dataset under ``data_dir`` unless it is already there; returns ``data_dir``.
-
-    Idempotent: a prepared dataset (same version) is left untouched. tfds writes into a temporary
-    folder and renames it at the end, so an interrupted build leaves nothing half-written.
-    """
+    """Builds the dataset under ``data_dir`` unless it is already there (``local.prepare``);
+    returns ``data_dir``."""
     data_dir = data_dir or default_data_dir()
-    # array_record gives random access (tfds.data_source) and, unlike tfds' default tfrecord,
-    # is written without TensorFlow.
-    builder = LatentjaxDigits(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
-            )
-        )
-    return data_dir
+    return local.prepare(LatentjaxDigits, data_dir)

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from latentjax.data import digits
+from latentjax.data import digits, local
 from latentjax.data.local import LocalBuild
 
 NAME = "latentjax_moving_digits"
@@ -129,11 +129,4 @@ def prepare_moving_digits(data_dir: str | None = None) -> str:
     """Builds the dataset under ``data_dir`` unless it is already there (a few seconds);
     returns ``data_dir``."""
     data_dir = data_dir or digits.default_data_dir()
-    builder = LatentjaxMovingDigits(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
-            )
-        )
-    return data_dir
+    return local.prepare(LatentjaxMovingDigits, data_dir)

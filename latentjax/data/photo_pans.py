@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from latentjax.data import photos
+from latentjax.data import local, photos
 from latentjax.data.digits import default_data_dir
 from latentjax.data.local import LocalBuild
 
@@ -126,11 +126,4 @@ class LatentjaxPhotoPans(LocalBuild, tfds.core.GeneratorBasedBuilder):
 def prepare_photo_pans(data_dir: str | None = None) -> str:
     """Builds the dataset under ``data_dir`` unless it is already there; returns ``data_dir``."""
     data_dir = data_dir or default_data_dir()
-    builder = LatentjaxPhotoPans(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
-            )
-        )
-    return data_dir
+    return local.prepare(LatentjaxPhotoPans, data_dir)
