@@ -276,25 +276,26 @@ def build_dit(m, latent: tuple[int, ...]) -> DiT | VideoDiT:
         raise ConfigError(
             f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}"
         )
+    shared = {
+        "input_size": h,
+        "patch_size": m.patch_size,
+        "in_channels": c,
+        "hidden_size": m.hidden_size,
+        "depth": m.depth,
+        "num_heads": m.num_heads,
+        "mlp_ratio": m.mlp_ratio,
+        "num_classes": m.num_classes,
+        "learn_sigma": m.learn_sigma,
+        "null_class": m.null_class,
+    }
     if frames is not None:
-        return _build_video_dit(m, frames, h, c)
-    return DiT(
-        input_size=h,
-        patch_size=m.patch_size,
-        in_channels=c,
-        hidden_size=m.hidden_size,
-        depth=m.depth,
-        num_heads=m.num_heads,
-        mlp_ratio=m.mlp_ratio,
-        num_classes=m.num_classes,
-        learn_sigma=m.learn_sigma,
-        timestep_freq_shift=m.timestep_freq_shift,
-        mlp_norm_eps=m.mlp_norm_eps,
-        null_class=m.null_class,
-    )
+        return _build_video_dit(m, frames, shared)
+    return DiT(**shared, timestep_freq_shift=m.timestep_freq_shift, mlp_norm_eps=m.mlp_norm_eps)
 
 
-def _build_video_dit(m, frames: int, size: int, channels: int) -> VideoDiT:
+def _build_video_dit(m, frames: int, shared: dict) -> VideoDiT:
+    """The video DiT over clips of ``frames`` latent frames: ``shared`` are the image DiT's
+    arguments, plus the keys only clips read."""
     _positive_ints("model.temporal_patch_size", m.temporal_patch_size)
     if frames % m.temporal_patch_size:
         raise ConfigError(
@@ -306,17 +307,5 @@ def _build_video_dit(m, frames: int, size: int, channels: int) -> VideoDiT:
     if m.hidden_size % 4:
         raise ConfigError(f"model.hidden_size={m.hidden_size}: the position table needs 4 | it")
     return VideoDiT(
-        input_size=size,
-        frames=frames,
-        patch_size=m.patch_size,
-        temporal_patch_size=m.temporal_patch_size,
-        attention=m.attention,
-        in_channels=channels,
-        hidden_size=m.hidden_size,
-        depth=m.depth,
-        num_heads=m.num_heads,
-        mlp_ratio=m.mlp_ratio,
-        num_classes=m.num_classes,
-        learn_sigma=m.learn_sigma,
-        null_class=m.null_class,
+        **shared, frames=frames, temporal_patch_size=m.temporal_patch_size, attention=m.attention
     )

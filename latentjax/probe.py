@@ -69,9 +69,10 @@ def ae_step(ae_run: Run) -> int | None:
     (an autoencoder trained on after a probe is another space)."""
     if ae_run.export_info is not None:
         return ae_run.export_info.get("step")
+    import orbax.checkpoint as ocp
+
     folder = ae_run.checkpoint_dir
-    steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
-    return max(steps, default=None)
+    return max(ocp.utils.checkpoint_steps(folder), default=None) if folder.exists() else None
 
 
 def protocol(ae_run: Run, config_name: str, overrides, steps: int, num: int, space: str) -> dict:

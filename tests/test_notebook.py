@@ -26,6 +26,18 @@ def test_only_the_cli_cell_runs_the_command_line():
     assert any("pip install" in c.source for c in nb.cells if c.cell_type == "markdown")
 
 
+def _execute(path: Path, monkeypatch, timeout: int):
+    """Runs the notebook at ``path`` (in the environment the test set) with the suite's XLA
+    settings; fails on any cell's error. -> (its code cells, their printed text)."""
+    monkeypatch.setenv("XLA_FLAGS", xla.flags())
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3").execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.outputs]
+    assert all(o.get("output_type") != "error" for o in outputs)
+    return code, "".join(o.get("text", "") for o in outputs)
+
+
 @pytest.mark.slow
 def test_quickstart_notebook_executes(tmp_path, digits_data_dir, monkeypatch):
     workdir = tmp_path / "runs"
@@ -38,14 +50,7 @@ def test_quickstart_notebook_executes(tmp_path, digits_data_dir, monkeypatch):
         "LATENTJAX_DATA_DIR": digits_data_dir,
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("XLA_FLAGS", xla.flags())
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
-
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    outputs = [o for cell in code for o in cell.outputs]
-    assert all(o.get("output_type") != "error" for o in outputs)
-    text = "".join(o.get("text", "") for o in outputs)
+    code, text = _execute(NOTEBOOK, monkeypatch, timeout=300)
     # The install cell found latentjax importable (no install): the package of this checkout.
     assert f"at {NOTEBOOK.parents[1] / 'latentjax'}" in text
     # latentjax.train returned each run's final metrics (the last line of its metrics.jsonl).
@@ -89,13 +94,7 @@ def test_video_notebook_executes(tmp_path, monkeypatch):
         "LATENTJAX_DATA_DIR": str(tmp_path / "tfds"),
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("XLA_FLAGS", xla.flags())
-    nb = nbformat.read(VIDEO, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3").execute()
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    outputs = [o for cell in code for o in cell.outputs]
-    assert all(o.get("output_type") != "error" for o in outputs)
-    text = "".join(o.get("text", "") for o in outputs)
+    _, text = _execute(VIDEO, monkeypatch, timeout=600)
     assert "stage 1: step 2" in text and "stage 2: step 2" in text
     assert "clips (10, 9, 16, 16, 1) uint8" in text and "recognised per frame" in text
     assert (workdir / "clips.gif").is_file()

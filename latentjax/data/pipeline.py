@@ -130,6 +130,11 @@ def example_key(example: dict[str, Any]) -> str:
     return "video" if "video" in example else "image"
 
 
+def clip_frames(source: Sequence[dict[str, Any]]) -> int:
+    """Frames per clip of a video dataset's ``source`` (its first example's)."""
+    return int(np.asarray(source[0]["video"]).shape[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess(grain.transforms.RandomMap):
     """uint8 image [H, W, C] -> float32 [S, S, C] in [-1, 1]: crop (``CROPS``), antialiased

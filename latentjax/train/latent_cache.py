@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from latentjax.data import latents, pipeline
 from latentjax.data.digits import default_data_dir
@@ -58,7 +57,7 @@ def encode_run(
     shape = latent_shape(config)
     frames = 0
     if video:
-        frames = int(np.asarray(source[0]["video"]).shape[0])
+        frames = pipeline.clip_frames(source)
         shape = clip_latent_shape(config, frames)
 
     def batches(flipped: bool):

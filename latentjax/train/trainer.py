@@ -231,7 +231,7 @@ def check_config(config) -> None:
 def _clip_frames(config) -> int:
     """Frames per clip of a stage-2 config's (video) training split."""
     source = pipeline.load_source(config.data.name, config.data.train_split, data_dir(config))
-    return int(np.asarray(source[0]["video"]).shape[0])
+    return pipeline.clip_frames(source)
 
 
 def _measure_stats(config, mesh, ae_stage, ae_params, video: bool = False) -> dict[str, Any]:
