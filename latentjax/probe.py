@@ -64,22 +64,11 @@ def probe_config(ae_run: Run, config_name: str, overrides: Sequence[str], steps:
     return config
 
 
-def ae_step(ae_run: Run) -> int | None:
-    """The step of the stage-1 weights a probe reads: its export's, or its latest checkpoint's
-    (an autoencoder trained on after a probe is another space)."""
-    if ae_run.export_info is not None:
-        return ae_run.export_info.get("step")
-    import orbax.checkpoint as ocp
-
-    folder = ae_run.checkpoint_dir
-    return max(ocp.utils.checkpoint_steps(folder), default=None) if folder.exists() else None
-
-
 def protocol(ae_run: Run, config_name: str, overrides, steps: int, num: int, space: str) -> dict:
     """What must match for two probes' figures to be pooled or compared."""
     return {
         "ae_workdir": str(absolute(ae_run.path)),
-        "ae_step": ae_step(ae_run),
+        "ae_step": ae_run.weights_step,
         "config": config_name,
         "overrides": list(overrides),
         "steps": steps,

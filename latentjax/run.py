@@ -129,6 +129,17 @@ class Run:
         file = self.path / RUN_FILE
         return read_json(file)["id"] if file.exists() else None
 
+    @property
+    def weights_step(self) -> int | None:
+        """The step of the weights this run's readers load: its export's, or its latest
+        checkpoint's; None when it has none."""
+        if self.export_info is not None:
+            return self.export_info.get("step")
+        import orbax.checkpoint as ocp
+
+        folder = self.checkpoint_dir
+        return max(ocp.utils.checkpoint_steps(folder), default=None) if folder.exists() else None
+
     def ae_run(self) -> Run:
         """The stage-1 run a stage-2 run's ``ae_workdir`` names, checked to be the one it was
         trained on (``ae_run_id``)."""
@@ -152,13 +163,25 @@ def is_run(path: str | Path) -> bool:
 
 
 def check_ae_run(config, ae: Run) -> None:
-    """A stage-2 ``config`` that recorded its stage-1 run's id must meet that run again."""
+    """A stage-2 ``config`` that recorded its stage-1 run's id and weights' step must meet that
+    run again, at that step: a stage-1 run trained on since is another autoencoder, whose
+    decoder would turn this run's latents into something else without a word."""
     want, got = config.ae_run_id, ae.id
     if want and got and want != got:
         raise WorkdirError(
             f"ae_workdir={str(ae.path)!r} holds another stage-1 run (id {got}) than the one this "
             f"stage-2 run was trained on (id {want}); point ae_workdir at that run"
         )
+    want_step = config.get("ae_step", -1)
+    if want_step >= 0:
+        got_step = ae.weights_step
+        if got_step != want_step:
+            raise WorkdirError(
+                f"ae_workdir={str(ae.path)!r} holds its stage-1 run at step {got_step}, but this "
+                f"stage-2 run was trained on it at step {want_step}: its latents belong to those "
+                f"weights; export them (latentjax export --step {want_step}, while that run keeps "
+                "the step) and name that directory as ae_workdir, or train stage 2 anew"
+            )
 
 
 def ensure_identity(path: Path, stage: str) -> str:

@@ -465,3 +465,37 @@ def test_eval_stage2_errors_are_one_line(runs, tmp_path, capsys):
     ae_run = runs / "ae"
     assert main(["eval", "--workdir", str(ae_run), "--cfg", "2"]) == 2
     assert "--cfg is for a stage-2 run" in _error_line(capsys)
+
+
+def test_stage2_refuses_its_stage1_run_trained_on_since(runs, tmp_path, capsys):
+    # Stage 2 on a copy of the stage-1 run (4 steps), which is then trained on to step 5: the
+    # stage-2 run's latents belong to step 4's weights, and decoding them with step 5's would be
+    # silently wrong. Sampling and training on are refused in one line; nothing is changed.
+    ae, dit = tmp_path / "ae", tmp_path / "dit"
+    shutil.copytree(runs / "ae", ae)
+    assert _train("dit", dit, "--config.train.num_steps=1", f"--config.ae_workdir={ae}") == 0
+    assert json.loads((dit / "config.json").read_text())["ae_step"] == 4
+    assert _train("ae", ae, "--config.train.num_steps=5", "--config.train.checkpoint_every=1") == 0
+    before = {p: p.read_bytes() for p in dit.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    out = tmp_path / "s.npz"
+    sample = ["sample", "--workdir", str(dit), "--num", "2", "--out", str(out)]
+    assert main(sample) == 2
+    line = _error_line(capsys)
+    assert "holds its stage-1 run at step 5, but this stage-2 run was trained on it at step 4" in (
+        line
+    )
+    assert not out.exists()
+    assert _train("dit", dit, "--config.train.num_steps=2", f"--config.ae_workdir={ae}") == 2
+    assert "at step 5, but this stage-2 run was trained on it at step 4" in _error_line(capsys)
+    assert {p: p.read_bytes() for p in dit.rglob("*") if p.is_file()} == before
+    # The remedy the line names: step 4, still kept, exported and named as ae_workdir.
+    bad = tmp_path / "ae3"
+    assert main(["export", "--workdir", str(ae), "--step", "3", "--out", str(bad)]) == 2
+    assert "keeps no checkpoint of step 3; it keeps steps 4, 5" in _error_line(capsys)
+    assert not bad.exists()
+    ae4 = tmp_path / "ae4"
+    assert main(["export", "--workdir", str(ae), "--step", "4", "--out", str(ae4)]) == 0
+    assert json.loads((ae4 / "export.json").read_text())["step"] == 4
+    assert _train("dit", dit, "--config.train.num_steps=2", f"--config.ae_workdir={ae4}") == 0
+    assert main(sample) == 0 and np.load(out)["images"].shape[0] == 2

@@ -15,6 +15,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--workdir", required=True, help="a run directory")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="the checkpoint step to export (one the run keeps; default: the latest)",
+    )
     add_distributed_args(p)
     p.set_defaults(run=run)
 
@@ -22,5 +28,5 @@ def register(subparsers) -> None:
 def run(args) -> None:
     from latentjax.train.export import export_run
 
-    out = export_run(args.workdir, args.out)
+    out = export_run(args.workdir, args.out, args.step)
     print(f"latentjax: exported {args.workdir} -> {out}")

@@ -38,8 +38,9 @@ def init_state(run: Run):
     return DiTStage(run.config, ae, stage2_latent_shape(run.config, ae_run.config)).init_state
 
 
-def export_run(workdir: str | Path, out: str | Path) -> Path:
-    """Writes the inference checkpoint of the run in ``workdir`` to ``out``; returns ``out``."""
+def export_run(workdir: str | Path, out: str | Path, step: int | None = None) -> Path:
+    """Writes the inference checkpoint of the run in ``workdir`` to ``out`` (its latest
+    checkpoint, or the kept one of ``step``); returns ``out``."""
     run, out = Run.open(workdir), absolute(out)
     if run.is_export:
         raise WorkdirError(f"{workdir} is already an exported checkpoint")
@@ -48,7 +49,7 @@ def export_run(workdir: str | Path, out: str | Path) -> Path:
     if run.stage not in EXPORTED:
         raise WorkdirError(f"{workdir} holds a '{run.stage}' run; cannot export it")
     mesh = mesh_lib.make_mesh(run.config.mesh.shape)
-    state = state_lib.restore(run, init_state(run), mesh)
+    state = state_lib.restore(run, init_state(run), mesh, step)
     keys = EXPORTED[run.stage]
     step = int(jax.device_get(state["step"]))
     out.mkdir(parents=True, exist_ok=True)

@@ -113,10 +113,12 @@ def select(tree: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     return out
 
 
-def restore(run: Run, init_state: Callable[[jax.Array], Any], mesh: Mesh) -> dict[str, Any]:
+def restore(
+    run: Run, init_state: Callable[[jax.Array], Any], mesh: Mesh, step: int | None = None
+) -> dict[str, Any]:
     """The state of the finished ``run`` placed on ``mesh`` by the run's own rules: the latest
-    checkpoint of a training run, or, for an inference checkpoint, only the entries it holds
-    (e.g. ``ema_params``)."""
+    checkpoint of a training run (or its checkpoint at ``step``, one of those kept), or, for an
+    inference checkpoint, only the entries it holds (e.g. ``ema_params``)."""
     import orbax.checkpoint as ocp
 
     from latentjax.train.checkpoint import Checkpointer
@@ -139,6 +141,11 @@ def restore(run: Run, init_state: Callable[[jax.Array], Any], mesh: Mesh) -> dic
                 f"run {run.path} has no checkpoint; train it first: latentjax train --config "
                 f"CONFIG --workdir {run.path}"
             )
-        return checkpointer.restore(abstract)
+        if step is not None and step not in checkpointer.all_steps():
+            raise WorkdirError(
+                f"run {run.path} keeps no checkpoint of step {step}; it keeps steps "
+                f"{', '.join(map(str, checkpointer.all_steps()))}"
+            )
+        return checkpointer.restore(abstract, step=step)
     finally:
         checkpointer.close()

@@ -195,8 +195,8 @@ def check_finished(result: dict[str, Any], config, workdir) -> None:
 
 
 def _stage1_run(config, workdir: Path) -> Run:
-    """The stage-1 run of a stage-2 config: recorded by its absolute path and id in the config,
-    and checked to be the one an existing run in ``workdir`` was trained on."""
+    """The stage-1 run of a stage-2 config: recorded by its absolute path, id and weights' step
+    in the config, and checked to be the one an existing run in ``workdir`` was trained on."""
     try:
         ae_run = Run.open(config.ae_workdir, stage="ae")
     except WorkdirError as e:
@@ -213,6 +213,7 @@ def _stage1_run(config, workdir: Path) -> Run:
         run_lib.check_ae_run(Run.open(workdir).config, ae_run)
     config.ae_workdir = str(absolute(ae_run.path))
     config.ae_run_id = ae_run.id or ""
+    config.ae_step = -1 if ae_run.weights_step is None else ae_run.weights_step
     return ae_run
 
 

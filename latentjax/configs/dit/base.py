@@ -28,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     # The id of that run (its run.json), recorded when training starts (with ae_workdir made
     # absolute) and checked wherever this run is used: set by latentjax, not by hand.
     c.ae_run_id = ""
+    # The step of that run's weights when training started (its latest checkpoint's, or its
+    # export's), recorded and checked likewise: trained on since, it is another autoencoder and
+    # this run's latents no longer decode by it. -1: not recorded (runs written before it).
+    c.ae_step = -1
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "imagenet2012"  # a tfds dataset prepared as array_record in data_dir
