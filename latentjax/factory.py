@@ -122,6 +122,11 @@ def check_autoencoder_config(config) -> None:
     latent_shape(config)  # the image size must be divisible by f
     build_autoencoder(m)
     build_discriminator(config.loss)
+    if config.loss.disc_temporal_kernel and not is_video(m):
+        raise ConfigError(
+            f"loss.disc_temporal_kernel={config.loss.disc_temporal_kernel} is the 3-D PatchGAN "
+            f"of clips; model.family={m.family!r} trains on images: leave it 0"
+        )
 
 
 def build_autoencoder(m) -> AutoencoderKL | DCAutoencoder | TinyAutoencoder | VideoAutoencoderKL:
@@ -256,7 +261,12 @@ def build_discriminator(loss) -> PatchDiscriminator:
         raise ConfigError(f"loss.disc_norm={loss.disc_norm!r}; use one of {NORMS}")
     if loss.disc_layers < 1:
         raise ConfigError(f"loss.disc_layers={loss.disc_layers}; use 1 or more")
-    return PatchDiscriminator(ndf=loss.disc_ndf, n_layers=loss.disc_layers, norm=loss.disc_norm)
+    k = loss.disc_temporal_kernel
+    if k < 0 or (k and k % 2 == 0):
+        raise ConfigError(f"loss.disc_temporal_kernel={k}; use 0 (per frame) or an odd number")
+    return PatchDiscriminator(
+        ndf=loss.disc_ndf, n_layers=loss.disc_layers, norm=loss.disc_norm, temporal_kernel=k
+    )
 
 
 def build_dit(m, latent: tuple[int, ...]) -> DiT | VideoDiT:

@@ -304,6 +304,100 @@ def test_batch_norm_discriminator_normalises_by_the_batch():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+def _torch_patchgan(params, norm: str, temporal_kernel: int, x: np.ndarray) -> np.ndarray:
+    """The PatchGAN written out in PyTorch (pix2pix's NLayerDiscriminator; Conv3d when
+    ``temporal_kernel``), run in float64 on ``params`` (our Flax tree): channels-first layout,
+    conv_0 .. conv_{n-1} of stride 2, conv_n and conv_out of stride 1, every one padded 1 (and
+    k // 2 frames in time), GroupNorm(eps 1e-6) or training-mode BatchNorm after conv_1 ..
+    conv_n, LeakyReLU 0.2 after all but conv_out."""
+    import torch
+    import torch.nn.functional as F
+
+    k = temporal_kernel
+    conv = F.conv3d if k else F.conv2d
+    n = sum(name.startswith("conv_") for name in params) - 2  # conv_0 .. conv_n, conv_out
+    as_t = lambda a: torch.from_numpy(np.asarray(a, np.float64))  # noqa: E731
+    t = as_t(np.moveaxis(x, -1, 1))
+    for i, name in [*enumerate(f"conv_{j}" for j in range(n + 1)), (None, "conv_out")]:
+        p = params[name]
+        kernel = as_t(p["kernel"])  # [(kt,) kh, kw, in, out] -> [out, in, (kt,) kh, kw]
+        kernel = kernel.permute(kernel.ndim - 1, kernel.ndim - 2, *range(kernel.ndim - 2))
+        bias = as_t(p["bias"]) if "bias" in p else None
+        stride = 2 if i is not None and i < n else 1
+        t = conv(
+            t,
+            kernel,
+            bias,
+            stride=(1, stride, stride) if k else stride,
+            padding=(k // 2, 1, 1) if k else 1,
+        )
+        if i is None:
+            return np.moveaxis(t.numpy(), 1, -1)
+        if i > 0:
+            scale, shift = as_t(params[f"norm_{i}"]["scale"]), as_t(params[f"norm_{i}"]["bias"])
+            if norm == "group":
+                t = F.group_norm(t, min(32, t.shape[1]), scale, shift, eps=1e-6)
+            else:
+                t = F.batch_norm(t, None, None, scale, shift, training=True, eps=1e-5)
+        t = F.leaky_relu(t, 0.2)
+
+
+@pytest.mark.parametrize("temporal_kernel", [0, 3])
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_patchgan_equals_pytorch(temporal_kernel, norm):
+    # The 2-D PatchGAN of images and the 3-D one of clips against the same network written in
+    # PyTorch (F.conv2d / F.conv3d, F.group_norm / training-mode F.batch_norm) on the same
+    # random weights, in float64. Clips keep their 5 frames; sides 16 -> 8 -> 4 -> 3 -> 2.
+    disc = PatchDiscriminator(ndf=8, n_layers=2, norm=norm, temporal_kernel=temporal_kernel)
+    shape = (2, 5, 16, 16, 3) if temporal_kernel else (2, 16, 16, 3)
+    x = jax.random.normal(key(4), shape)
+    params = nn.unbox(disc.init(RNGS, x))["params"]
+    # Norm parameters away from 1 and 0, so a scale or shift the wiring dropped shows.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, a: a + 0.3 * jax.random.normal(key(len(str(path))), a.shape)
+        if "norm" in str(path) else a,
+        params,
+    )  # fmt: skip
+    got = np.asarray(disc.apply({"params": params}, x), np.float64)
+    want = _torch_patchgan(params, norm, temporal_kernel, np.asarray(x))
+    assert got.shape == want.shape == (*shape[:-3], 2, 2, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_3d_patchgan_judges_motion_the_2d_one_frames():
+    # Reversing a clip's frames: the per-frame PatchGAN's logits are the same frames' logits in
+    # reverse order (it judges each frame alone); the 3-D one's are not (its patches span 3
+    # frames, so a motion played backwards is another input).
+    x = jax.random.normal(key(5), (2, 5, 16, 16, 1))
+    flat = PatchDiscriminator(ndf=8, n_layers=1, norm="none")
+    frames = lambda v: v.reshape(-1, *v.shape[2:])  # noqa: E731
+    v2 = flat.init(RNGS, frames(x))
+    forward = flat.apply(v2, frames(x)).reshape(2, 5, -1)
+    backward = flat.apply(v2, frames(x[:, ::-1])).reshape(2, 5, -1)
+    np.testing.assert_allclose(backward, forward[:, ::-1], rtol=1e-6)
+    deep = PatchDiscriminator(ndf=8, n_layers=1, norm="none", temporal_kernel=3)
+    v3 = deep.init(RNGS, x)
+    forward, backward = deep.apply(v3, x), deep.apply(v3, x[:, ::-1])
+    assert forward.shape == (2, 5, 6, 6, 1)
+    assert np.abs(np.asarray(backward - forward[:, ::-1])).max() > 1e-3
+    with pytest.raises(ValueError, match="odd"):
+        jax.eval_shape(PatchDiscriminator(temporal_kernel=2).init, RNGS, x)
+    with pytest.raises(ValueError, match="takes clips"):
+        jax.eval_shape(deep.init, RNGS, frames(x))
+
+
+def test_3d_patchgan_config_is_checked():
+    from latentjax.config import load_config
+    from latentjax.errors import ConfigError
+    from latentjax.factory import check_autoencoder_config
+
+    with pytest.raises(ConfigError, match="loss.disc_temporal_kernel=2; use 0"):
+        check_autoencoder_config(load_config("ae/digits_video.py", ["loss.disc_temporal_kernel=2"]))
+    with pytest.raises(ConfigError, match="trains on images"):
+        check_autoencoder_config(load_config("ae/digits.py", ["loss.disc_temporal_kernel=3"]))
+    check_autoencoder_config(load_config("ae/digits_video.py", ["loss.disc_temporal_kernel=3"]))
+
+
 # The smallest model that has every part (f = 1: no resampling), so the five compiled steps
 # below stay cheap; f > 1 is covered by the shape tests above.
 TINY_STAGE = [

@@ -56,11 +56,12 @@ def per_example_sum(x):
     return x.reshape(x.shape[0], -1).sum(axis=1)
 
 
-def reference(stage, ae_params, disc_params, n):
+def reference(stage, ae_params, disc_params, n, judged=frames):
     """The per-frame recipe written out: L1 and the Haar term summed over each frame's pixels
     (mean over the B x T frames), the clip's KL over its T frames (batch mean), the hinge
-    generator loss on every frame; each term's gradient alone; the discriminator's hinge loss
-    on real and detached reconstructed frames."""
+    generator loss on what the PatchGAN ``judged`` (every frame; whole clips for the 3-D one);
+    each term's gradient alone; the discriminator's hinge loss on real and detached
+    reconstructions."""
     x = clips()
     rng = jax.random.fold_in(RNG, n)
 
@@ -70,15 +71,15 @@ def reference(stage, ae_params, disc_params, n):
         per = jnp.mean(perceptual.haar_loss(frames(x), frames(x_hat)))
         k = 0.5 * (q.mean**2 + jnp.exp(q.logvar) - 1.0 - q.logvar)  # [B, t, h, w, z]
         kl = jnp.mean(per_example_sum(k)) / x.shape[1]
-        adv = -jnp.mean(stage.disc.apply(disc_params, frames(x_hat)))
+        adv = -jnp.mean(stage.disc.apply(disc_params, judged(x_hat)))
         return (rec, per, kl, adv), x_hat
 
     values, pull, x_hat = jax.vjp(terms, ae_params, has_aux=True)
     grads = [pull(tuple(jnp.float32(i == j) for j in range(4)))[0] for i in range(4)]
-    fake = frames(jax.lax.stop_gradient(x_hat))
+    fake = judged(jax.lax.stop_gradient(x_hat))
 
     def disc(d):
-        real, fake_logits = stage.disc.apply(d, frames(x)), stage.disc.apply(d, fake)
+        real, fake_logits = stage.disc.apply(d, judged(x)), stage.disc.apply(d, fake)
         return 0.5 * (jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake_logits)))
 
     d_loss, g_disc = jax.value_and_grad(disc)(disc_params)
@@ -110,10 +111,12 @@ def assert_trees_close(got, want, rtol=2e-4):
 
 
 @pytest.mark.slow  # compiles a video train step and its reference: minutes on 2 cores
-def test_video_step_applies_the_per_frame_recipe():
+@pytest.mark.parametrize("temporal_kernel", [0, 3])
+def test_video_step_applies_the_per_frame_recipe(temporal_kernel):
     """The applied gradient is g_rec + p g_haar + beta g_kl + w g_adv (w: the adaptive weight
     at the decoder's last layer), with the KL per frame; the PatchGAN moves by the gradient of
-    its hinge loss on frames. Both optimisers are SGD(1), so an update is minus a gradient."""
+    its hinge loss on frames, or on whole clips for the 3-D PatchGAN (``temporal_kernel`` 3).
+    Both optimisers are SGD(1), so an update is minus a gradient."""
     config = load_config(
         "ae/digits_video.py",
         [
@@ -124,6 +127,7 @@ def test_video_step_applies_the_per_frame_recipe():
             f"loss.perceptual_weight={PERCEPTUAL_WEIGHT}",
             f"loss.disc_weight={DISC_WEIGHT}",
             "loss.disc_start=0",
+            f"loss.disc_temporal_kernel={temporal_kernel}",
         ],
     )
     mesh = mesh_lib.make_mesh(config.mesh.shape)
@@ -135,11 +139,16 @@ def test_video_step_applies_the_per_frame_recipe():
     state = init(key(0))
     step = state_lib.jit_steps(task, shardings, mesh)["adversarial"]
     before = jax.device_get(state)  # the step donates its state
+    judged = (lambda clip: clip) if temporal_kernel else frames
+    # The 3-D PatchGAN's kernels span 3 frames; the 2-D one's are 4 x 4.
+    assert before["params"]["disc"]["params"]["conv_0"]["kernel"].shape[:-2] == (
+        (3, 4, 4) if temporal_kernel else (4, 4)
+    )
     with mesh_lib.activation_rules(mesh, rules):
         after, metrics = step(state, task.frozen, {"video": clips()}, RNG)
     after = jax.device_get(after)
     values, grads, d_loss, g_disc = jax.device_get(
-        jax.jit(functools.partial(reference, stage))(
+        jax.jit(functools.partial(reference, stage, judged=judged))(
             before["params"]["ae"], before["params"]["disc"], 0
         )
     )

@@ -32,18 +32,22 @@ def conv(
     kernel_init: Initializer = LECUN_NORMAL,
     use_bias: bool = True,
     groups: int = 1,
+    frames: int = 0,
 ) -> nn.Conv:
     """A 2-D convolution (NHWC) with kernel axes (None, None, conv_in, conv_out); ``groups``
     splits the channels into independent groups (``groups`` = channels: depthwise), the kernel
-    then being [k, k, in / groups, out]."""
+    then being [k, k, in / groups, out]. ``frames`` > 0 makes it 3-D over [B, T, H, W, C]: a
+    kernel of ``frames`` x k x k with stride 1 in time (``padding`` then names time first)."""
+    window = (frames, kernel, kernel) if frames else (kernel, kernel)
+    strides = (1, stride, stride) if frames else (stride, stride)
     return nn.Conv(
         features,
-        (kernel, kernel),
-        strides=(stride, stride),
+        window,
+        strides=strides,
         padding=padding,
         use_bias=use_bias,
         feature_group_count=groups,
-        kernel_init=_named(kernel_init, (None, None, CONV_IN, CONV_OUT)),
+        kernel_init=_named(kernel_init, (None,) * len(window) + (CONV_IN, CONV_OUT)),
         bias_init=_named(nn.initializers.zeros_init(), (CONV_OUT,)),
         name=name,
     )

@@ -110,9 +110,9 @@ def _optimizer(lr: float, config) -> optax.GradientTransformation:
 
 def _frames(x: jax.Array) -> jax.Array:
     """Clips [B, T, H, W, C] as a batch of frames [B * T, H, W, C]; images [B, H, W, C] as they
-    are. The image losses and the 2-D PatchGAN judge a video frame by frame through this: the
-    discriminator sees each frame's realism, not motion (a 3-D one, as MAGVIT-v2's, would also
-    judge motion; the per-frame one reuses the tested image PatchGAN at a frame's cost)."""
+    are. The image losses judge a video frame by frame through this, and so does the 2-D
+    PatchGAN (each frame's realism, not motion); ``loss.disc_temporal_kernel`` > 0 gives the 3-D
+    PatchGAN, which sees whole clips (``AutoencoderStage.disc_input``)."""
     return x.reshape(-1, *x.shape[-3:]) if x.ndim == 5 else x
 
 
@@ -182,6 +182,10 @@ class AutoencoderStage:
                 )
         return self._vf_encoder
 
+    def disc_input(self, x: jax.Array) -> jax.Array:
+        """What the PatchGAN judges: whole clips for the 3-D one, else images or frames."""
+        return x if self.config.loss.disc_temporal_kernel else _frames(x)
+
     def check_disc_sees_eq_images(self) -> None:
         """Before training (``make_task``): the PatchGAN must give at least one logit on the
         smallest EQ images (an empty logit map has a NaN mean: the run would stop at the first
@@ -244,7 +248,7 @@ class AutoencoderStage:
                 jax.random.fold_in(rng, 7), jnp.zeros((1, self.ae.latent_channels))
             )["params"]
             ae_params = {**ae_params, "params": {**ae_params["params"], "vf_proj": proj}}
-        disc_params = self.disc.init(disc_rng, _frames(x))
+        disc_params = self.disc.init(disc_rng, self.disc_input(x))
         state = {
             "step": jnp.zeros((), jnp.int32),
             "params": {"ae": ae_params, "disc": disc_params},
@@ -347,7 +351,7 @@ class AutoencoderStage:
         def generator_losses(p):
             """-> ((nll, adversarial loss[, VF loss]), aux)."""
             nll, aux = nll_loss(p)
-            logits = self.disc.apply(state["params"]["disc"], _frames(aux["x_hat"]))
+            logits = self.disc.apply(state["params"]["disc"], self.disc_input(aux["x_hat"]))
             outs = (nll, losses.g_loss(lc.gan_loss, logits))
             if "vf" in aux:
                 outs = (*outs, aux.pop("vf"))
@@ -433,7 +437,8 @@ class AutoencoderStage:
             grads = jax.tree.map(lambda a, b: a + w_vf * b, grads, g_vf)
             vf_metrics = {"vf": outs[2], "vf_adaptive_weight": w_vf}
 
-        x, fake = _frames(aux["target"]), _frames(jax.lax.stop_gradient(aux["x_hat"]))
+        x = self.disc_input(aux["target"])
+        fake = self.disc_input(jax.lax.stop_gradient(aux["x_hat"]))
         gan, r1_weight, lecam_weight = lc.gan_loss, lc.r1_weight, lc.lecam_weight
         ema = state.get("lecam")
 

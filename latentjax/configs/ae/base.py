@@ -116,6 +116,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.disc_ndf = 64  # PatchGAN width
     c.loss.disc_layers = 3  # PatchGAN depth
     c.loss.disc_norm = "batch"  # "group" | "batch" | "none"
+    # Video autoencoders: 0 judges every frame with the 2-D PatchGAN; an odd k > 0 judges whole
+    # clips with the 3-D PatchGAN, kernels of k frames (a patch's motion, not only its look).
+    c.loss.disc_temporal_kernel = 0
     c.loss.r1_weight = 0.0  # gamma of R1 (Mescheder et al. 2018); 0 = off
     c.loss.lecam_weight = 0.0  # LeCam (Tseng et al. 2021); 0 = off
     c.loss.lecam_decay = 0.99  # decay of LeCam's logit averages
