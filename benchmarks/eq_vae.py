@@ -63,9 +63,10 @@ def evaluate(workdir: Path, config) -> tuple[dict, dict]:
     return out, pictures
 
 
-def figure(pictures: dict[str, dict], path: Path) -> None:
-    """Rows: originals; the 2x down-scaled originals; then per run its reconstructions and its
-    decodes of the 2x down-scaled latent (half-size images in the top-left corner)."""
+def figure(pictures: dict[str, dict], path: Path, second: str = "psnr_half") -> None:
+    """Rows: originals; the originals transformed as ``second`` names (2x down-scaled, or
+    rotated: ``psnr_rot90``); then per run its reconstructions and its decodes of the latent
+    transformed alike (half-size images in the top-left corner)."""
 
     def padded(small: np.ndarray, like: np.ndarray) -> np.ndarray:
         out = np.full_like(like, -1.0)
@@ -74,9 +75,9 @@ def figure(pictures: dict[str, dict], path: Path) -> None:
 
     first = next(iter(pictures.values()))
     originals = first["psnr"][0]
-    rows = [originals, padded(first["psnr_half"][0], originals)]
+    rows = [originals, padded(first[second][0], originals)]
     for pics in pictures.values():
-        rows += [pics["psnr"][1], padded(pics["psnr_half"][1], originals)]
+        rows += [pics["psnr"][1], padded(pics[second][1], originals)]
     grid = image_grid(to_uint8(np.concatenate(rows)), ncol=originals.shape[0])
     save_png(path, grid, scale=4)
 
