@@ -88,3 +88,25 @@ def test_the_readme_quotes_the_modelability_study_as_its_command_wrote_it():
     assert f"{summary['pairs_separated']} of {summary['pairs']} pairs" in section
     for plot in ("spectra.png", "proxies.png"):
         assert (folder / plot).is_file() and f"benchmarks/modelability/{plot}" in section
+
+
+def test_the_readme_quotes_the_committed_video_demo_summary():
+    summary = json.loads((ROOT / "benchmarks" / "demo_video" / "summary.json").read_text())
+    section = _section((ROOT / "README.md").read_text(), "## Video (stage 2)")
+    motion, recon = summary["motion_samples"], summary["motion_recon"]
+    quoted = {
+        "samples": f"| samples | {100 * summary['recognised_per_frame_samples']:.1f}% |",
+        "recon": f"reconstructions of them | {100 * summary['recognised_per_frame_recon']:.1f}% |",
+        "real": f"ceiling) | {100 * summary['recognised_per_frame_real_test']:.1f}% |",
+        "speed": f"{motion['samples_speed']:.2f} (W1 {motion['speed_w1']:.2f})",
+        "recon_speed": f"{recon['samples_speed']:.2f} (W1 {recon['speed_w1']:.2f})",
+        "real_speed": f"| {motion['real_speed']:.2f} | {motion['real_acceleration']:.2f} |",
+        "psnr": f"{summary['ae_test_psnr_db']:.2f} dB",
+        "ae_train_s": f"stage 1: {summary['ae_train_s']:.0f} s",
+        "dit_train_s": f"stage 2: {summary['dit_train_s']:.0f} s",
+        "sample_s": f"{summary['num_clips_judged']} clips: {summary['sample_s']:.0f} s",
+        "cfg": f"guidance scale {summary['cfg_scale']:g}",
+    }
+    missing = {k: v for k, v in quoted.items() if v not in section}
+    assert not missing, missing
+    assert summary["quick"] is False
