@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from latentjax.models.layers import LECUN_NORMAL, conv
+from latentjax.models.layers import LECUN_NORMAL, conv, conv_over_frames
 from latentjax.parallel.axes import CONV_IN, CONV_OUT, NORM
 
 Cache = Any  # a pytree of arrays (dicts keyed by submodule name), or None at the video's start
@@ -110,24 +110,9 @@ class CausalConv3d(nn.Module):
             nn.with_logical_partitioning(nn.initializers.zeros_init(), (CONV_OUT,)),
             (self.features,),
         )
-        # The 3-D convolution as kt 2-D ones over frames, summed: output frame i is
-        # sum_j conv2d(x[s i + j], kernel[j]) (time is already padded by the cache). The same
-        # products, summed in another order; XLA's CPU backend runs 3-D convolutions, and
-        # their gradients, several times slower than these 2-D ones (README, "Video").
-        b, frames, h, w, _ = x.shape
-        t_out = (frames - kt) // s + 1
-        y = 0.0
-        for j in range(kt):
-            x_j = x[:, j : j + s * (t_out - 1) + 1 : s].reshape(b * t_out, h, w, cin)
-            y = y + jax.lax.conv_general_dilated(
-                x_j,
-                kernel[j],
-                window_strides=(1, 1),
-                # Space: symmetric, as Wan's padding=1 for 3x3.
-                padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
-        y = y.reshape(b, t_out, *y.shape[1:])
+        # Time is already padded by the cache; space symmetrically, as Wan's padding=1 for 3x3.
+        pad = ((kh // 2, kh // 2), (kw // 2, kw // 2))
+        y = conv_over_frames(x, kernel, s, 1, pad)
         return y + bias, new_cache
 
 

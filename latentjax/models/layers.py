@@ -33,24 +33,81 @@ def conv(
     use_bias: bool = True,
     groups: int = 1,
     frames: int = 0,
-) -> nn.Conv:
+) -> nn.Module:
     """A 2-D convolution (NHWC) with kernel axes (None, None, conv_in, conv_out); ``groups``
     splits the channels into independent groups (``groups`` = channels: depthwise), the kernel
-    then being [k, k, in / groups, out]. ``frames`` > 0 makes it 3-D over [B, T, H, W, C]: a
-    kernel of ``frames`` x k x k with stride 1 in time (``padding`` then names time first)."""
-    window = (frames, kernel, kernel) if frames else (kernel, kernel)
-    strides = (1, stride, stride) if frames else (stride, stride)
+    then being [k, k, in / groups, out]. ``frames`` > 0 makes it 3-D over [B, T, H, W, C]
+    (:class:`FrameConv3d`): a kernel of ``frames`` x k x k with stride 1 in time (``padding``
+    then a sequence naming time first)."""
+    if frames:
+        if groups != 1:
+            raise ValueError("a 3-D convolution here has no groups")
+        return FrameConv3d(
+            features, (frames, kernel, kernel), stride, tuple(padding), use_bias, kernel_init,
+            name=name,
+        )  # fmt: skip
     return nn.Conv(
         features,
-        window,
-        strides=strides,
+        (kernel, kernel),
+        strides=(stride, stride),
         padding=padding,
         use_bias=use_bias,
         feature_group_count=groups,
-        kernel_init=_named(kernel_init, (None,) * len(window) + (CONV_IN, CONV_OUT)),
+        kernel_init=_named(kernel_init, (None, None, CONV_IN, CONV_OUT)),
         bias_init=_named(nn.initializers.zeros_init(), (CONV_OUT,)),
         name=name,
     )
+
+
+def conv_over_frames(
+    x: jax.Array, kernel: jax.Array, time_stride: int, stride: int, padding: Sequence
+) -> jax.Array:
+    """The 3-D convolution of ``x`` [B, T, H, W, Cin] (time already padded) with ``kernel``
+    [kt, kh, kw, Cin, Cout] as kt 2-D convolutions over frames, summed: output frame i is
+    sum_j conv2d(x[s i + j], kernel[j]). The same products summed in another order; XLA's CPU
+    backend runs 3-D convolutions, and their gradients, several times slower than these 2-D
+    ones (README, "Video"). ``stride`` and ``padding`` ((lo, hi), (lo, hi)) are spatial."""
+    kt, cin = kernel.shape[0], x.shape[-1]
+    b, t = x.shape[:2]
+    t_out = (t - kt) // time_stride + 1
+    y = 0.0
+    for j in range(kt):
+        frames = x[:, j : j + time_stride * (t_out - 1) + 1 : time_stride]
+        y = y + jax.lax.conv_general_dilated(
+            frames.reshape(b * t_out, *x.shape[2:4], cin),
+            kernel[j],
+            window_strides=(stride, stride),
+            padding=tuple(tuple(p) for p in padding),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+    return y.reshape(b, t_out, *y.shape[1:])
+
+
+class FrameConv3d(nn.Module):
+    """A 3-D convolution over [B, T, H, W, C] with stride 1 in time and ``stride`` in space,
+    ``padding`` ((time), (height), (width)) with zeros, computed by :func:`conv_over_frames`.
+    Its parameters are ``nn.Conv``'s in 3-D: ``kernel`` [kt, kh, kw, in, out], ``bias``."""
+
+    features: int
+    kernel_size: tuple[int, int, int]
+    stride: int = 1
+    padding: tuple = ((0, 0), (0, 0), (0, 0))
+    use_bias: bool = True
+    kernel_init: Initializer = LECUN_NORMAL
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param(
+            "kernel", _named(self.kernel_init, (None,) * 3 + (CONV_IN, CONV_OUT)), shape
+        )
+        x = jnp.pad(x, ((0, 0), tuple(self.padding[0]), (0, 0), (0, 0), (0, 0)))
+        y = conv_over_frames(x, kernel, 1, self.stride, self.padding[1:])
+        if self.use_bias:
+            y = y + self.param(
+                "bias", _named(nn.initializers.zeros_init(), (CONV_OUT,)), (self.features,)
+            )
+        return y
 
 
 def dense(
