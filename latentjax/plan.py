@@ -36,7 +36,7 @@ from latentjax.paths import as_path
 from latentjax.run import CONFIG_FILE, Run
 from latentjax.train import autoencoder, dit
 from latentjax.train.state import Task, build_state, jit_steps
-from latentjax.train.watch import compiled_flops, loop_trip_counts
+from latentjax.train.watch import compiled_flops, loop_trip_counts, network_flops
 
 # ----------------------------------------------------------------------------- the plan
 
@@ -67,6 +67,10 @@ class Plan:
     # Trip counts of the step's loops that repeat a network's work (``loop_trip_counts``; 0:
     # unknown). Any makes ``flops`` a lower bound: XLA's cost analysis counts a body once.
     loops: list[int] = dataclasses.field(default_factory=list)
+    # The step's matrix products and convolutions counted from its program, each loop's body
+    # times its trips (``watch.network_flops``), per device; None where a loop's trips are
+    # unknown. Computed for a step with such loops, where ``flops`` falls short.
+    network_flops: float | None = None
     # Bytes of all live device arrays once the step is compiled: only keys and scalars, since
     # nothing of the state is ever allocated (tests check this).
     live_bytes: int = 0
@@ -248,7 +252,8 @@ def plan(
     rng_abstract = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=mesh_lib.replicated(mesh))
     start = time.perf_counter()
     with mesh_lib.activation_rules(mesh, rules):
-        compiled = step.lower(abstract, task.frozen, batch, rng_abstract).compile()
+        traced = step.trace(abstract, task.frozen, batch, rng_abstract)
+        compiled = traced.lower().compile()
     compile_s = time.perf_counter() - start
     mem = compiled.memory_analysis()
     params = abstract["params"]
@@ -273,7 +278,8 @@ def plan(
         generated_code=int(mem.generated_code_size_in_bytes),
         flops=compiled_flops(compiled),
         compile_s=compile_s,
-        loops=loop_trip_counts(compiled),
+        loops=(loops := loop_trip_counts(compiled)),
+        network_flops=_network_flops(traced, devices) if loops else None,
         live_bytes=sum(a.nbytes for a in jax.live_arrays()),
     )
 
@@ -291,14 +297,25 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.3f}"
 
 
+def _network_flops(traced, devices: int) -> float | None:
+    flops, exact = network_flops(traced.jaxpr)
+    return flops / devices if exact else None
+
+
 def _flops_caveat(p: Plan) -> str:
     if not p.loops:
         return ""
     counts = ", ".join(str(n) if n else "?" for n in p.loops)
-    return (
+    text = (
         f"\n    (a lower bound: the step has loops of {counts} iterations, e.g. a scan over "
         "chunks of frames, and XLA's cost analysis counts each loop's body once)"
     )
+    if p.network_flops is not None:
+        text += (
+            f"\n  FLOPs per step of its products and convolutions, every loop trip counted: "
+            f"{p.network_flops:.3e} per device, {p.network_flops * p.devices:.3e} in all"
+        )
+    return text
 
 
 def format_plan(p: Plan, chip: topologies.Chip | None = None) -> str:

@@ -345,20 +345,96 @@ def test_stage2_images_are_samples_of_fixed_noise_and_labels():
         np.testing.assert_allclose(tile, to_uint8(np.asarray(x[i]))[..., 0], atol=1)
 
 
-def test_a_step_that_loops_over_its_work_gets_no_flop_figure(tmp_path):
+@pytest.mark.parametrize("trips", ["known", "unknown"])
+def test_a_step_that_loops_over_its_work_counts_every_trip(tmp_path, trips):
     # XLA's cost analysis counts a loop's body once, so a step that scans its work over chunks
-    # (the video autoencoder's) would report too few FLOPs and too low an MFU: the loop logs
-    # none rather than a wrong one. The toy step, with a scan of 3 products added to it.
+    # (the video autoencoder's) would report too few FLOPs and too low an MFU. The loop counts
+    # the program's products itself, each loop's body times its trips; where the trips are not
+    # known (a while loop on a computed bound), it logs no figure rather than a wrong one. The
+    # toy step (no products of its own) with a loop of 3 products of 3 x 3 matrices added.
     plain = test_loop._task()
 
     def step(state, frozen, batch, rng):
         state, metrics = plain.train_steps["main"](state, frozen, batch, rng)
         m = jnp.ones((3, 3)) * state["params"]["w"][:, None]
-        products, _ = jax.lax.scan(lambda c, _: (c @ m, None), jnp.eye(3), None, length=3)
+        if trips == "known":
+            products, _ = jax.lax.scan(lambda c, _: (c @ m, None), jnp.eye(3), None, length=3)
+        else:
+            n = 3 + (state["params"]["w"][0] > 1e9).astype(jnp.int32)  # 3, computed
+            _, products = jax.lax.while_loop(
+                lambda c: c[0] < n, lambda c: (c[0] + 1, c[1] @ m), (0, jnp.eye(3))
+            )
         return state, {**metrics, "chain": jnp.trace(products)}
 
     task = test_loop.Task("toy", plain.init_state, {"main": step})
     test_loop._run(tmp_path, 2, task)
     records = _records(tmp_path)
-    assert records and all(r["flops_per_step"] is None and r["mfu"] is None for r in records)
+    assert records
+    if trips == "known":  # 3 trips x 2 x 3^3 multiply-adds
+        assert all(r["flops_per_step"] == 3 * 2 * 27 for r in records)
+    else:
+        assert all(r["flops_per_step"] is None and r["mfu"] is None for r in records)
     assert all(r["steps_per_s"] > 0 for r in records)
+
+
+CONVS = {
+    "valid": {"window_strides": (1, 1), "padding": "VALID"},
+    "same": {"window_strides": (1, 1), "padding": "SAME"},
+    "strided": {"window_strides": (2, 2), "padding": ((1, 2), (0, 1))},
+    "dilated kernel": {"window_strides": (1, 1), "padding": "SAME", "rhs_dilation": (2, 2)},
+    "dilated input": {
+        "window_strides": (1, 1),
+        "padding": ((2, 2), (1, 1)),
+        "lhs_dilation": (2, 2),
+    },
+    "grouped": {"window_strides": (1, 1), "padding": "SAME", "feature_group_count": 3},
+}
+
+
+@pytest.mark.parametrize("kind", list(CONVS))
+def test_network_flops_of_convolutions(kind):
+    # Forward: XLA's cost analysis of the same convolution (which counts only the taps that
+    # land on the input, not on padding or the holes of an input dilation). Gradients: every
+    # multiply-add of the forward pass appears once in the input's gradient and once in the
+    # kernel's, so value and both gradients are exactly 3x the forward (XLA's count of that
+    # program includes elementwise work, and a dense count of padded taps would not be 3x).
+    opts = CONVS[kind]
+    groups = opts.get("feature_group_count", 1)
+    x = jnp.ones((2, 9, 8, 6))
+    w = jnp.ones((3, 3, 6 // groups, 12))
+
+    def conv(x, w):
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(x, w, dimension_numbers=dims, **opts)
+
+    forward, exact = watch.network_flops(jax.make_jaxpr(conv)(x, w).jaxpr)
+    assert exact and forward == watch.compiled_flops(jax.jit(conv).lower(x, w).compile())
+    both = jax.value_and_grad(lambda x, w: jnp.sum(conv(x, w)), argnums=(0, 1))
+    assert watch.network_flops(jax.make_jaxpr(both)(x, w).jaxpr) == (3 * forward, True)
+
+
+def test_network_flops_of_products_loops_and_branches():
+    a, b = jnp.ones((4, 5, 6)), jnp.ones((4, 6, 7))
+    batched = jax.make_jaxpr(lambda a, b: jnp.einsum("bij,bjk->bik", a, b))(a, b).jaxpr
+    one = 2 * 4 * 5 * 6 * 7
+    assert watch.network_flops(batched) == (one, True)
+
+    def scanned(a, b):  # 3 trips of the product, one of them inside a nested jit
+        body = jax.jit(lambda c: jnp.einsum("bij,bjk->bik", a, b) + c)
+        return jax.lax.scan(lambda c, _: (body(c), None), jnp.zeros((4, 5, 7)), None, length=3)[0]
+
+    assert watch.network_flops(jax.make_jaxpr(scanned)(a, b).jaxpr) == (3 * one, True)
+
+    def branch(a, b, p):  # the costlier branch: two products against one
+        two = lambda: jnp.einsum("bij,bjk->bik", a, b) * 2 + jnp.einsum("bij,bjk->bik", a, b)  # noqa: E731
+        return jax.lax.cond(p, two, lambda: jnp.einsum("bij,bjk->bik", a, b))
+
+    assert watch.network_flops(jax.make_jaxpr(branch)(a, b, True).jaxpr) == (2 * one, True)
+
+    def looped(a, b, n):  # trips known only at run time: counted once, and not exact
+        out = jnp.zeros((4, 5, 7))
+        return jax.lax.while_loop(
+            lambda c: c[0] < n, lambda c: (c[0] + 1, jnp.einsum("bij,bjk->bik", a, b)), (0, out)
+        )[1]
+
+    assert watch.network_flops(jax.make_jaxpr(looped)(a, b, 3).jaxpr) == (one, False)

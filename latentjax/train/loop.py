@@ -146,13 +146,16 @@ def run(
                     # Compiled ahead of its first call, to time the compilation and read XLA's
                     # FLOP count; the call below then finds the program in jit's cache.
                     began = time.perf_counter()
-                    compiled = steps[phase].lower(state, task.frozen, batch, step_rng).compile()
+                    traced = steps[phase].trace(state, task.frozen, batch, step_rng)
+                    compiled = traced.lower().compile()
                     seconds = time.perf_counter() - began
                     flops = watch.compiled_flops(compiled)
                     if watch.loop_trip_counts(compiled):
-                        # A scan over chunks: XLA counts its body once. No MFU rather than
-                        # a wrong one.
-                        flops = math.nan
+                        # A scan over chunks: XLA counts its body once. The products and
+                        # convolutions counted from the program, each loop times its trips;
+                        # no MFU where a loop's trips are unknown, rather than a wrong one.
+                        flops, exact = watch.network_flops(traced.jaxpr)
+                        flops = flops / mesh.size if exact else math.nan
                     throughput.compiled(phase, seconds, flops)
                 state, metrics = steps[phase](state, task.frozen, batch, step_rng)
             throughput.step(phase)
