@@ -74,5 +74,8 @@ def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collection
         ("conv_in", None),
         ("conv_out", "fsdp"),
         ("norm", "fsdp"),
+        # A video autoencoder's activations [B, T, H, W, C] split by rows over `tensor` (its
+        # convolutions then exchange the rows at the borders): large frames fit in parts.
+        ("height", "tensor"),
     )
     return c

@@ -57,6 +57,7 @@ from latentjax.models.causal3d import (
     Upsample3d,
     sub_cache,
 )
+from latentjax.parallel.axes import BATCH, HEIGHT
 
 
 class MidBlock3d(nn.Module):
@@ -117,6 +118,15 @@ def _resample_kind(temporal: bool) -> str:
     return "spacetime" if temporal else "space"
 
 
+def _rows(h: jax.Array) -> jax.Array:
+    """Activations [B, T, H, W, C] with their batch over the batch's mesh axes and their rows
+    over the ``height`` rule's (``tensor`` by default): spatial sharding of large frames, which
+    XLA's partitioner carries through the convolutions with halo exchanges. A no-op outside a
+    mesh and rules table (``mesh.activation_rules``), and replicated rows where no rule maps
+    ``height``."""
+    return nn.with_logical_constraint(h, (BATCH, None, HEIGHT, None, None))
+
+
 class VideoEncoder(nn.Module):
     """Video chunk -> ``out_channels`` per latent position (Wan's ``Encoder3d``).
     ``(x [B, T, H, W, Cin], cache) -> ([B, T', H/r_s, W/r_s, out], cache)``."""
@@ -131,8 +141,9 @@ class VideoEncoder(nn.Module):
     def __call__(self, x: jax.Array, cache: Cache = None):
         new = {}
         h, new["conv_in"] = CausalConv3d(self.base_channels, name="conv_in")(
-            x, sub_cache(cache, "conv_in")
+            _rows(x), sub_cache(cache, "conv_in")
         )  # [B, T, H, W, base]
+        h = _rows(h)
         last = len(self.channel_mult) - 1
         for i, mult in enumerate(self.channel_mult):
             name = f"down_{i}"
@@ -142,8 +153,9 @@ class VideoEncoder(nn.Module):
                 downsample=_resample_kind(self.temporal_downsample[i]) if i != last else None,
                 name=name,
             )(h, sub_cache(cache, name))
+            h = _rows(h)
         h, new["mid"] = MidBlock3d(name="mid")(h, sub_cache(cache, "mid"))
-        h = nn.silu(ChannelRMSNorm(name="norm_out")(h))
+        h = nn.silu(ChannelRMSNorm(name="norm_out")(_rows(h)))
         out, new["conv_out"] = CausalConv3d(self.out_channels, name="conv_out")(
             h, sub_cache(cache, "conv_out")
         )
@@ -165,7 +177,8 @@ class VideoDecoder(nn.Module):
         new = {}
         width = self.base_channels * self.channel_mult[-1]
         h, new["conv_in"] = CausalConv3d(width, name="conv_in")(z, sub_cache(cache, "conv_in"))
-        h, new["mid"] = MidBlock3d(name="mid")(h, sub_cache(cache, "mid"))
+        h, new["mid"] = MidBlock3d(name="mid")(_rows(h), sub_cache(cache, "mid"))
+        h = _rows(h)
         for i in reversed(range(len(self.channel_mult))):
             name = f"up_{i}"
             h, new[name] = DecoderLevel(
@@ -174,11 +187,12 @@ class VideoDecoder(nn.Module):
                 upsample=_resample_kind(self.temporal_downsample[i - 1]) if i else None,
                 name=name,
             )(h, sub_cache(cache, name))
+            h = _rows(h)
         h = nn.silu(ChannelRMSNorm(name="norm_out")(h))
         out, new["conv_out"] = CausalConv3d(self.out_channels, name="conv_out")(
             h, sub_cache(cache, "conv_out")
         )
-        return out, new
+        return _rows(out), new
 
 
 def _encode_step(model: VideoAutoencoderKL, cache: Cache, x: jax.Array):

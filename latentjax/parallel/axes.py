@@ -21,5 +21,6 @@ VOCAB = "vocab"  # rows of an embedding table (classes)
 CONV_IN = "conv_in"  # input channels of a convolution kernel
 CONV_OUT = "conv_out"  # output channels of a convolution kernel (and its bias)
 NORM = "norm"  # scale/bias of a normalisation layer
+HEIGHT = "height"  # rows of a video autoencoder's activations (spatial sharding of large frames)
 
-LOGICAL_AXES = (BATCH, EMBED, MLP, HEADS, VOCAB, CONV_IN, CONV_OUT, NORM)
+LOGICAL_AXES = (BATCH, EMBED, MLP, HEADS, VOCAB, CONV_IN, CONV_OUT, NORM, HEIGHT)
