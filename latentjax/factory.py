@@ -213,8 +213,8 @@ def _build_dc(m) -> DCAutoencoder:
 
 def _build_video(m) -> VideoAutoencoderKL:
     """Wan 2.1's causal 3-D autoencoder (``models/video_autoencoder.py``) from the keys it reads:
-    ``ch``, ``ch_mult``, ``num_res_blocks``, ``z_channels``, ``in_channels`` and
-    ``temporal_downsample``."""
+    ``ch``, ``ch_mult``, ``num_res_blocks``, ``z_channels``, ``in_channels``,
+    ``temporal_downsample`` and ``remat``."""
     if m.bottleneck != "kl":
         raise ConfigError(
             f"model.bottleneck={m.bottleneck!r}: model.family='video' has the KL bottleneck only"
@@ -232,6 +232,7 @@ def _build_video(m) -> VideoAutoencoderKL:
         latent_channels=m.z_channels,
         temporal_downsample=down,
         in_channels=m.in_channels,
+        remat=bool(m.remat),
     )
 
 

@@ -60,15 +60,24 @@ from latentjax.models.causal3d import (
 from latentjax.parallel.axes import BATCH, HEIGHT
 
 
+def _block(remat: bool):
+    """The residual block, recomputed in the backward pass (``jax.checkpoint``) when ``remat``:
+    only its input is kept for the gradient, not its activations; the same parameters."""
+    return nn.remat(ResidualBlock3d) if remat else ResidualBlock3d
+
+
 class MidBlock3d(nn.Module):
     """Residual block, frame attention, residual block, at the lowest resolution."""
+
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, cache: Cache = None):  # [B, T, h, w, C]
         c = x.shape[-1]
-        x, c1 = ResidualBlock3d(c, name="block_1")(x, sub_cache(cache, "block_1"))
+        block = _block(self.remat)
+        x, c1 = block(c, name="block_1")(x, sub_cache(cache, "block_1"))
         x = FrameAttention(name="attn_1")(x)
-        x, c2 = ResidualBlock3d(c, name="block_2")(x, sub_cache(cache, "block_2"))
+        x, c2 = block(c, name="block_2")(x, sub_cache(cache, "block_2"))
         return x, {"block_1": c1, "block_2": c2}
 
 
@@ -79,13 +88,15 @@ class EncoderLevel(nn.Module):
     out_channels: int
     num_blocks: int
     downsample: str | None = None
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, cache: Cache = None):  # [B, T, H, W, Cin]
         new = {}
         for j in range(self.num_blocks):
             name = f"block_{j}"
-            x, new[name] = ResidualBlock3d(self.out_channels, name=name)(x, sub_cache(cache, name))
+            block = _block(self.remat)(self.out_channels, name=name)
+            x, new[name] = block(x, sub_cache(cache, name))
         if self.downsample is not None:
             down = Downsample3d(temporal=self.downsample == "spacetime", name="downsample")
             x, new["downsample"] = down(x, sub_cache(cache, "downsample"))
@@ -99,13 +110,15 @@ class DecoderLevel(nn.Module):
     out_channels: int
     num_blocks: int
     upsample: str | None = None
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, cache: Cache = None):  # [B, T, h, w, Cin]
         new = {}
         for j in range(self.num_blocks):
             name = f"block_{j}"
-            x, new[name] = ResidualBlock3d(self.out_channels, name=name)(x, sub_cache(cache, name))
+            block = _block(self.remat)(self.out_channels, name=name)
+            x, new[name] = block(x, sub_cache(cache, name))
         if self.upsample is not None:
             up = Upsample3d(
                 self.out_channels // 2, temporal=self.upsample == "spacetime", name="upsample"
@@ -136,6 +149,7 @@ class VideoEncoder(nn.Module):
     num_res_blocks: int
     out_channels: int
     temporal_downsample: Sequence[bool]
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, cache: Cache = None):
@@ -151,10 +165,11 @@ class VideoEncoder(nn.Module):
                 self.base_channels * mult,
                 self.num_res_blocks,
                 downsample=_resample_kind(self.temporal_downsample[i]) if i != last else None,
+                remat=self.remat,
                 name=name,
             )(h, sub_cache(cache, name))
             h = _rows(h)
-        h, new["mid"] = MidBlock3d(name="mid")(h, sub_cache(cache, "mid"))
+        h, new["mid"] = MidBlock3d(remat=self.remat, name="mid")(h, sub_cache(cache, "mid"))
         h = nn.silu(ChannelRMSNorm(name="norm_out")(_rows(h)))
         out, new["conv_out"] = CausalConv3d(self.out_channels, name="conv_out")(
             h, sub_cache(cache, "conv_out")
@@ -171,13 +186,14 @@ class VideoDecoder(nn.Module):
     num_res_blocks: int
     out_channels: int
     temporal_downsample: Sequence[bool]  # the encoder's; level i >= 1 undoes entry i - 1
+    remat: bool = False
 
     @nn.compact
     def __call__(self, z: jax.Array, cache: Cache = None):
         new = {}
         width = self.base_channels * self.channel_mult[-1]
         h, new["conv_in"] = CausalConv3d(width, name="conv_in")(z, sub_cache(cache, "conv_in"))
-        h, new["mid"] = MidBlock3d(name="mid")(_rows(h), sub_cache(cache, "mid"))
+        h, new["mid"] = MidBlock3d(remat=self.remat, name="mid")(_rows(h), sub_cache(cache, "mid"))
         h = _rows(h)
         for i in reversed(range(len(self.channel_mult))):
             name = f"up_{i}"
@@ -185,6 +201,7 @@ class VideoDecoder(nn.Module):
                 self.base_channels * self.channel_mult[i],
                 self.num_res_blocks + 1,
                 upsample=_resample_kind(self.temporal_downsample[i - 1]) if i else None,
+                remat=self.remat,
                 name=name,
             )(h, sub_cache(cache, name))
             h = _rows(h)
@@ -247,6 +264,7 @@ class VideoAutoencoderKL(nn.Module):
     temporal_downsample: Sequence[bool]
     in_channels: int = 3
     decoder_base_channels: int | None = None
+    remat: bool = False  # recompute each residual block in the backward pass
 
     def setup(self):
         if len(self.temporal_downsample) != len(self.channel_mult) - 1:
@@ -261,6 +279,7 @@ class VideoAutoencoderKL(nn.Module):
             num_res_blocks=self.num_res_blocks,
             out_channels=2 * self.latent_channels,
             temporal_downsample=tuple(self.temporal_downsample),
+            remat=self.remat,
         )
         self.quant_conv = CausalConv3d(2 * self.latent_channels, (1, 1, 1))
         self.post_quant_conv = CausalConv3d(self.latent_channels, (1, 1, 1))
@@ -270,6 +289,7 @@ class VideoAutoencoderKL(nn.Module):
             num_res_blocks=self.num_res_blocks,
             out_channels=self.in_channels,
             temporal_downsample=tuple(self.temporal_downsample),
+            remat=self.remat,
         )
 
     @property

@@ -69,6 +69,10 @@ def get_config() -> ml_collections.ConfigDict:
     # family "video": one entry per level but the last; True: that level halves time as well
     # as space (Wan 2.1: (False, True, True), x4), so T = 1 + 4k frames give 1 + k latent frames.
     c.model.temporal_downsample = ()
+    # family "video": recompute each residual block in the backward pass (jax.checkpoint), keeping
+    # only its input for the gradient: less activation memory for long, large clips, at about
+    # one more forward pass of the blocks.
+    c.model.remat = False
     # family "dc": the deep compression autoencoder's levels (Chen et al. 2024). Defaults:
     # diffusers' AutoencoderDC defaults, an f32 network; one entry per level in each tuple.
     c.model.dc = ml_collections.ConfigDict()
