@@ -1,7 +1,8 @@
 """Frame by frame vs causal 3-D: the comparison the video autoencoders argue from, on the
 embedded moving digits, at the same tensor size reduction.
 
-    python -m benchmarks.video [--steps N] [--size S] [--batch B] [--out benchmarks/video]
+    python -m benchmarks.video [--steps N] [--size S] [--batch B] [--data digits|pans]
+        [--out benchmarks/video]
 
 Trains, from the same seed and on the same clips (``latentjax_moving_digits``, frames resized to
 ``--size`` px), for the same number of steps with the same recipe (``ae/digits.py``'s L1 + KL
@@ -17,6 +18,8 @@ tensor size reduction of 8 for both. On the 296 held-out clips, through the post
 measures per-frame PSNR and SSIM, flicker (``latentjax/eval/video.py``: the error of the frame
 differences) and reports the train step time. Writes ``OUT/video.json``, a markdown table on
 stdout and ``OUT/frames.png`` (per clip: originals, frame-by-frame, causal 3-D reconstructions).
+``--data pans`` makes the same comparison on the photo pans (``latentjax_photo_pans``: camera
+pans and zooms over photographs, RGB; both autoencoders then take 3 channels).
 The steps run in this script (the image model trains on frames, which no dataset holds); the
 trainer's own path for the video model is ``latentjax train --config ae/digits_video.py``.
 """
@@ -33,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentjax.config import load_config
-from latentjax.data import moving_digits
+from latentjax.data import moving_digits, photo_pans
 from latentjax.data.pipeline import load_source, make_dataset, make_iterator, split_arrays
 from latentjax.eval import video
 from latentjax.eval.images import image_grid, save_png, to_uint8
@@ -41,10 +44,18 @@ from latentjax.parallel import mesh as mesh_lib
 from latentjax.train import autoencoder as ae_train
 from latentjax.train import state as state_lib
 
+DATASETS = {  # --data: (tfds name, builder, channels)
+    "digits": (moving_digits.NAME, moving_digits.prepare_moving_digits, 1),
+    "pans": (photo_pans.NAME, photo_pans.prepare_photo_pans, 3),
+}
 
-def configs(size: int, steps: int):
+
+def configs(size: int, steps: int, data: str = "digits"):
     """(frame-by-frame config, causal 3-D config), equal in everything but the network."""
+    name, _, channels = DATASETS[data]
     common = [
+        f"data.name={name}",
+        f"model.in_channels={channels}",
         f"data.image_size={size}",
         f"train.num_steps={steps}",
         f"loss.disc_start={steps + 1}",  # no adversary for either
@@ -87,11 +98,13 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, default=16, help="frame side after resizing (px)")
     p.add_argument("--batch", type=int, default=4, help="clips per step")
     p.add_argument("--show", type=int, default=3, help="clips in the frame strip")
+    p.add_argument("--data", default="digits", choices=sorted(DATASETS))
     p.add_argument("--out", default="benchmarks/video")
     args = p.parse_args(argv)
-    image_config, clip_config = configs(args.size, args.steps)
-    data_dir = moving_digits.prepare_moving_digits()
-    source = load_source(moving_digits.NAME, "train", data_dir)
+    image_config, clip_config = configs(args.size, args.steps, args.data)
+    name, prepare, channels = DATASETS[args.data]
+    data_dir = prepare()
+    source = load_source(name, "train", data_dir)
     x = split_arrays(clip_config.data, "test")["video"]  # [N, T, S, S, 1]
     out, results, recon = Path(args.out), {}, {}
     for name, config, as_frames in (
@@ -112,13 +125,14 @@ def main(argv=None) -> dict:
             z = jax.jit(stage.encode_latents)(params, x[:1])[0]  # [t, h, w, c]
         recon[name] = np.asarray(y)
         results[name] = {**video.video_report(x, y, z.shape), "step_s": step_s}
-    report = {"steps": args.steps, "size": args.size, "batch_clips": args.batch,
+    report = {"data": name, "steps": args.steps, "size": args.size, "batch_clips": args.batch,
               "test_clips": len(x), "results": results}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "video.json").write_text(json.dumps(report, indent=2) + "\n")
     n = min(args.show, len(x))
     rows = np.stack([x[:n], *(recon[k][:n] for k in results)], axis=1)  # [n, 3, T, S, S, 1]
-    tiles = np.repeat(to_uint8(rows.reshape(-1, *x.shape[2:])), 3, axis=-1)
+    tiles = to_uint8(rows.reshape(-1, *x.shape[2:]))
+    tiles = np.repeat(tiles, 3, axis=-1) if channels == 1 else tiles
     save_png(out / "frames.png", image_grid(tiles, ncol=x.shape[1]), scale=4)
     print("| autoencoder | size reduction | PSNR (dB) | SSIM | flicker | s / step |")
     print("| --- | --- | --- | --- | --- | --- |")
