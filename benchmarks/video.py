@@ -102,9 +102,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="benchmarks/video")
     args = p.parse_args(argv)
     image_config, clip_config = configs(args.size, args.steps, args.data)
-    name, prepare, channels = DATASETS[args.data]
-    data_dir = prepare()
-    source = load_source(name, "train", data_dir)
+    dataset_name, prepare, channels = DATASETS[args.data]
+    source = load_source(dataset_name, "train", prepare())
     x = split_arrays(clip_config.data, "test")["video"]  # [N, T, S, S, 1]
     out, results, recon = Path(args.out), {}, {}
     for name, config, as_frames in (
@@ -125,8 +124,8 @@ def main(argv=None) -> dict:
             z = jax.jit(stage.encode_latents)(params, x[:1])[0]  # [t, h, w, c]
         recon[name] = np.asarray(y)
         results[name] = {**video.video_report(x, y, z.shape), "step_s": step_s}
-    report = {"data": name, "steps": args.steps, "size": args.size, "batch_clips": args.batch,
-              "test_clips": len(x), "results": results}  # fmt: skip
+    report = {"data": dataset_name, "steps": args.steps, "size": args.size,
+              "batch_clips": args.batch, "test_clips": len(x), "results": results}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "video.json").write_text(json.dumps(report, indent=2) + "\n")
     n = min(args.show, len(x))
