@@ -52,9 +52,7 @@ def main() -> None:
     with mesh_lib.activation_rules(mesh, rules):
         lowered = step.lower(params, clip)
         compiled = lowered.compile()
-    constraints = [
-        line for line in lowered.as_text().splitlines() if "sharding_constraint" in line
-    ]
+    constraints = [line for line in lowered.as_text().splitlines() if "sharding_constraint" in line]
     out = np.asarray(compiled(params, clip), np.float64)
     mem = compiled.memory_analysis()
     print(
