@@ -3,6 +3,7 @@ checkpoint), on a tiny stage-1 run of the digits."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -164,11 +165,25 @@ def test_a_cache_encoded_into_a_bucket_is_what_stage2_reads_back(
     # A second encode into the same folder is refused before anything is encoded.
     assert main([*args, "--out", out]) == 2
     assert "already exists" in capsys.readouterr().err
-    # A copy cut short is completed; a different cache at the same URL replaces the copy.
+    # A copy cut short is completed; a different cache at the same URL replaces the copy. Each
+    # file is copied under the copy's lock: another process on the host (here: another open
+    # file) cannot take it meanwhile, so none removes a copy that is being written.
     shard = next(p for p in copy.rglob("*") if ".array_record" in p.name and p.is_file())
     size = shard.stat().st_size
     shard.write_bytes(b"cut")
+    copied, copy_file = [], latents._copy
+
+    def copy_under_the_lock(src, dst):
+        with open(latents.mirror_lock(paths.as_path(str(copy))), "a") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        copied.append(dst)
+        copy_file(src, dst)
+
+    monkeypatch.setattr(latents, "_copy", copy_under_the_lock)
     assert latents.local_copy(out) == str(copy) and shard.stat().st_size == size
+    assert any(d.name == shard.name for d in copied)
+    monkeypatch.setattr(latents, "_copy", copy_file)
     info = next(copy.glob(f"*/{latents.CACHE_INFO}"))
     remote_info = paths.as_path(out) / latents.DEFAULT_NAME / info.relative_to(copy)
     changed = {**json.loads(remote_info.read_text()), "split": "other"}

@@ -30,6 +30,7 @@ too big for a host's disk is read through a gcsfuse mount instead (README, "Runn
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -231,8 +232,9 @@ def local_copy(latent_cache: str) -> str:
     A copy already there is kept where its info file equals the bucket's and every file has the
     bucket's size (a cache is written once); a different cache at the same URL replaces it.
     Files are copied whole and renamed, info files last, so a copy cut short is completed by
-    the next call. Processes sharing a disk may copy at once: each writes its own temporary
-    files and the renames leave one complete copy."""
+    the next call. Processes sharing a disk take turns: each holds an exclusive lock on the copy
+    (:func:`mirror_lock`) while it checks and copies, so none removes a copy another is writing,
+    and the next finds the first's copy complete."""
     if paths.is_local(latent_cache):
         return latent_cache
     path = as_path(latent_cache)
@@ -244,19 +246,28 @@ def local_copy(latent_cache: str) -> str:
         raise _no_cache(latent_cache)
     scheme, rest = str(remote).split("://", 1)
     local = _mirror_root() / scheme / rest
-    stale = [
-        f
-        for f in infos
-        if not (local / f.relative_to(remote)).exists()
-        or (local / f.relative_to(remote)).read_text() != f.read_text()
-    ]
-    if stale and local.exists():
-        shutil.rmtree(local, ignore_errors=True)  # absent, cut short or another cache's
-    for f in _cache_files(remote):
-        dst = local / f.relative_to(remote)
-        if f.name == CACHE_INFO or not dst.exists() or dst.stat().length != f.stat().length:
-            _copy(f, dst)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with open(mirror_lock(local), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        stale = [
+            f
+            for f in infos
+            if not (local / f.relative_to(remote)).exists()
+            or (local / f.relative_to(remote)).read_text() != f.read_text()
+        ]
+        if stale and local.exists():
+            shutil.rmtree(local, ignore_errors=True)  # absent, cut short or another cache's
+        for f in _cache_files(remote):
+            dst = local / f.relative_to(remote)
+            if f.name == CACHE_INFO or not dst.exists() or dst.stat().length != f.stat().length:
+                _copy(f, dst)
     return str(local)
+
+
+def mirror_lock(local: Path) -> str:
+    """The lock file beside a host's copy of a bucket cache (``local``), which
+    :func:`local_copy` holds while it checks and copies."""
+    return str(local.parent / f".{local.name}.lock")
 
 
 def cache_location(latent_cache: str) -> tuple[str, str]:
