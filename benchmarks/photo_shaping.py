@@ -44,10 +44,14 @@ from benchmarks.eq_vae import evaluate as transformed
 from benchmarks.eq_vae import figure
 from latentjax.config import load_config
 from latentjax.convert.lpips import load_lpips
+from latentjax.data.pipeline import split_arrays
 from latentjax.eval.autoencoder import evaluate
+from latentjax.eval.images import image_grid, save_png
+from latentjax.generate import collect_samples, load_generator, spec_from_config
 from latentjax.parallel.mesh import make_mesh
 from latentjax.run import Run
 from latentjax.train.autoencoder import load_autoencoder
+from latentjax.train.loop import read_metrics
 from latentjax.train.trainer import check_finished, train
 
 RUNS = {"baseline": "ae/photos_f4.py", "eq": "ae/photos_eq.py", "vf": "ae/photos_vf.py"}
@@ -57,11 +61,6 @@ DITS = {"dit": "dit/photos.py", "dit_repa": "dit/photos_repa.py"}
 def stage2(root: Path, vgg: Path, steps: int, names, results: dict, out: Path) -> None:
     """Trains the named stage-2 runs on the baseline's latents; their figures into ``results``;
     the sample sheet once both are there."""
-    from latentjax.data.pipeline import split_arrays
-    from latentjax.eval.images import image_grid, save_png
-    from latentjax.generate import collect_samples, load_generator, spec_from_config
-    from latentjax.train.loop import read_metrics
-
     sheets = {}
     for name in DITS:
         overrides = [f"ae_workdir={root / 'baseline'}", f"train.num_steps={steps}"]
@@ -138,8 +137,7 @@ def main() -> None:
         seconds = round(time.time() - t, 1)
         # The training time of a run trained whole in this call; a resumed or measured-only
         # run keeps the figure it had (or none: the time of a run done in parts is not one).
-        train_s = None if trained else seconds
-        train_s = results.get(name, {}).get("train_s") if trained else train_s
+        train_s = results.get(name, {}).get("train_s") if trained else seconds
         results[name], pictures[name] = measure(root / name, config, lpips)
         results[name]["train_s"] = train_s
         print(name, json.dumps(results[name]), flush=True)

@@ -172,7 +172,7 @@ def check_ae_run(config, ae: Run) -> None:
             f"ae_workdir={str(ae.path)!r} holds another stage-1 run (id {got}) than the one this "
             f"stage-2 run was trained on (id {want}); point ae_workdir at that run"
         )
-    want_step = config.get("ae_step", -1)
+    want_step = config.ae_step  # -1: not recorded (completed from dit/base.py)
     if want_step >= 0:
         got_step = ae.weights_step
         if got_step != want_step:

@@ -16,12 +16,14 @@ import xla
 SCRIPT = Path(__file__).parent / "scripts" / "step_on_mesh.py"
 
 
-def _run(shape: dict, devices: int) -> dict:
+def _run(shape: dict, devices: int, script: Path = SCRIPT, *args: str) -> dict:
+    """``script`` with the mesh ``shape`` (and ``args``) in a process with ``devices`` fake
+    devices -> the JSON of its last line."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = xla.flags(devices)
-    env["PYTHONPATH"] = str(SCRIPT.parents[2])
+    env["PYTHONPATH"] = str(script.parents[2])
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), json.dumps(shape)],
+        [sys.executable, str(script), json.dumps(shape), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -175,18 +177,7 @@ ROWS_SCRIPT = Path(__file__).parent / "scripts" / "video_rows_on_mesh.py"
 
 
 def _rows(shape: dict, devices: int, mode: str) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = xla.flags(devices)
-    env["PYTHONPATH"] = str(ROWS_SCRIPT.parents[2])
-    out = subprocess.run(
-        [sys.executable, str(ROWS_SCRIPT), json.dumps(shape), mode],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run(shape, devices, ROWS_SCRIPT, mode)
 
 
 @pytest.mark.multidevice

@@ -14,12 +14,18 @@ import ml_collections
 from latentjax.configs.ae import digits
 
 
+def vgg16_vf(loss: ml_collections.ConfigDict, size: int) -> None:
+    """Turns on the VF loss in ``loss`` against VGG16's relu4_3 of the image at ``size`` px
+    (weight 0.1; the weights from --config.loss.vf_encoder_weights=DIR)."""
+    loss.vf_weight = 0.1
+    loss.vf_encoder = "vgg16"
+    loss.vf_encoder_weights = ""  # required: --config.loss.vf_encoder_weights=DIR
+    loss.vf_encoder_size = size
+    loss.vf_vgg_tap = 3  # relu4_3: size / 8 positions a side
+    loss.vf_feature_dim = 512  # relu4_3's width (checked against the network when it trains)
+
+
 def get_config() -> ml_collections.ConfigDict:
     c = digits.get_config()
-    c.loss.vf_weight = 0.1
-    c.loss.vf_encoder = "vgg16"
-    c.loss.vf_encoder_weights = ""  # required: --config.loss.vf_encoder_weights=DIR
-    c.loss.vf_encoder_size = 32
-    c.loss.vf_vgg_tap = 3  # relu4_3: 4 x 4 at 32 px
-    c.loss.vf_feature_dim = 512  # relu4_3's width (checked against the network when it trains)
+    vgg16_vf(c.loss, size=32)  # 4 x 4: the latent grid
     return c

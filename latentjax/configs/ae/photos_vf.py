@@ -14,14 +14,10 @@ is ``ae/photos_f4.py``'s; ``benchmarks/photo_shaping.py`` compares them.
 import ml_collections
 
 from latentjax.configs.ae import photos_f4
+from latentjax.configs.ae.digits_vf import vgg16_vf
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = photos_f4.get_config()
-    c.loss.vf_weight = 0.1
-    c.loss.vf_encoder = "vgg16"
-    c.loss.vf_encoder_weights = ""  # required: --config.loss.vf_encoder_weights=DIR
-    c.loss.vf_encoder_size = 64
-    c.loss.vf_vgg_tap = 3  # relu4_3: 8 x 8 at 64 px
-    c.loss.vf_feature_dim = 512  # relu4_3's width (checked against the network when it trains)
+    vgg16_vf(c.loss, size=64)  # 8 x 8: the latent grid
     return c
