@@ -214,7 +214,7 @@ def _build_dc(m) -> DCAutoencoder:
 def _build_video(m) -> VideoAutoencoderKL:
     """Wan 2.1's causal 3-D autoencoder (``models/video_autoencoder.py``) from the keys it reads:
     ``ch``, ``ch_mult``, ``num_res_blocks``, ``z_channels``, ``in_channels``,
-    ``temporal_downsample`` and ``remat``."""
+    ``temporal_downsample``, ``remat`` and ``unroll_chunks``."""
     if m.bottleneck != "kl":
         raise ConfigError(
             f"model.bottleneck={m.bottleneck!r}: model.family='video' has the KL bottleneck only"
@@ -233,6 +233,7 @@ def _build_video(m) -> VideoAutoencoderKL:
         temporal_downsample=down,
         in_channels=m.in_channels,
         remat=bool(m.remat),
+        unroll_chunks=bool(m.unroll_chunks),
     )
 
 

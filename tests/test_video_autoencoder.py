@@ -478,3 +478,47 @@ def test_remat_recomputes_blocks_for_the_same_gradients_in_less_memory():
     assert text[1].count("remat2[") >= 7 and "remat2[" not in text[0]
     temps = [c.memory_analysis().temp_size_in_bytes for c in compiled]
     assert temps[1] < temps[0]
+
+
+@pytest.mark.parametrize("chunk", [1, None])
+def test_unrolled_chunks_give_the_same_numbers_without_a_loop(chunk):
+    # model.unroll_chunks: the chunks as one copy of the chunk step each. The same latents and
+    # frames as the scan, and no loop left in the gradient's program (XLA:CPU runs a loop body's
+    # convolution gradients slowly: benchmarks/video_scan.py), where the scan leaves one.
+    rolled, unrolled = (
+        VideoAutoencoderKL(4, (1, 2), 1, 4, (True,), unroll_chunks=u) for u in (False, True)
+    )
+    x = jnp.asarray(clip((2, 9, 8, 8, 3), seed=7))  # frame 0, then 2 chunks of 4 frames
+    params = random_params(rolled, x)
+
+    def encode(model):
+        return jax.jit(lambda p, x: model.apply(p, x, chunk, method=model.encode).mean)
+
+    def decode(model):
+        return jax.jit(lambda p, z: model.apply(p, z, chunk, method=model.decode))
+
+    z = encode(rolled)(params, x)
+    chex.assert_trees_all_close(encode(unrolled)(params, x), z, atol=1e-6, rtol=0)
+    frames = decode(rolled)(params, z)
+    chex.assert_trees_all_close(decode(unrolled)(params, z), frames, atol=1e-6, rtol=0)
+
+    def gradient_program(model) -> str:
+        def loss(p):
+            x_hat, _ = model.apply(p, x, sample=False, chunk_latent_frames=chunk)
+            return jnp.mean(jnp.abs(x_hat - x))
+
+        return jax.jit(jax.grad(loss)).lower(params).as_text()  # what XLA is given
+
+    assert "stablehlo.while" in gradient_program(rolled)
+    assert "stablehlo.while" not in gradient_program(unrolled)
+
+
+def test_factory_reads_unroll_chunks():
+    from latentjax.config import load_config
+    from latentjax.factory import build_autoencoder
+
+    config = load_config("ae/digits_video.py")
+    assert build_autoencoder(config.model).unroll_chunks  # the CPU-sized demo unrolls
+    config.model.unroll_chunks = False
+    assert not build_autoencoder(config.model).unroll_chunks
+    assert not load_config("ae/wan21_480p.py").model.unroll_chunks  # 20 chunks: one loop

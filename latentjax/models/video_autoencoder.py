@@ -224,14 +224,22 @@ def _decode_step(model: VideoAutoencoderKL, cache: Cache, z: jax.Array):
 
 def _scan_chunks(step, model, cache, rest: jax.Array, per_chunk: int):
     """Runs ``step(model, cache, chunk)`` over ``rest`` [B, N * per_chunk, ...] in chunks of
-    ``per_chunk`` frames as one ``lax.scan`` (parameters shared, not stacked) -> (cache,
-    outputs concatenated back along time)."""
+    ``per_chunk`` frames as one ``lax.scan`` (parameters shared, not stacked), or as N calls of
+    the step in a row when ``model.unroll_chunks`` -> (cache, outputs concatenated back along
+    time)."""
     b, n = rest.shape[0], rest.shape[1] // per_chunk
     chunks = jnp.moveaxis(rest.reshape(b, n, per_chunk, *rest.shape[2:]), 1, 0)  # [N, B, L, ...]
-    scan = nn.scan(
-        step, variable_broadcast="params", split_rngs={"params": False}, in_axes=0, out_axes=0
-    )
-    cache, ys = scan(model, cache, chunks)
+    if model.unroll_chunks:  # no loop in the program (lax.scan keeps one even at length 1)
+        outputs = []
+        for chunk in chunks:
+            cache, y = step(model, cache, chunk)
+            outputs.append(y)
+        ys = jax.tree.map(lambda *y: jnp.stack(y), *outputs)
+    else:
+        scan = nn.scan(
+            step, variable_broadcast="params", split_rngs={"params": False}, in_axes=0, out_axes=0
+        )
+        cache, ys = scan(model, cache, chunks)
 
     def unchunk(y):  # [N, B, l, ...] -> [B, N * l, ...]
         y = jnp.moveaxis(y, 0, 1)
@@ -265,6 +273,11 @@ class VideoAutoencoderKL(nn.Module):
     in_channels: int = 3
     decoder_base_channels: int | None = None
     remat: bool = False  # recompute each residual block in the backward pass
+    # The chunks as one copy of the chunk step each instead of a loop: the same numbers. XLA's
+    # CPU backend runs the gradient of convolutions in a loop body about 14x slower than the
+    # same convolutions outside one (benchmarks/video_scan.py); the program grows with the
+    # clip's chunks.
+    unroll_chunks: bool = False
 
     def setup(self):
         if len(self.temporal_downsample) != len(self.channel_mult) - 1:

@@ -73,6 +73,11 @@ def get_config() -> ml_collections.ConfigDict:
     # only its input for the gradient: less activation memory for long, large clips, at about
     # one more forward pass of the blocks.
     c.model.remat = False
+    # family "video": unroll the scan over a clip's chunks (one copy of the chunk step per chunk;
+    # the same numbers). On XLA's CPU backend its gradient is then about 14x faster (the gradient
+    # of convolutions in a loop body is slow there: benchmarks/video_scan.py), at a compile that
+    # grows with the clip's chunks. Off keeps one program of one chunk's size for any length.
+    c.model.unroll_chunks = False
     # family "dc": the deep compression autoencoder's levels (Chen et al. 2024). Defaults:
     # diffusers' AutoencoderDC defaults, an f32 network; one entry per level in each tuple.
     c.model.dc = ml_collections.ConfigDict()
