@@ -11,7 +11,8 @@ other lacks):
 
 - **frame by frame**: the image autoencoder (``model.family="kl"``, f = 4, 2 latent channels)
   on the clips' frames, every frame of a batch of clips as one batch of images;
-- **causal 3-D**: ``ae/digits_video.py``'s autoencoder (x4 time, x4 space, 6 latent channels).
+- **causal 3-D**: ``ae/digits_video.py``'s autoencoder with Wan's compression (x4 time, x4
+  space; the demo's config compresses x2 and x2) and 6 latent channels.
 
 9 frames of S x S x 1 become 9 x (S/4)^2 x 2 numbers one way and 3 x (S/4)^2 x 6 the other: a
 tensor size reduction of 8 for both. On the 296 held-out clips, through the posterior mean, it
@@ -66,7 +67,8 @@ def configs(size: int, steps: int, data: str = "digits"):
         "ae/digits.py",
         [*common, "model.ch_mult=(1, 2, 2)", "model.z_channels=2", "model.embed_dim=2"],
     )
-    clip = load_config("ae/digits_video.py", [*common, "model.z_channels=6"])  # its default
+    wan = ["model.ch_mult=(1, 2, 2)", "model.temporal_downsample=(True, True)"]  # x4, x4
+    clip = load_config("ae/digits_video.py", [*common, *wan, "model.z_channels=6"])
     return image, clip
 
 

@@ -84,7 +84,7 @@ def test_a_video_dit_trains_on_the_clips_latents(trained):
     steps = [json.loads(x)["step"] for x in (trained / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
     stats = json.loads((trained / "latent_stats.json").read_text())
-    assert len(stats["channel_mean"]) == 6 and stats["scale"] > 0
+    assert len(stats["channel_mean"]) == 4 and stats["scale"] > 0  # the 4 latent channels
     # The run is a video DiT: its exported weights load into one over the clip latent grid.
     assert main(["export", "--workdir", str(trained), "--out", str(trained.parent / "x")]) == 0
 
@@ -94,7 +94,7 @@ def test_the_step_encodes_the_clips_through_the_frozen_causal_encoder(video_ae):
     normalised; the network is the video DiT over (t, h, w, c)."""
     _, ae, params = video_ae
     config = load_config("dit/digits.py", [o.removeprefix("--config.") for o in DIT])
-    shape = (5, 8, 8, 6)  # 9 frames: 1 + 8 / 2 latent frames of 8 x 8 x 6
+    shape = (5, 8, 8, 4)  # 9 frames: 1 + 8 / 2 latent frames of 8 x 8 x 4
     stage = dit_train.DiTStage(config, ae, shape)
     assert isinstance(stage.dit, VideoDiT) and stage.dit.attention == "factorised"
     mesh = mesh_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
@@ -181,7 +181,7 @@ def test_a_latent_cache_of_clips_is_what_stage2_trains_on(video_ae, tmp_path):
     argv = ["encode", "--workdir", str(run), "--split", "test", "--data-dir", data_dir, "--flip"]
     assert main([*argv, "--out", str(cache), "--batch-size", "8"]) == 0
     info = latents.read_cache_info(str(cache))
-    assert info["frames"] == moving_digits.FRAMES and info["latent_shape"] == [5, 8, 8, 6]
+    assert info["frames"] == moving_digits.FRAMES and info["latent_shape"] == [5, 8, 8, 4]
     clips = pipeline.split_arrays(_video_data(data_dir), "test")["video"]
     encode = jax.jit(lambda x: ae.apply(params, x, method=ae.encode))
     for split, x in (("test", clips), ("test_flip", clips[..., ::-1, :])):
