@@ -45,15 +45,26 @@ def step(disc):
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", default="benchmarks/video/disc_cost.json")
-    args = parser.parse_args()
+def timing_args(doc: str, repeats: int, out: str) -> argparse.Namespace:
+    """The command line of the video cost benchmarks: ``--repeats`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--out", default=out)
+    return parser.parse_args()
+
+
+def demo_clips(count: int):
+    """``ae/digits_video.py``'s config and ``count`` batches of its size (clips of 9 frames,
+    uniform in [-1, 1]) -> (config, float32 [count, B, 9, S, S, 1])."""
     config = load_config("ae/digits_video.py")
     s, b = config.data.image_size, config.train.batch_size
-    clips = jax.random.uniform(jax.random.key(0), (2, b, 9, s, s, 1), minval=-1.0, maxval=1.0)
-    real, fake = clips[0], clips[1]
+    shape = (count, b, 9, s, s, 1)
+    return config, jax.random.uniform(jax.random.key(0), shape, minval=-1.0, maxval=1.0)
+
+
+def main() -> None:
+    args = timing_args(__doc__, 20, "benchmarks/video/disc_cost.json")
+    config, (real, fake) = demo_clips(2)
     frames = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
     fns, shapes = {}, {}
     for name, k, judge in (("2-D, every frame", 0, frames), ("3-D, whole clips", 3, lambda x: x)):
@@ -70,7 +81,7 @@ def main() -> None:
     seconds = interleaved(fns, args.repeats)
     base = seconds["2-D, every frame"]
     rows = {n: {**shapes[n], "seconds": seconds[n], "ratio": seconds[n] / base} for n in fns}
-    out = {"batch": [b, 9, s, s, 1], "device": jax.devices()[0].device_kind, "rows": rows}
+    out = {"batch": list(real.shape), "device": jax.devices()[0].device_kind, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print("| PatchGAN | logits | parameters | s / discriminator step | x the 2-D one |")

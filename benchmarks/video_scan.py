@@ -14,7 +14,6 @@ two give the same numbers. CPU figures are relative: the ratios are the point.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -24,18 +23,13 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.timing import interleaved
-from latentjax.config import load_config
+from benchmarks.video_disc import demo_clips, timing_args
 from latentjax.factory import build_autoencoder
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default="benchmarks/video/scan_cost.json")
-    args = parser.parse_args()
-    config = load_config("ae/digits_video.py")
-    s, b = config.data.image_size, config.train.batch_size
-    clips = jax.random.uniform(jax.random.key(0), (b, 9, s, s, 1), minval=-1.0, maxval=1.0)
+    args = timing_args(__doc__, 10, "benchmarks/video/scan_cost.json")
+    config, (clips,) = demo_clips(1)
     models = {}
     for unroll in (False, True):
         config.model.unroll_chunks = unroll
@@ -67,7 +61,7 @@ def main() -> None:
     for name, sec in seconds.items():
         loop = seconds[name.replace("unrolled", "loop")]
         rows[name] = {"seconds": sec, "compile_s": compile_s[name], "loop_over_this": loop / sec}
-    out = {"batch": [b, 9, s, s, 1], "device": jax.devices()[0].device_kind, "rows": rows}
+    out = {"batch": list(clips.shape), "device": jax.devices()[0].device_kind, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print("| program | s | loop's s / this | compile (s) |")

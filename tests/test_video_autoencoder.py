@@ -28,6 +28,7 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from jax.sharding import PartitionSpec
 
 import latentjax.models.video_autoencoder as video_ae
+from latentjax.config import load_config
 from latentjax.convert import ConvertError, load_wan_autoencoder
 from latentjax.convert.wan import (
     DIFFUSERS_DEFAULTS,
@@ -36,6 +37,7 @@ from latentjax.convert.wan import (
     model_config,
     param_sources,
 )
+from latentjax.factory import build_autoencoder
 from latentjax.models.causal3d import CausalConv3d
 from latentjax.models.video_autoencoder import VideoAutoencoderKL
 from latentjax.parallel.axes import LOGICAL_AXES
@@ -514,9 +516,6 @@ def test_unrolled_chunks_give_the_same_numbers_without_a_loop(chunk):
 
 
 def test_factory_reads_unroll_chunks():
-    from latentjax.config import load_config
-    from latentjax.factory import build_autoencoder
-
     config = load_config("ae/digits_video.py")
     assert build_autoencoder(config.model).unroll_chunks  # the CPU-sized demo unrolls
     config.model.unroll_chunks = False

@@ -16,7 +16,9 @@ chunks, carrying the caches: a clip of any length needs activation memory set by
 its input and output grow with it), compiles to one program per clip shape, and gives the same
 result for every ``chunk_latent_frames`` (all the chunks in one scan step is "the whole
 video"). The same step is public as ``encode_chunk`` / ``decode_chunk`` for streaming a video
-that does not fit in memory.
+that does not fit in memory. ``unroll_chunks`` writes the chunks out as one call of the step
+each instead (the same numbers, a program that grows with the clip): XLA's CPU backend runs the
+gradient of a loop body's convolutions many times slower (``benchmarks/video_scan.py``).
 
 Parameter tree (linen paths; ``latentjax/convert/wan.py`` maps Wan's and diffusers' names):
 
