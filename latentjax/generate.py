@@ -56,6 +56,9 @@ class SampleSpec:
     eta: float = 0.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)
     guidance_channels: int = 0  # guide only the first N output channels; 0 = all
+    # The sampler's grid, uniform in the time unshifted by this (paths.shift_time); a run's
+    # spec takes its training shift, diffusion.time_shift.
+    time_shift: float = 1.0
 
     def __post_init__(self):
         check_sampler(self.sampler, self.num_steps, self.eta)
@@ -68,6 +71,10 @@ class SampleSpec:
             )
         if self.guidance_channels < 0:
             raise LatentjaxError(f"guidance channels must be >= 0, got {self.guidance_channels}")
+        if not (math.isfinite(self.time_shift) and self.time_shift > 0):
+            raise LatentjaxError(
+                f"time shift must be a number > 0 (1 = none), got {self.time_shift}"
+            )
 
 
 def check_guidance(model, spec: SampleSpec) -> None:
@@ -106,7 +113,8 @@ def class_labels(labels, num: int | None, num_classes: int) -> np.ndarray:
 
 
 def spec_from_config(config, **overrides) -> SampleSpec:
-    """A :class:`SampleSpec` from ``config.sample``, then overrides that are not None."""
+    """A :class:`SampleSpec` from ``config.sample`` (and the training's time shift,
+    ``config.diffusion.time_shift``), then overrides that are not None."""
     s = config.sample
     values = {
         "sampler": s.sampler,
@@ -115,6 +123,7 @@ def spec_from_config(config, **overrides) -> SampleSpec:
         "eta": s.eta,
         "guidance_interval": tuple(s.guidance_interval),
         "guidance_channels": s.guidance_channels,
+        "time_shift": config.diffusion.time_shift,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SampleSpec(**values)
@@ -137,7 +146,8 @@ class Generator:
         self._programs: dict[tuple, Any] = {}
 
     def program(self, sampler: str, guided: bool, guidance_channels: int = 0, floats=False):
-        """The jitted ``run(params, frozen, labels, indices, key, num_steps, eta, cfg, interval)``
+        """The jitted ``run(params, frozen, labels, indices, key, num_steps, eta, cfg, interval,
+        time_shift)``
         -> (uint8 images, or float32 in [-1, 1] with ``floats``; which are finite), one per
         (sampler, guided, guidance_channels, floats)."""
         key = (sampler, guided, guidance_channels, floats)
@@ -147,7 +157,9 @@ class Generator:
             batch = mesh_lib.batch_sharding(self.mesh)
             shape = self.stage.latent_shape
 
-            def run(params, frozen, labels, indices, key, num_steps, eta, cfg_scale, interval):
+            def run(
+                params, frozen, labels, indices, key, num_steps, eta, cfg_scale, interval, shift
+            ):
                 keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)  # [B]
                 noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), shape))(keys)
                 noise = jax.lax.with_sharding_constraint(noise, batch)
@@ -168,6 +180,7 @@ class Generator:
                     guided=guided,
                     guidance_interval=(interval[0], interval[1]),
                     guidance_channels=guidance_channels,
+                    time_shift=shift,
                 )
                 # Undo (z - shift) * scale; per-channel vectors broadcast over the last axis.
                 z = denormalize(z, frozen["latent_shift"], frozen["latent_scale"])
@@ -213,6 +226,7 @@ class Generator:
             np.float32(spec.eta),
             np.float32(spec.cfg_scale),
             np.asarray(spec.guidance_interval, np.float32),
+            np.float32(spec.time_shift),
         )
         # Every process gets the whole chunk (on one process this is a plain device_get).
         images, finite = multihost_utils.process_allgather((images, finite), tiled=True)

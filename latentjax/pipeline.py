@@ -106,6 +106,7 @@ class Pipeline:
         eta: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
         guidance_channels: int | None = None,
+        time_shift: float | None = None,
         batch_size: int | None = None,
         output: str = "uint8",
         progress: bool = True,
@@ -118,8 +119,9 @@ class Pipeline:
         a list -> cycled to ``num`` (default: its length). ``steps``, ``sampler`` ("ddim",
         "ddpm", "dpmpp_2m", "euler", "heun", "euler_maruyama"), ``cfg`` (classifier-free
         guidance scale; 1 = none), ``eta`` (DDIM), ``guidance_interval`` ((lo, hi): guide only
-        for path times in it) and ``guidance_channels`` (guide only the first N latent
-        channels; 0 = all) default to the run's ``sample`` section, as in ``latentjax sample``;
+        for path times in it), ``guidance_channels`` (guide only the first N latent
+        channels; 0 = all) and ``time_shift`` (the sampler grid's) default to the run's config
+        (its ``sample`` section and ``diffusion.time_shift``), as in ``latentjax sample``;
         ``batch_size``: images per compiled call (default ``sample.batch_size``; a new size
         compiles a new program). A progress bar shows on a terminal unless ``progress=False``."""
         if output not in OUTPUTS:
@@ -134,6 +136,7 @@ class Pipeline:
             cfg_scale=cfg,
             guidance_interval=None if guidance_interval is None else tuple(guidance_interval),
             guidance_channels=guidance_channels,
+            time_shift=time_shift,
         )
         check_guidance(self.config.model, spec)
         chosen = class_labels(labels, num, self.num_classes)

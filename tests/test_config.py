@@ -82,6 +82,18 @@ def test_stage2_choices_are_checked_before_tracing(override):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("shift", ["0.0", "-2.0"])
+def test_a_time_shift_must_be_positive(shift):
+    from latentjax.train.autoencoder import AutoencoderStage
+    from latentjax.train.dit import DiTStage
+
+    ae_config = load_config("ae/digits.py")
+    ae = AutoencoderStage(ae_config).ae
+    config = load_config("dit/digits.py", [f"diffusion.time_shift={shift}"])
+    with pytest.raises(ConfigError, match=r"^diffusion.time_shift=.* must be a number > 0"):
+        DiTStage(config, ae, latent_shape(ae_config))
+
+
 @pytest.mark.parametrize("name", ["ae/base.py", "dit/base.py"])
 def _leaves(node, prefix=""):
     out = []

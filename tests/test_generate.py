@@ -17,7 +17,7 @@ import xla
 from latentjax.commands import main
 from latentjax.config import load_config, to_json
 from latentjax.errors import LatentjaxError
-from latentjax.generate import SampleSpec, read_shards, write_sample_shards
+from latentjax.generate import SampleSpec, read_shards, spec_from_config, write_sample_shards
 from latentjax.parallel import mesh as mesh_lib
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -128,14 +128,25 @@ def _run_dir(tmp_path) -> Path:
         (["--steps", "0"], "--steps must be a positive integer"),
         (["--guidance-interval", "0.5"], "--guidance-interval must be LO,HI"),
         (["--eta", "2"], "eta must be in [0, 1]"),
+        (["--time-shift", "0"], "time shift must be a number > 0"),
+        (["--time-shift", "nan"], "time shift must be a number > 0"),
     ],
 )
 def test_bad_sampler_arguments_are_one_line(tmp_path, capsys, extra, message):
     workdir = _run_dir(tmp_path)
+    before = sorted(p.name for p in workdir.iterdir())
     argv = ["sample", "--workdir", str(workdir), "--num", "4", "--out", str(tmp_path / "s.npz")]
     assert main(argv + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("latentjax: error:") and message in err[0], err
+    assert sorted(p.name for p in workdir.iterdir()) == before  # nothing written
+
+
+def test_a_run_samples_with_the_shift_it_trained_with():
+    config = load_config("dit/digits.py", ["diffusion.time_shift=3.0"])
+    assert spec_from_config(config).time_shift == 3.0
+    assert spec_from_config(config, time_shift=1.5).time_shift == 1.5
+    assert spec_from_config(load_config("dit/digits.py", [])).time_shift == 1.0
 
 
 def test_sample_needs_an_output(tmp_path, capsys):

@@ -58,10 +58,10 @@ def batch() -> dict[str, np.ndarray]:
     }
 
 
-def compiled_step(label_drop: float):
+def compiled_step(label_drop: float, overrides: tuple[str, ...] = ()):
     """(stage, a state with perturbed weights and an EMA apart from them, step(state, n),
     the spy's records)."""
-    config = load_config("dit/digits.py", [*TINY, f"diffusion.label_drop={label_drop}"])
+    config = load_config("dit/digits.py", [*TINY, f"diffusion.label_drop={label_drop}", *overrides])
     mesh = mesh_lib.make_mesh(config.mesh.shape)
     stage = dit_train.DiTStage(config, None, LATENT)
     stage.tx = optax.sgd(1.0)
@@ -158,6 +158,21 @@ def test_loss_gradient_and_ema_the_step_applies(no_drop):
         assert int(new["step"]) == n + 1
     # Each step draws its own times (and noise): the step's key folds in the step number.
     assert not np.allclose(times[0], times[1]) and not np.allclose(times[1], times[2])
+
+
+def test_the_step_draws_its_times_with_the_configured_shift(no_drop):
+    """``diffusion.time_shift`` reaches the step: under the same key the network sees the
+    unshifted step's times, shifted (SD3's t -> s t / (1 + (s - 1) t))."""
+    _, state, step, calls = no_drop
+    calls.clear()
+    step(state, 3)
+    ((_, plain, _, _),) = calls
+    _, state, shifted_step, shifted_calls = compiled_step(0.0, ("diffusion.time_shift=3.0",))
+    shifted_step(state, 3)
+    ((_, shifted, _, _),) = shifted_calls
+    t = plain.astype(np.float64) / 1000.0
+    np.testing.assert_allclose(shifted / 1000.0, 3 * t / (1 + 2 * t), rtol=1e-5)
+    assert np.mean(shifted > plain) == 1.0
 
 
 def test_latents_of_a_cache_batch_are_posterior_samples(no_drop):

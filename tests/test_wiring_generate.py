@@ -47,7 +47,7 @@ def tiny_generator(mesh) -> Generator:
 def test_images_are_the_decoded_latent_of_the_configured_sampler(monkeypatch):
     seen, static = {}, {}
     sampler = generate.sample_latents
-    traced = ("num_steps", "cfg_scale", "eta", "guidance_interval")
+    traced = ("num_steps", "cfg_scale", "eta", "guidance_interval", "time_shift")
 
     def spy(apply_fn, params, noise, labels, **kwargs):
         z = sampler(apply_fn, params, noise, labels, **kwargs)
@@ -67,7 +67,9 @@ def test_images_are_the_decoded_latent_of_the_configured_sampler(monkeypatch):
         [gen.frozen["latent_shift"], gen.frozen["latent_scale"]], [SHIFT, SCALE]
     )
     labels = np.array([3, 0, 7], np.int32)
-    spec = SampleSpec("euler", num_steps=3, cfg_scale=2.5, guidance_interval=(0.2, 0.9))
+    spec = SampleSpec(
+        "euler", num_steps=3, cfg_scale=2.5, guidance_interval=(0.2, 0.9), time_shift=2.5
+    )
     images = gen.sample_chunk(labels, 0, 5, spec, chunk=4)  # padded to 4, 3 returned
     assert images.shape == (3, 8, 8, 1) and images.dtype == np.uint8
 
@@ -80,6 +82,7 @@ def test_images_are_the_decoded_latent_of_the_configured_sampler(monkeypatch):
     assert static["null_label"] == gen.stage.config.model.num_classes == 10
     assert (int(seen["num_steps"]), float(seen["cfg_scale"])) == (3, 2.5)
     np.testing.assert_allclose(np.ravel(seen["guidance_interval"]), [0.2, 0.9])
+    assert float(seen["time_shift"]) == 2.5
     np.testing.assert_array_equal(seen["labels"][:3], labels)
     assert seen["noise"].shape == (4, *gen.stage.latent_shape)
     assert float(np.std(seen["noise"])) > 0.5  # standard normal noise, not zeros

@@ -58,6 +58,13 @@ def register(subparsers) -> None:
         default=None,
         help="guide only the first N latent channels (DiT's sampler: 3); 0 = all (default: config)",
     )
+    p.add_argument(
+        "--time-shift",
+        type=float,
+        default=None,
+        help="the sampler's time shift s: steps uniform in the unshifted time, more of them at "
+        "high noise for s > 1 (default: the one the run trained with, diffusion.time_shift)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="images per jitted call")
     p.add_argument(
@@ -125,6 +132,7 @@ def run(args) -> None:
         cfg_scale=args.cfg,
         guidance_interval=parse_interval(args.guidance_interval),
         guidance_channels=args.guidance_channels,
+        time_shift=args.time_shift,
     )
     check_guidance(config.model, spec)
     labels = parse_labels(args.labels, args.num, config.model.num_classes)

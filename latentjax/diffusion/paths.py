@@ -28,6 +28,17 @@ Prediction types (what the network outputs; all are linear in (x0, eps)):
 Endpoints: ``eps`` prediction cannot give x0 where alpha = 0 (t = 1), ``x0`` prediction cannot give
 eps where sigma = 0 (t = 0); :func:`valid_t_range` says which times a prediction type can be
 evaluated at, and :meth:`Path.clip` clips times into a closed interval.
+
+Time shift (:func:`shift_time`): t -> s t / (1 + (s - 1) t), Stable Diffusion 3's
+"resolution-dependent shifting of timestep schedules" (Esser et al. 2024, sec. 5.3.2). It keeps
+0 and 1 and moves every time in between towards the noise end for s > 1. It multiplies the odds
+t / (1 - t) by s (adds log s to the logit of t, so a logit-normal time becomes logit-normal at
+location log s). On ``linear`` this is SD3's argument: the mean of n noisy values of a constant
+image is known to a standard deviation t / ((1 - t) sqrt(n)), so an image of n = s^2 m values at
+the shifted time is as uncertain as one of m values at the unshifted time. SD3 takes
+s = sqrt(n / m) for n latent values over the m its schedule was chosen for (s = 3 at 1024 px).
+Training draws shifted times and the samplers walk a shifted grid, so both spend more of their
+effort at high noise, where a large latent's global layout is decided.
 """
 
 from __future__ import annotations
@@ -50,6 +61,17 @@ PREDICTIONS = ("eps", "x0", "v", "velocity")
 ENDPOINT_MARGIN = 1e-3
 
 _HALF_PI = 0.5 * math.pi
+
+
+def shift_time(t, shift):
+    """``t`` moved by the time shift ``shift`` > 0 (module docstring): s t / (1 + (s - 1) t).
+    1 leaves ``t`` as it is, bit for bit."""
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def unshift_time(t, shift):
+    """The inverse of :func:`shift_time`: t / (s - (s - 1) t)."""
+    return t / (shift - (shift - 1.0) * t)
 
 
 @functools.cache

@@ -3,8 +3,11 @@
 Every sampler integrates from t_max (noise) down to t_min on the uniform grid
 t_i = t_max + (t_min - t_max) i / N, i = 0..N, computed *inside* the program from a traced
 ``num_steps`` N: the time loop is a ``lax.fori_loop`` with a dynamic bound, so the network is
-traced once and changing N does not recompile. Each step turns the network output at t into
-(x0_hat, eps_hat) (``paths.to_x0_eps``) and moves to s = t_{i+1}:
+traced once and changing N does not recompile. With a time shift other than 1
+(``paths.shift_time``, SD3's) the grid is uniform in the unshifted time instead:
+t_i = shift_time(u_max + (u_min - u_max) i / N) with u = unshift_time(t), so the ends stay at
+t_max and t_min and a shift above 1 crowds the steps towards the noise end. Each step turns the
+network output at t into (x0_hat, eps_hat) (``paths.to_x0_eps``) and moves to s = t_{i+1}:
 
 - ``ddim``: x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z, with
   c^2 = eta^2 sigma_s^2 sigma_{t|s}^2 / sigma_t^2 and sigma_{t|s}^2 = sigma_t^2 - (alpha_t /
@@ -53,7 +56,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from latentjax.diffusion.paths import Path, _bcast, to_x0_eps, valid_t_range
+from latentjax.diffusion.paths import (
+    Path,
+    _bcast,
+    shift_time,
+    to_x0_eps,
+    unshift_time,
+    valid_t_range,
+)
 from latentjax.errors import LatentjaxError
 
 # apply_fn(params, x_t [B, ...], t [B] in [0, 1000], labels [B]) -> output [B, ..., C or 2C]
@@ -62,8 +72,8 @@ ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 SAMPLERS = ("ddim", "ddpm", "dpmpp_2m", "euler", "heun", "euler_maruyama")
 STOCHASTIC = ("ddpm", "euler_maruyama")  # ddim too when eta > 0
 
-# Arguments of ``sample`` that must be static under jit (``num_steps``, ``cfg_scale``, ``eta``
-# and ``guidance_interval`` may be traced).
+# Arguments of ``sample`` that must be static under jit (``num_steps``, ``cfg_scale``, ``eta``,
+# ``guidance_interval`` and ``time_shift`` may be traced).
 SAMPLE_STATIC_ARGNAMES = (
     "apply_fn",
     "path",
@@ -165,11 +175,13 @@ def sample(
     guidance_channels: int = 0,
     t_max: float | None = None,
     t_min: float = 0.0,
+    time_shift: float | jax.Array = 1.0,
 ) -> jax.Array:
     """x0 samples [B, ...] from ``noise`` [B, ...] (standard normal) and ``labels`` [B].
 
-    ``num_steps`` N network steps on the uniform grid from ``t_max`` to ``t_min`` (module
-    docstring); it, ``eta``, ``cfg_scale`` and ``guidance_interval`` may be traced values.
+    ``num_steps`` N network steps on the grid from ``t_max`` to ``t_min``, uniform in the time
+    unshifted by ``time_shift`` (module docstring); it, ``eta``, ``cfg_scale``,
+    ``guidance_interval`` and ``time_shift`` may be traced values.
     ``t_max=None`` means :func:`default_t_max` (1, or 1 - 1e-3 for ``eps``). ``keys`` (typed
     PRNG keys [B]) are needed by ``ddpm``, ``euler_maruyama`` and ``ddim`` with eta > 0."""
     check_sampler(sampler)
@@ -197,8 +209,12 @@ def sample(
             not isinstance(cfg_scale, float | int) or cfg_scale != 1
         )
 
+    shift = jnp.asarray(time_shift, dtype)
+    u_max, u_min = unshift_time(t_max, shift), unshift_time(t_min, shift)
+
     def time(i):
-        return (t_max + (t_min - t_max) * i.astype(dtype) / n.astype(dtype)).astype(dtype)
+        u = u_max + (u_min - u_max) * i.astype(dtype) / n.astype(dtype)
+        return shift_time(u, shift).astype(dtype)
 
     def denoise(x, t):
         t_vec = jnp.full((batch,), t, dtype)
@@ -327,6 +343,7 @@ def make_sampler(
     guidance_channels: int = 0,
     t_max: float | None = None,
     t_min: float = 0.0,
+    time_shift: float = 1.0,
 ) -> Callable[..., jax.Array]:
     """``sample`` with everything bound and jitted: ``fn(params, noise, labels, keys=None)``."""
     fn = functools.partial(
@@ -343,6 +360,7 @@ def make_sampler(
         guidance_channels=guidance_channels,
         t_max=t_max,
         t_min=t_min,
+        time_shift=time_shift,
     )
     return jax.jit(lambda params, noise, labels, keys=None: fn(params, noise, labels, keys=keys))
 
@@ -359,13 +377,13 @@ def make_runtime_sampler(
     t_max: float | None = None,
     t_min: float = 0.0,
 ) -> Callable[..., jax.Array]:
-    """One jitted program for every step count, eta, guidance scale and interval:
-    ``fn(params, noise, labels, keys, num_steps, eta, cfg_scale, interval) -> x0``
+    """One jitted program for every step count, eta, guidance scale, interval and time shift:
+    ``fn(params, noise, labels, keys, num_steps, eta, cfg_scale, interval, time_shift=1) -> x0``
     (``interval``: float [2]; ``keys`` may be None for deterministic samplers, and DDIM then
     ignores ``eta``). Compiles once per input shape."""
     check_sampler(sampler)
 
-    def fn(params, noise, labels, keys, num_steps, eta, cfg_scale, interval):
+    def fn(params, noise, labels, keys, num_steps, eta, cfg_scale, interval, time_shift=1.0):
         return sample(
             apply_fn,
             params,
@@ -385,6 +403,7 @@ def make_runtime_sampler(
             guidance_channels=guidance_channels,
             t_max=t_max,
             t_min=t_min,
+            time_shift=time_shift,
         )
 
     return jax.jit(fn)

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from latentjax.diffusion.paths import Path, _bcast, target
+from latentjax.diffusion.paths import Path, _bcast, shift_time, target
 from latentjax.diffusion.samplers import ApplyFn
 
 T_SAMPLINGS = ("uniform", "logit_normal")
@@ -36,16 +36,22 @@ T_EPS = 1e-5
 
 
 def sample_t(
-    rng: jax.Array, n: int, kind: str, t_min: float = T_EPS, t_max: float = 1.0 - T_EPS
+    rng: jax.Array,
+    n: int,
+    kind: str,
+    t_min: float = T_EPS,
+    t_max: float = 1.0 - T_EPS,
+    shift: float = 1.0,
 ) -> jax.Array:
-    """[n] times in [t_min, t_max], drawn by ``kind`` ("uniform" or "logit_normal")."""
+    """[n] times in [t_min, t_max], drawn by ``kind`` ("uniform" or "logit_normal"), then moved
+    by the time shift ``shift`` (``paths.shift_time``; 1 = none)."""
     if kind == "uniform":
         t = jax.random.uniform(rng, (n,))
     elif kind == "logit_normal":
         t = jax.nn.sigmoid(jax.random.normal(rng, (n,)))  # location 0, scale 1 (SD3's default)
     else:
         raise ValueError(f"unknown t_sampling {kind!r}; known: {T_SAMPLINGS}")
-    return jnp.clip(t, t_min, t_max)
+    return jnp.clip(shift_time(t, shift), t_min, t_max)
 
 
 def x0_weight(path: Path, weighting: str, t: jax.Array, gamma: float = 5.0) -> jax.Array:
@@ -96,18 +102,20 @@ def diffusion_loss(
     t_sampling: str = "uniform",
     weighting: str = "none",
     min_snr_gamma: float = 5.0,
+    time_shift: float = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Weighted mean squared error between ``apply_fn(params, x_t, 1000 t, labels)`` and the
     target.
 
     ``x0``: [B, ..., C] normalised latents; ``labels``: [B]. Output channels past C (a DiT's
     learned-variance half) are ignored. Pure and jittable (``path``, ``prediction``,
-    ``t_sampling``, ``weighting`` static). Returns (loss, {"t": [B] sampled times})."""
+    ``t_sampling``, ``weighting`` static); ``time_shift`` moves the sampled times
+    (``sample_t``). Returns (loss, {"t": [B] sampled times})."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; known: {WEIGHTINGS}")
     p = Path(path)
     t_rng, eps_rng = jax.random.split(rng)
-    t = sample_t(t_rng, x0.shape[0], t_sampling)  # [B]
+    t = sample_t(t_rng, x0.shape[0], t_sampling, shift=time_shift)  # [B]
     eps = jax.random.normal(eps_rng, x0.shape, x0.dtype)
     x_t = p.marginal(x0, eps, t)
     out = apply_fn(params, x_t, t * 1000.0, labels)[..., : x0.shape[-1]]

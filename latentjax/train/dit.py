@@ -20,6 +20,7 @@ autoencoder's; its features are computed in the step (not cached).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -68,6 +69,8 @@ def check_diffusion_config(config) -> None:
             f"diffusion.label_drop={d.label_drop} needs the null class: model.null_class is "
             "False (a DiT without label dropout); set diffusion.label_drop=0"
         )
+    if not (math.isfinite(d.time_shift) and d.time_shift > 0):
+        raise ConfigError(f"diffusion.time_shift={d.time_shift} must be a number > 0 (1 = off)")
     if smp.guidance_channels < 0:
         raise ConfigError(f"sample.guidance_channels={smp.guidance_channels}; use 0 (all) or more")
     r = config.repa
@@ -226,6 +229,7 @@ class DiTStage:
                 t_sampling=c.diffusion.t_sampling,
                 weighting=c.diffusion.loss_weighting,
                 min_snr_gamma=c.diffusion.min_snr_gamma,
+                time_shift=c.diffusion.time_shift,
             )
             aux = {"loss": loss}
             if features is not None:
@@ -338,6 +342,7 @@ def sample_sheet(stage: DiTStage, frozen, mesh, count: int, seed: int):
             guided=guided,
             guidance_interval=tuple(smp.guidance_interval),
             guidance_channels=smp.guidance_channels if guided else 0,
+            time_shift=c.diffusion.time_shift,
         )
         z = denormalize(z, frozen["latent_shift"], frozen["latent_scale"])
         x = stage.ae.apply(frozen["ae"], z, method=stage.ae.decode)

@@ -78,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.path = "ddpm_linear"  # betas linear in [1e-4, 0.02], T = 1000 (Ho et al. 2020)
     c.diffusion.prediction = "eps"  # "eps" | "x0" | "v" | "velocity"
     c.diffusion.t_sampling = "uniform"  # "uniform" | "logit_normal"
+    # SD3's time shift s (latentjax/diffusion/paths.py): training times and the sampler's grid
+    # become s t / (1 + (s - 1) t), more of both at high noise for s > 1; 1 = off. SD3 takes
+    # s = sqrt(n / m) for a latent of n values over the m its schedule was tuned on.
+    c.diffusion.time_shift = 1.0
     # none | min_snr | snr | snr_plus_one | truncated_snr (latentjax/losses/diffusion.py)
     c.diffusion.loss_weighting = "none"
     c.diffusion.min_snr_gamma = 5.0  # gamma of min_snr (Hang et al. 2023)
