@@ -155,6 +155,9 @@ def test_the_video_demos_judge_reads_the_clips_it_wrote(trained, tmp_path):
     assert got["recognised_per_frame_samples"] == judge.recognised(clips, labels).mean()
     assert got["recognised_per_frame_real_test"] == judge.accuracy(real, test["label"])
     assert got["motion_samples"] == motion.motion_report(real, clips)
+    assert got["diversity_samples"] == motion.diversity_report(
+        real, test["label"], clips, labels, glyph=8
+    )
     assert times["sample_s"] > 0 and got["clip_shape"] == [moving_digits.FRAMES, 16, 16, 1]
 
 
@@ -168,6 +171,10 @@ def test_demo_video_quick_trains_both_stages_and_judges_the_clips(tmp_path, monk
     assert "recognised in" in capsys.readouterr().out
     for name in ("video_ae/config.json", "video_dit/config.json", "samples.npz", "samples.gif"):
         assert (run / name).is_file(), name
+    # Stage 2 read the clips' latents from the cache the demo encoded with its autoencoder.
+    dit_config = json.loads((run / "video_dit/config.json").read_text())
+    assert dit_config["data"]["latent_cache"] == str(run / "video_latents")
+    assert summary["encode_s"] > 0
 
 
 def test_a_latent_cache_of_clips_is_what_stage2_trains_on(video_ae, tmp_path):

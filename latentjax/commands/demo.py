@@ -77,14 +77,16 @@ def run_video(args) -> None:
     workdir = args.workdir or "runs/demo_video"
     print(f"latentjax demo --video on {describe_devices()} -> {workdir}")
     s = run_video_demo(workdir, quick=args.quick)
-    m = s["motion_samples"]
+    m, d = s["motion_samples"], s["diversity_samples"]
     print(
         f"latentjax: {s['num_clips_judged']} clips of {s['clip_shape'][0]} frames; the digit "
         f"asked for recognised in {s['recognised_per_frame_samples']:.1%} of frames (real "
         f"held-out clips {s['recognised_per_frame_real_test']:.1%}, reconstructions "
         f"{s['recognised_per_frame_recon']:.1%}); speed {m['samples_speed']:.2f} px/frame "
         f"(real {m['real_speed']:.2f}), acceleration {m['samples_acceleration']:.2f} (real "
-        f"{m['real_acceleration']:.2f}) -> {workdir}/summary.json"
+        f"{m['real_acceleration']:.2f}); variety against real clips: glyphs "
+        f"{d['shape_variance_ratio']:.2f}x, velocities {d['velocity_variance_ratio']:.2f}x "
+        f"-> {workdir}/summary.json"
     )
     if args.quick:
         print(
