@@ -208,16 +208,19 @@ def _latent_cache(ae_workdir: Path, out: Path, earlier: dict, times: dict) -> Pa
     """The training clips encoded once by the finished autoencoder in ``ae_workdir`` into the
     latent cache ``out`` (``latentjax encode``): stage 2 then reads the posterior's mean and std
     and draws its latents from them each step, as encoding in the step would, at 1.3-1.5x the
-    step rate on this CPU. A cache already complete is reused (the demo resumes); one cut short
-    (no info file) is encoded again. -> ``out``; ``times["encode_s"]``."""
+    step rate on this CPU. A complete cache of the run's present weights is reused (the demo
+    resumes); one cut short (no info file) or of other weights is encoded again. -> ``out``;
+    ``times["encode_s"]``."""
     from latentjax.data import latents
     from latentjax.train.latent_cache import encode_run
 
     t = time.time()
     if any((out / latents.DEFAULT_NAME).glob(f"*/{latents.CACHE_INFO}")):
-        if "encode_s" in earlier:
-            times["encode_s"] = earlier["encode_s"]
-        return out
+        info, ae = latents.read_cache_info(str(out)), Run.open(ae_workdir)
+        if (info.get("ae_run_id"), info.get("ae_step")) == (ae.id, ae.weights_step):
+            if "encode_s" in earlier:
+                times["encode_s"] = earlier["encode_s"]
+            return out
     if out.exists():
         out.rmtree()
     encode_run(ae_workdir, out=str(out))

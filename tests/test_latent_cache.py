@@ -209,6 +209,23 @@ def test_cache_errors(runs, tmp_path, capsys):
     assert "no latent cache there" in capsys.readouterr().err
 
 
+def test_a_cache_of_older_weights_is_refused(runs, tmp_path, capsys):
+    """The cache records the run and step of the weights that encoded it; once the stage-1 run
+    holds other weights (trained on), stage 2 refuses the cache in one line, before a step."""
+    ae = Run.open(runs / "ae")
+    info = latents.read_cache_info(str(runs / "cache"))
+    assert (info["ae_run_id"], info["ae_step"]) == (ae.id, ae.weights_step)
+    stale = tmp_path / "cache"
+    shutil.copytree(runs / "cache", stale)
+    info_file = next(stale.glob(f"*/*/{latents.CACHE_INFO}"))
+    info_file.write_text(json.dumps({**info, "ae_step": info["ae_step"] - 1}))
+    args = [f"--config.ae_workdir={runs / 'ae'}", "--config.data.train_split=test"]
+    assert _train_dit(tmp_path / "d", *args, f"--config.data.latent_cache={stale}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "encode the cache again" in err[0], err
+    assert sorted(p.name for p in (tmp_path / "d").glob("*")) == [], "the run dir was written"
+
+
 # --- export ---------------------------------------------------------------------------------
 
 

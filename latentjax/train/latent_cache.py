@@ -76,6 +76,9 @@ def encode_run(
         splits[split + latents.FLIP_SUFFIX] = batches(True)
     info = {
         "ae_workdir": str(absolute(workdir)),
+        # Which weights encoded it: stage 2 refuses the cache once the run holds others.
+        "ae_run_id": run.id or "",
+        "ae_step": run.weights_step,
         "data": data,
         "split": split,
         "data_dir": data_dir,

@@ -80,6 +80,15 @@ def cache_iterator(config, mesh, *, seed: int | None = None, repeat: bool = True
             f"{info['image_size']} px, but this run uses {ae_workdir} at "
             f"{config.data.image_size} px"
         )
+    # Caches written before the weights were recorded (no "ae_step") are taken on trust.
+    encoded = (info.get("ae_run_id"), info.get("ae_step"))
+    if "ae_step" in info and encoded != (config.ae_run_id or "", config.ae_step):
+        raise ConfigError(
+            f"data.latent_cache={config.data.latent_cache!r} was encoded by the weights of run "
+            f"{encoded[0] or '?'} at step {encoded[1]}, but {ae_workdir} now holds run "
+            f"{config.ae_run_id or '?'} at step {config.ae_step}: its latents belong to the "
+            "older weights; encode the cache again (latentjax encode)"
+        )
     source = latents.load_cache(cache, config.data.train_split, config.data.flip)
     dataset = pipeline.make_dataset(
         source,
