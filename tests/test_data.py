@@ -77,6 +77,19 @@ def test_prepare_is_idempotent(digits_data_dir):
     assert [os.stat(f).st_mtime_ns for f in files] == before
 
 
+def test_a_build_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """tfds' DatasetInfo makes a temporary folder each time a builder meets a folder not built
+    yet, to look for metadata in its bucket, and never removes it; ours do not look."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    assert digits.prepare_digits(str(tmp_path / "data")) == str(tmp_path / "data")
+    assert list(temp.iterdir()) == []
+    assert pipeline.load_source(digits.NAME, "test", str(tmp_path / "data"))[0]["label"] >= 0
+
+
 # --- batches --------------------------------------------------------------------------------
 
 

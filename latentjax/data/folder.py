@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from latentjax import paths as paths_lib
-from latentjax.data import pipeline
+from latentjax.data import local, pipeline
 from latentjax.data.local import LocalBuild
 from latentjax.data.pipeline import DataError
 from latentjax.paths import Path, as_path
@@ -122,7 +122,7 @@ class ImageFolderBuilder(LocalBuild, tfds.core.GeneratorBasedBuilder, skip_regis
 
     def _info(self) -> tfds.core.DatasetInfo:
         classes = self._scan.classes if self._scan is not None else None
-        return tfds.core.DatasetInfo(
+        return local.dataset_info(
             builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict(

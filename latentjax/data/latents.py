@@ -45,7 +45,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from latentjax import paths
-from latentjax.data import pipeline
+from latentjax.data import local, pipeline
 from latentjax.data.local import LocalBuild
 from latentjax.data.normalization import latent_moments
 from latentjax.data.pipeline import DataError
@@ -123,7 +123,7 @@ class LatentCacheBuilder(LocalBuild, tfds.core.GeneratorBasedBuilder, skip_regis
 
     def _info(self) -> tfds.core.DatasetInfo:
         shape = self._latent_shape
-        return tfds.core.DatasetInfo(
+        return local.dataset_info(
             builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict(

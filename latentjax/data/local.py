@@ -3,6 +3,7 @@ crops, image folders, latent caches)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 
@@ -24,6 +25,26 @@ def prepare(builder_class, data_dir: str) -> str:
             )
         )
     return data_dir
+
+
+def dataset_info(**kwargs):
+    """``tfds.core.DatasetInfo(**kwargs)`` for data built here. tfds' ``DatasetInfo`` looks for
+    precomputed metadata in its public bucket whenever a builder meets a folder not built yet
+    (``initialize_from_bucket``), and makes a temporary folder for it before it looks, which it
+    never removes: one empty ``/tmp/tmp*tfds`` per dataset, cache or image folder built. Nothing
+    built here is in that bucket, so this info does not look."""
+    return _local_info_class()(**kwargs)
+
+
+@functools.cache
+def _local_info_class():
+    import tensorflow_datasets as tfds
+
+    class LocalInfo(tfds.core.DatasetInfo):
+        def initialize_from_bucket(self) -> None:
+            """Nothing to fetch: the data is built on this machine (``dataset_info``)."""
+
+    return LocalInfo
 
 
 class LocalBuild:

@@ -97,7 +97,7 @@ class LatentjaxPhotoPans(LocalBuild, tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "First release."}
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return local.dataset_info(
             builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict(
