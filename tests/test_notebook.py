@@ -96,5 +96,6 @@ def test_video_notebook_executes(tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     _, text = _execute(VIDEO, monkeypatch, timeout=600)
     assert "stage 1: step 2" in text and "stage 2: step 2" in text
-    assert "clips (10, 9, 16, 16, 1) uint8" in text and "recognised per frame" in text
+    assert "clips (50, 9, 16, 16, 1) uint8" in text and "recognised per frame" in text
+    assert "variety against real clips: glyphs" in text
     assert (workdir / "clips.gif").is_file()
