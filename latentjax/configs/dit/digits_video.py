@@ -6,8 +6,9 @@ digits (rectified flow): ``dit/digits.py``'s recipe over clips.
 
 Builds on the stage-1 run in ``ae_workdir`` (``configs/ae/digits_video.py``: a 9-frame clip of
 16 x 16 frames becomes 5 latent frames of 8 x 8 x 4), whose encoder stays frozen and encodes the
-clips in the step (or, as the demo does, once into a latent cache: ``data.latent_cache``). With patches of 1 x 2 x 2 a clip is 80 tokens, so full spatio-temporal
-attention costs little. ``latentjax demo --video`` trains both stages and judges the clips.
+clips in the step (or, as the demo does, once into a latent cache: ``data.latent_cache``).
+With patches of 1 x 2 x 2 a clip is 80 tokens, so full spatio-temporal attention costs little.
+``latentjax demo --video`` trains both stages and judges the clips.
 """
 
 import ml_collections
