@@ -106,6 +106,15 @@ def test_the_readme_quotes_the_committed_video_demo_summary():
         "dit_train_s": f"stage 2: {summary['dit_train_s']:.0f} s",
         "sample_s": f"{summary['num_clips_judged']} clips: {summary['sample_s']:.0f} s",
         "cfg": f"guidance scale {summary['cfg_scale']:g}",
+        "encode_s": f"encoding the\ncache: {summary['encode_s']:.0f} s",
+        "variety": "| {:.2f} | {:.2f} |".format(
+            summary["diversity_samples"]["shape_variance_ratio"],
+            summary["diversity_samples"]["velocity_variance_ratio"],
+        ),
+        "recon_variety": "| {:.2f} | {:.2f} |".format(
+            summary["diversity_recon"]["shape_variance_ratio"],
+            summary["diversity_recon"]["velocity_variance_ratio"],
+        ),
     }
     missing = {k: v for k, v in quoted.items() if v not in section}
     assert not missing, missing
