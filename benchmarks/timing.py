@@ -9,9 +9,11 @@ call of each per round, so a slow spell falls on all of them alike.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 
 import jax
 
@@ -29,3 +31,21 @@ def interleaved(fns: dict[Hashable, Callable[[], object]], repeats: int) -> dict
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def report(
+    path: str | Path,
+    batch: Sequence[int],
+    rows: dict[str, dict],
+    header: Sequence[str],
+    cells: Callable[[str, dict], Sequence[str]],
+) -> None:
+    """Write ``{"batch", "device", "rows"}`` to ``path`` as JSON and print the rows as a markdown
+    table: ``header`` names the columns, ``cells(name, row)`` gives one row's cells."""
+    out = {"batch": list(batch), "device": jax.devices()[0].device_kind, "rows": rows}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=2))
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
+    for name, row in rows.items():
+        print("| " + " | ".join(cells(name, row)) + " |")

@@ -18,13 +18,11 @@ Measured 2026-12-02 on the 2-core CPU: 13.2x with the 3-D PatchGAN built from ``
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import interleaved
+from benchmarks.timing import interleaved, report
 from latentjax.config import load_config
 from latentjax.factory import build_discriminator
 
@@ -81,15 +79,19 @@ def main() -> None:
     seconds = interleaved(fns, args.repeats)
     base = seconds["2-D, every frame"]
     rows = {n: {**shapes[n], "seconds": seconds[n], "ratio": seconds[n] / base} for n in fns}
-    out = {"batch": list(real.shape), "device": jax.devices()[0].device_kind, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print("| PatchGAN | logits | parameters | s / discriminator step | x the 2-D one |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r in rows.items():
-        logits = " x ".join(map(str, r["logits"]))
-        seconds = f"{r['seconds']:.4f} | {r['ratio']:.2f}"
-        print(f"| {name} | {logits} | {r['parameters']:,} | {seconds} |")
+    report(
+        args.out,
+        real.shape,
+        rows,
+        ("PatchGAN", "logits", "parameters", "s / discriminator step", "x the 2-D one"),
+        lambda name, r: (
+            name,
+            " x ".join(map(str, r["logits"])),
+            f"{r['parameters']:,}",
+            f"{r['seconds']:.4f}",
+            f"{r['ratio']:.2f}",
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -14,15 +14,13 @@ two give the same numbers. CPU figures are relative: the ratios are the point.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import interleaved
+from benchmarks.timing import interleaved, report
 from benchmarks.video_disc import demo_clips, timing_args
 from latentjax.factory import build_autoencoder
 
@@ -61,13 +59,18 @@ def main() -> None:
     for name, sec in seconds.items():
         loop = seconds[name.replace("unrolled", "loop")]
         rows[name] = {"seconds": sec, "compile_s": compile_s[name], "loop_over_this": loop / sec}
-    out = {"batch": list(clips.shape), "device": jax.devices()[0].device_kind, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print("| program | s | loop's s / this | compile (s) |")
-    print("| --- | --- | --- | --- |")
-    for name, r in rows.items():
-        print(f"| {name} | {r['seconds']:.4f} | {r['loop_over_this']:.1f} | {r['compile_s']:.1f} |")
+    report(
+        args.out,
+        clips.shape,
+        rows,
+        ("program", "s", "loop's s / this", "compile (s)"),
+        lambda name, r: (
+            name,
+            f"{r['seconds']:.4f}",
+            f"{r['loop_over_this']:.1f}",
+            f"{r['compile_s']:.1f}",
+        ),
+    )
 
 
 if __name__ == "__main__":
