@@ -44,8 +44,11 @@ from benchmarks.eq_vae import evaluate as transformed
 from benchmarks.eq_vae import figure
 from latentjax.config import load_config
 from latentjax.convert.lpips import load_lpips
+from latentjax.data import photos
 from latentjax.data.pipeline import split_arrays
+from latentjax.eval import generation
 from latentjax.eval.autoencoder import evaluate
+from latentjax.eval.generation import judging_space
 from latentjax.eval.images import image_grid, save_png
 from latentjax.generate import collect_samples, load_generator, spec_from_config
 from latentjax.parallel.mesh import make_mesh
@@ -58,27 +61,32 @@ RUNS = {"baseline": "ae/photos_f4.py", "eq": "ae/photos_eq.py", "vf": "ae/photos
 DITS = {"dit": "dit/photos.py", "dit_repa": "dit/photos_repa.py"}
 
 
-def stage2(root: Path, vgg: Path, steps: int, names, results: dict, out: Path) -> None:
-    """Trains the named stage-2 runs on the baseline's latents; their figures into ``results``;
-    the sample sheet once both are there."""
-    sheets = {}
+def stage2(root: Path, vgg: Path, steps: int, names, results: dict, out: Path, num: int) -> None:
+    """Trains the named stage-2 runs on the baseline's latents and judges every trained one
+    (unguided and at its config's guidance); their figures into ``results``; the sample sheet
+    once both are there."""
+    sheets, space = {}, judging_space(photos.NAME, None, str(vgg))
     for name in DITS:
         overrides = [f"ae_workdir={root / 'baseline'}", f"train.num_steps={steps}"]
         if name == "dit_repa":
             overrides.append(f"repa.encoder_weights={vgg}")
         config = load_config(DITS[name], overrides)
         if name in names:
+            trained = (root / name / "checkpoints").is_dir()
             t = time.time()
             check_finished(train(config, root / name, progress=False), config, root / name)
             last = read_metrics(root / name / "metrics.jsonl")[-1]
+            earlier = results.get(name, {}).get("train_s") if trained else None
             results[name] = {
                 "loss": last["loss"],
                 "repa": last.get("repa"),
-                "train_s": round(time.time() - t, 1),
+                "train_s": earlier if trained else round(time.time() - t, 1),
             }
-            print(name, json.dumps(results[name]), flush=True)
         if (root / name / "checkpoints").is_dir():
             generator = load_generator(root / name, make_mesh(config.mesh.shape))
+            if name in names:
+                results[name]["judged"] = judged(generator, config, space, num)
+                print(name, json.dumps(results[name]["judged"]["points"]), flush=True)
             labels = np.arange(14)  # the training photographs
             sheets[name] = collect_samples(generator, labels, spec_from_config(config), 14)
     if len(sheets) == len(DITS):
@@ -88,6 +96,31 @@ def stage2(root: Path, vgg: Path, steps: int, names, results: dict, out: Path) -
         crops = np.round((np.asarray(real["image"])[first] + 1) * 127.5).astype(np.uint8)
         rows = np.concatenate([crops, *sheets.values()])
         save_png(out / "samples.png", image_grid(rows, ncol=14), scale=3)
+
+
+def judged(generator, config, space, num: int) -> dict:
+    """The stage-2 report card of a run (``latentjax eval``'s): ``num`` samples unguided and at
+    the config's guidance, judged in VGG16's features against the val crops, beside real-vs-real
+    and the reconstructions of the val crops."""
+    batch = config.sample.batch_size
+    real, recon = generation.references(config.data, generator, batch)
+    labels = generation.judged_labels(real, num, config.model.num_classes)
+    scales = sorted({1.0, float(config.sample.cfg_scale)})
+
+    def sample(labels, setting):
+        spec = spec_from_config(config, cfg_scale=setting["cfg_scale"])
+        return collect_samples(generator, labels, spec, batch, seed=0)
+
+    report, _ = generation.evaluate(
+        sample,
+        real,
+        recon,
+        labels,
+        [{"cfg_scale": s} for s in scales],
+        features=space.features,
+        classifier=space.classifier,
+    )
+    return report
 
 
 def measure(workdir: Path, config, lpips) -> tuple[dict, dict]:
@@ -116,6 +149,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/photo_shaping")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--dit-steps", type=int, default=1500)
+    parser.add_argument("--num", type=int, default=1000, help="samples judged per DiT setting")
     parser.add_argument("--only", default=",".join([*RUNS, *DITS]), help="runs, comma-separated")
     parser.add_argument("--out", default=None, help="where the JSON and figures go (WORKDIR)")
     args = parser.parse_args()
@@ -146,7 +180,7 @@ def main() -> None:
         figure(pictures, out / "rotations.png", second="psnr_rot90")
         figure(pictures, out / "half_scale.png", second="psnr_half")
     if any(n in DITS for n in names):
-        stage2(root, vgg, args.dit_steps, names, results, out)
+        stage2(root, vgg, args.dit_steps, names, results, out, args.num)
         file.write_text(json.dumps(results, indent=2))
     print("\n| run | PSNR (dB) | SSIM | LPIPS | rot90 PSNR | half-scale PSNR | latent HF share |")
     print("|---|---|---|---|---|---|---|")
@@ -155,6 +189,30 @@ def main() -> None:
             f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
             f"{r['psnr_rot90']:.2f} | {r['psnr_half']:.2f} | {r['latent_high_frequency']:.3f} |"
         )
+
+    judged_runs = [(n, results[n]["judged"]) for n in DITS if "judged" in results.get(n, {})]
+    if judged_runs:
+        print(f"\n{GENERATION_HEADER}")
+        print("|---|---|---|---|---|---|---|")
+        refs = judged_runs[0][1]
+        print(generation_row("real val crops", "", refs["real_test"]))
+        print(generation_row("reconstructions (ceiling)", "", refs["recon"]))
+        for name, report in judged_runs:
+            for point in report["points"]:
+                print(generation_row(name, f"{point['cfg_scale']:g}", point))
+
+
+GENERATION_HEADER = (
+    "| samples | guidance | recognised | precision | recall | Fréchet / real-vs-real "
+    "| within-class variance |"
+)
+
+
+def generation_row(name: str, guidance: str, r: dict) -> str:
+    return (
+        f"| {name} | {guidance} | {r['recognised']:.1%} | {r['precision']:.3f} | "
+        f"{r['recall']:.3f} | {r['frechet_ratio']:.2f} | {r['class_variance_ratio']:.2f} |"
+    )
 
 
 if __name__ == "__main__":

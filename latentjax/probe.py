@@ -6,11 +6,13 @@ protocol is the same for every space, so two spaces can be compared by their fig
 spread over seeds says how large a difference must be to mean anything:
 
 - the DiT config (default ``dit/digits.py``) with the autoencoder run's own data section (name,
-  data_dir, size, crop, splits), ``train.num_steps`` = the budget, ``seed`` = each seed; the
+  data_dir, size, crop, training split; the held-out split is the DiT config's own),
+  ``train.num_steps`` = the budget, ``seed`` = each seed; the
   latents are normalised as every stage-2 run normalises them (shift and scale to unit variance
   from the frozen encoder, ``latent_stats.json``), so spaces of different scale start equal;
 - samples at guidance scale 1 (no guidance: guidance trades diversity for fidelity and would
-  judge the sampler, not the space), ``num`` of them with the classes in turn, sampling seed 0;
+  judge the sampler, not the space), ``num`` of them with the held-out split's classes in turn,
+  sampling seed 0;
 - per seed the samples' figures (Fréchet distance as a multiple of real-vs-real, precision,
   recall, recognised, within-class variance), and over seeds their mean and standard deviation.
 
@@ -36,7 +38,9 @@ from latentjax.paths import Path, absolute
 from latentjax.run import Run, read_json, write_json
 
 PROBE_FILE = "probe.json"
-DATA_KEYS = ("name", "data_dir", "image_size", "crop", "train_split", "eval_split")
+# The autoencoder run's data; the held-out split judged against is the DiT config's own (the photo
+# crops' autoencoders hold out other scenes, their DiTs further crops of the training scenes).
+DATA_KEYS = ("name", "data_dir", "image_size", "crop", "train_split")
 FIGURES = (
     "frechet_ratio",
     "recognised",
@@ -103,6 +107,7 @@ def probe(
     seeds: Sequence[int] = (0, 1, 2),
     num: int = 500,
     inception: str | None = None,
+    vgg16: str | None = None,
     progress: bool = False,
     on_seed=None,
 ) -> dict[str, Any]:
@@ -122,7 +127,7 @@ def probe(
         raise ConfigError(f"{ae_workdir} is a video autoencoder run; the probe is an image DiT")
     configs = {s: probe_config(ae_run, config_name, overrides, steps, s) for s in seeds}
     first = configs[seeds[0]]
-    space = judging_space(first.data.name, inception)
+    space = judging_space(first.data.name, inception, vgg16)
     out = absolute(out)
     want = protocol(ae_run, config_name, overrides, steps, num, space.name)
     report: dict[str, Any] = {"protocol": want, "seeds": {}}
@@ -133,8 +138,7 @@ def probe(
                 f"{out / PROBE_FILE} holds a probe of another protocol "
                 f"({_difference(report.get('protocol') or {}, want)}); give another --out"
             )
-    labels = np.arange(num) % max(first.model.num_classes, 1)  # 0 classes: unconditional
-    real = None
+    real = labels = None
     for seed, config in configs.items():
         if str(seed) in report["seeds"]:
             continue
@@ -144,6 +148,7 @@ def probe(
         batch = config.sample.batch_size
         if real is None:
             real, recon = references(config.data, generator, batch)
+            labels = generation.judged_labels(real, num, config.model.num_classes)
         spec = spec_from_config(config, cfg_scale=1.0)
         images = collect_samples(generator, labels, spec, batch, seed=0)
         judged = generation.judge(

@@ -194,6 +194,8 @@ def test_num_zero_and_bad_labels(runs, capsys, tmp_path):
         (["--num", "3", "--eval"], "--eval needs --num above 3"),
         (["--num", "8", "--inception", out], "--inception is for --eval"),
         (["--num", "8", "--eval", "--inception", out], "--inception: no such file"),
+        (["--num", "8", "--vgg16", out], "--vgg16 is for --eval"),
+        (["--num", "8", "--eval", "--vgg16", out], "--vgg16: no such directory"),
     ]
     before = sorted(p.name for p in tmp_path.iterdir())
     for extra, message in bad:
@@ -457,6 +459,9 @@ def test_eval_stage2_errors_are_one_line(runs, tmp_path, capsys):
         (["--max-images", "5"], "--max-images is for a stage-1 run"),
         (["--config.data.name=x"], "--config.data.name=x is for a stage-1 run"),
         (["--inception", str(tmp_path / "none.pth")], "--inception: no such file"),
+        (["--vgg16", str(tmp_path / "none")], "--vgg16: no such directory"),
+        (["--vgg16", str(tmp_path), "--inception", "x"], "--inception or --vgg16, not both"),
+        (["--split", "nosuch", "--num", "4"], "nosuch"),
     ]
     for extra, message in bad:
         assert main(["eval", "--workdir", str(runs / "dit"), *extra]) == 2, extra
@@ -465,6 +470,19 @@ def test_eval_stage2_errors_are_one_line(runs, tmp_path, capsys):
     ae_run = runs / "ae"
     assert main(["eval", "--workdir", str(ae_run), "--cfg", "2"]) == 2
     assert "--cfg is for a stage-2 run" in _error_line(capsys)
+    assert main(["eval", "--workdir", str(ae_run), "--vgg16", str(tmp_path)]) == 2
+    assert "--vgg16 is for a stage-2 run" in _error_line(capsys)
+
+
+def test_eval_stage2_judges_against_the_split_it_is_given(runs, tmp_path, capsys, one_blas_thread):
+    """``--split`` is the held-out set of real-vs-real and of the reconstructions."""
+    argv = ["eval", "--workdir", str(runs / "dit"), "--num", "20", "--steps", "2", "--cfg", "1"]
+    assert main([*argv, "--split", "train", "--out", str(tmp_path / "card")]) == 0
+    report = json.loads((tmp_path / "card" / "report.json").read_text())
+    config = Run.open(runs / "dit").config
+    sizes = {s: len(split_arrays(config.data, s)["label"]) for s in ("train", "test")}
+    assert sizes["train"] != sizes["test"]
+    assert report["num_real_test"] == sizes["train"] and report["num_real_train"] == sizes["train"]
 
 
 def test_stage2_refuses_its_stage1_run_trained_on_since(runs, tmp_path, capsys):

@@ -8,8 +8,8 @@ from latentjax.errors import LatentjaxError
 from latentjax.eval import generation
 
 
-def test_other_datasets_need_inception():
-    with pytest.raises(LatentjaxError, match="needs the FID Inception network"):
+def test_other_datasets_need_a_network():
+    with pytest.raises(LatentjaxError, match="needs a feature space: --inception WEIGHTS"):
         generation.feature_space("my_photos")
     passes = []
 

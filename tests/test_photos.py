@@ -34,6 +34,31 @@ def test_crops_are_seeded_and_come_from_the_image():
     assert not np.array_equal(photos.crops("coffee", 5), a)
 
 
+def test_val_crops_are_new_draws_of_the_training_photographs():
+    """``val`` holds further crops of the 14 training photographs (stage 2's real-vs-real), none
+    at a training crop's corner; ``train`` keeps version 1.0.0's seed, so its crops (what every
+    committed photo run trained on) are unchanged."""
+    images, labels = photos.split_crops("val")
+    assert images.shape == (
+        len(photos.TRAIN_IMAGES) * photos.VAL_CROPS,
+        photos.CROP,
+        photos.CROP,
+        3,
+    )
+    counts = np.bincount(labels, minlength=len(photos.IMAGE_NAMES))
+    train_ids = [photos.IMAGE_NAMES.index(n) for n in photos.TRAIN_IMAGES]
+    assert set(np.flatnonzero(counts)) == set(train_ids)
+    assert (counts[train_ids] == photos.VAL_CROPS).all()
+    for name in photos.TRAIN_IMAGES:
+        h, w = photos._resized(photos.load_image(name)).shape[:2]
+        train = photos.crop_corners(name, photos.TRAIN_CROPS, h, w)
+        val = photos.crop_corners(name, photos.VAL_CROPS, h, w, stream=1)
+        assert not {tuple(c) for c in val} & {tuple(c) for c in train}, name
+        rng = np.random.default_rng([photos.SEED, photos.IMAGE_NAMES.index(name)])  # 1.0.0's
+        ys = rng.integers(0, h - photos.CROP + 1, photos.TRAIN_CROPS)
+        np.testing.assert_array_equal(train[:, 0], ys)
+
+
 def test_dataset_round_trip(photos_data_dir):
     for split, size in photos.SPLIT_SIZES.items():
         source = load_source(photos.NAME, split, photos_data_dir)

@@ -57,3 +57,14 @@ def parse_interval(spec: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise LatentjaxError(f"--guidance-interval must be LO,HI, got {spec!r}") from None
     return lo, hi
+
+
+def add_vgg16_arg(parser) -> None:
+    """``--vgg16 DIR``: judge samples in LPIPS's VGG16 features (``eval/vgg_features.py``)."""
+    parser.add_argument(
+        "--vgg16",
+        default=None,
+        metavar="DIR",
+        help="judge samples in LPIPS's VGG16 features (a `latentjax convert lpips` directory): "
+        "an offline feature space for datasets other than the embedded digits",
+    )

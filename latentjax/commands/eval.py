@@ -7,7 +7,7 @@ at one guidance setting or a sweep of them (``latentjax/eval/generation.py``).
 
 from __future__ import annotations
 
-from latentjax.commands.common import add_parser
+from latentjax.commands.common import add_parser, add_vgg16_arg
 from latentjax.errors import LatentjaxError
 
 STAGE1_DEFAULTS = {"max_images": 1024, "batch_size": 128, "num_show": 8}
@@ -36,8 +36,13 @@ def register(subparsers) -> None:
         help="pytorch-fid weights: adds rFID (stage 1); FID and Inception precision/recall "
         "(stage 2; needed for datasets other than the embedded digits)",
     )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="stage 1: the split to evaluate; stage 2: the held-out split real-vs-real and the "
+        "reconstructions are taken on (default: data.eval_split)",
+    )
     one = p.add_argument_group("stage 1")
-    one.add_argument("--split", default=None, help="split to evaluate (default: data.eval_split)")
     one.add_argument(
         "--max-images",
         type=int,
@@ -68,6 +73,7 @@ def register(subparsers) -> None:
         metavar="LO,HI",
         help="guide only for path times in [LO, HI]; repeat it to sweep intervals too",
     )
+    add_vgg16_arg(two)
     two.add_argument("--sampler", default=None, help="sampler (default: the run's)")
     two.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's)")
     two.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
@@ -101,7 +107,8 @@ def run(args) -> None:
     run_ = Run.open(args.workdir)
     if run_.stage == "dit":
         return run_stage2(args, run_)
-    wrong = _given(args, ["num", "cfg", "guidance_interval", "sampler", "steps", "seed", "out"])
+    stage2_only = ["num", "cfg", "guidance_interval", "sampler", "steps", "seed", "out", "vgg16"]
+    wrong = _given(args, stage2_only)
     if wrong:
         raise LatentjaxError(f"{wrong[0]} is for a stage-2 run; {args.workdir} is a stage-1 run")
     for name, value in STAGE1_DEFAULTS.items():
@@ -195,7 +202,7 @@ def run_stage2(args, run_) -> None:
     import jax
     import numpy as np
 
-    from latentjax.commands.common import parse_interval, parse_labels
+    from latentjax.commands.common import parse_interval
     from latentjax.eval import generation
     from latentjax.generate import (
         check_guidance,
@@ -207,12 +214,14 @@ def run_stage2(args, run_) -> None:
     from latentjax.parallel.mesh import make_mesh
     from latentjax.paths import as_path
 
-    wrong = _given(args, ["split", "max_images", "num_show", "lpips"])
+    wrong = _given(args, ["max_images", "num_show", "lpips"])
     if wrong or args.overrides:
         flag = wrong[0] if wrong else f"--config.{args.overrides[0]}"
         raise LatentjaxError(f"{flag} is for a stage-1 run; {args.workdir} is a stage-2 run")
     config = run_.config
     num = 1000 if args.num is None else args.num
+    if num <= 0:
+        raise LatentjaxError(f"--num must be positive, got {num}")
     if args.batch_size is not None and args.batch_size <= 0:
         raise LatentjaxError(f"--batch-size must be positive, got {args.batch_size}")
     scales = parse_scales(args.cfg) or [config.sample.cfg_scale]
@@ -226,12 +235,12 @@ def run_stage2(args, run_) -> None:
             check_guidance(config.model, spec)
             specs.append(spec)
             settings.append(setting_of(spec))
-    labels = parse_labels(None, num, config.model.num_classes)
-    space = generation.judging_space(config.data.name, args.inception)
+    space = generation.judging_space(config.data.name, args.inception, args.vgg16)
     seed = 0 if args.seed is None else args.seed
     batch_size = args.batch_size or config.sample.batch_size
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
-    real, recon = generation.references(config.data, generator, batch_size)
+    real, recon = generation.references(config.data, generator, batch_size, args.split)
+    labels = generation.judged_labels(real, num, config.model.num_classes)
     spec_of = {id(s): spec for s, spec in zip(settings, specs, strict=True)}
 
     def sample(labels, setting):

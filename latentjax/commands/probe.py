@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from latentjax.commands.common import add_parser
+from latentjax.commands.common import add_parser, add_vgg16_arg
 from latentjax.errors import LatentjaxError
 
 
@@ -32,6 +32,7 @@ def register(subparsers) -> None:
         metavar="WEIGHTS",
         help="pytorch-fid weights: judge in Inception's space (needed beyond the digits)",
     )
+    add_vgg16_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run, config_overrides=True)
 
@@ -67,6 +68,7 @@ def run(args) -> None:
         seeds=parse_seeds(args.seeds),
         num=args.num,
         inception=args.inception,
+        vgg16=args.vgg16,
         progress=not args.no_progress,
         on_seed=line,
     )

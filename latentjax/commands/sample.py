@@ -19,6 +19,7 @@ import numpy as np
 from latentjax.commands.common import (
     add_distributed_args,
     add_parser,
+    add_vgg16_arg,
     parse_interval,
     parse_labels,
 )
@@ -91,6 +92,7 @@ def register(subparsers) -> None:
         help="with --eval: pytorch-fid weights for FID, sFID and Inception precision/recall "
         "(needed for datasets other than the embedded digits)",
     )
+    add_vgg16_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_distributed_args(p)
     p.set_defaults(run=run)
@@ -137,8 +139,9 @@ def run(args) -> None:
     check_guidance(config.model, spec)
     labels = parse_labels(args.labels, args.num, config.model.num_classes)
     space = None
-    if args.inception and not args.eval:
-        raise LatentjaxError("--inception is for --eval")
+    for flag in ("inception", "vgg16"):
+        if getattr(args, flag) and not args.eval:
+            raise LatentjaxError(f"--{flag} is for --eval")
     if args.eval and config.data.frames:  # a stage 2 on video latents records its clip length
         raise LatentjaxError(
             "--eval judges images; for clips of a video stage 2 it is not built yet"
@@ -148,7 +151,7 @@ def run(args) -> None:
 
         if args.num <= EVAL_K:
             raise LatentjaxError(f"--eval needs --num above {EVAL_K} (its k-NN balls take k = 3)")
-        space = judging_space(config.data.name, args.inception)
+        space = judging_space(config.data.name, args.inception, args.vgg16)
     generator = load_generator(run_.path, make_mesh(config.mesh.shape))
     video = len(generator.image_shape) == 4
     if args.num * np.prod(generator.image_shape) > MAX_NPZ_BYTES:

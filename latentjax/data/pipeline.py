@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from latentjax import paths
-from latentjax.data import digits, moving_digits, photo_pans
+from latentjax.data import digits, moving_digits, photo_pans, photos
 from latentjax.errors import ConfigError
 
 
@@ -58,15 +58,18 @@ def check_local_data_dir(data_dir: str, what: str) -> None:
 def load_source(name: str, split: str, data_dir: str) -> Sequence[dict[str, Any]]:
     """Random-access source (``len`` and ``[i]``) of a prepared tfds dataset.
 
-    The embedded digits (``digits.NAME``), moving digits (``moving_digits.NAME``) and photo pans
-    (``photo_pans.NAME``) are built on first use; every other dataset must have been prepared
-    in ``data_dir`` in array_record format beforehand (nothing is downloaded).
+    The embedded digits (``digits.NAME``), moving digits (``moving_digits.NAME``), photo crops
+    (``photos.NAME``) and photo pans (``photo_pans.NAME``) are built on first use (and again for a
+    newer version of their builder); every other dataset must have been prepared in ``data_dir``
+    in array_record format beforehand (nothing is downloaded).
     """
     check_local_data_dir(data_dir, "data_dir")
     if name == digits.NAME:
         digits.prepare_digits(data_dir)
     if name == moving_digits.NAME:
         moving_digits.prepare_moving_digits(data_dir)
+    if name == photos.NAME:
+        photos.prepare_photos(data_dir)
     if name == photo_pans.NAME:
         photo_pans.prepare_photo_pans(data_dir)
     try:

@@ -9,8 +9,9 @@ for several settings, ``OUT/guidance_sweep.png`` (fidelity against distribution 
 point per setting, the run's default marked).
 
 The feature space depends on the dataset: the embedded digits are judged in their own fixed space
-(``digits_features``, with the digits classifier for "recognised"); any other dataset needs the
-FID Inception network (``--inception WEIGHTS``), and then the Fréchet distance is FID,
+(``digits_features``, with the digits classifier for "recognised"); any other dataset needs a
+network: LPIPS's VGG16 (``--vgg16 DIR``, ``eval/vgg_features.py``: offline, no FID) or the FID
+Inception network (``--inception WEIGHTS``). With Inception, the Fréchet distance is FID,
 precision/recall are computed on Inception's pool features with k = 3, and sFID on its spatial
 ``mixed_6/conv`` features, as ADM's evaluator does (Dhariwal & Nichol 2021). FID and sFID here
 are computed at the held-out split's size, against the training split's statistics, and averaged
@@ -56,16 +57,35 @@ SETS = {"real_test": "real test split", "recon": "reconstructions", "samples": "
 Sampler = Callable[[np.ndarray, dict[str, Any]], np.ndarray]  # (labels [N], setting) -> uint8
 
 
-def real_sets(data) -> dict[str, np.ndarray]:
+def real_sets(data, held_out: str | None = None) -> dict[str, np.ndarray]:
     """The real images of a run's ``data`` config section as uint8: ``train_images``,
     ``train_labels`` (the reference the sets are judged against) and ``test_images``,
-    ``test_labels`` (held out: real-vs-real), in dataset order."""
+    ``test_labels`` (held out: real-vs-real; split ``held_out``, default ``data.eval_split``), in
+    dataset order."""
     out = {}
-    for name, split in (("train", data.train_split), ("test", data.eval_split)):
+    for name, split in (("train", data.train_split), ("test", held_out or data.eval_split)):
         arrays = split_arrays(data, split)
         out[f"{name}_images"] = to_uint8(np.asarray(arrays["image"]))
         out[f"{name}_labels"] = np.asarray(arrays["label"], np.int64)
     return out
+
+
+def judged_labels(real: dict[str, np.ndarray], num: int, num_classes: int) -> np.ndarray:
+    """The ``num`` labels samples are asked for: the classes of the held-out split in turn (the
+    classes real-vs-real and the per-class figures are taken over; a class the model knows but
+    the held-out split lacks, such as the photo crops' held-out scenes, is not asked for). A
+    class-free model (``num_classes`` 0) takes label 0."""
+    from latentjax.generate import class_labels
+
+    if num_classes <= 0:
+        return class_labels(None, num, 0)
+    classes = np.unique(real["test_labels"])
+    classes = classes[(classes >= 0) & (classes < num_classes)]
+    if classes.size == 0:
+        raise LatentjaxError(
+            f"the held-out split has no class of the model's {num_classes}: nothing to judge"
+        )
+    return class_labels([int(c) for c in classes], num, num_classes)
 
 
 class CachedFeatures:
@@ -107,44 +127,65 @@ class FeatureSpace(NamedTuple):
     spatial: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-def feature_space(dataset: str, inception=None) -> FeatureSpace:
-    """How to judge ``dataset``: the digits' own space and classifier, or Inception's features
-    (``inception``: uint8 images -> {"pool": [N, 2048], "spatial": [N, 2023]}, one pass) with no
-    classifier. A dataset that is not the digits needs ``inception``."""
+def feature_space(dataset: str, inception=None, vgg16=None) -> FeatureSpace:
+    """How to judge ``dataset``: Inception's features (``inception``: uint8 images ->
+    {"pool": [N, 2048], "spatial": [N, 2023]}, one pass) with no classifier; VGG16's
+    (``vgg16``: uint8 images -> [N, 512], ``eval/vgg_features.py``) with a logistic regression
+    on them for "recognised"; or, for the digits, their own space and classifier. A dataset that
+    is not the digits needs one of the two networks."""
+    if inception is not None and vgg16 is not None:
+        raise LatentjaxError(
+            "give --inception or --vgg16, not both: samples are judged in one space"
+        )
     if inception is not None:
         cached = CachedFeatures(inception)
         return FeatureSpace("inception", cached.view("pool"), None, cached.view("spatial"))
+    if vgg16 is not None:
+        from latentjax.eval.vgg_features import classifier_of
+
+        cached = CachedFeatures(vgg16)
+        return FeatureSpace("vgg16", cached, classifier_of(cached))
     if dataset == DIGITS_DATASET:
         return FeatureSpace("digits", CachedFeatures(digits_features), DigitsClassifier)
     raise LatentjaxError(
-        f"judging samples of {dataset!r} needs the FID Inception network: give --inception "
-        "WEIGHTS (pytorch-fid's pt_inception weights); only the embedded digits have a feature "
-        "space of their own"
+        f"judging samples of {dataset!r} needs a feature space: --inception WEIGHTS (pytorch-fid's "
+        "pt_inception weights; FID) or --vgg16 DIR (LPIPS's VGG16, a `latentjax convert lpips` "
+        "directory; offline); only the embedded digits have a space of their own"
     )
 
 
-def judging_space(dataset: str, inception: str | None):
+def judging_space(dataset: str, inception: str | None, vgg16: str | None = None):
     """The feature space stage 2's samples of ``dataset`` are judged in
     (``generation.feature_space``), with the FID Inception network of the weights file
-    ``inception`` when given (pool features, and spatial ones for sFID). Raises in one line,
-    before anything is sampled, for a missing file or a dataset with no space of its own."""
-    net = None
+    ``inception`` (pool features, and spatial ones for sFID) or LPIPS's VGG16 in the directory
+    ``vgg16``, when given. Raises in one line, before anything is sampled, for a missing file, two
+    networks, or a dataset with no space of its own."""
+    if inception and vgg16:
+        raise LatentjaxError(
+            "give --inception or --vgg16, not both: samples are judged in one space"
+        )
+    net = vgg = None
     if inception:
         if not as_path(inception).is_file():
             raise LatentjaxError(f"--inception: no such file {inception}")
         from latentjax.convert.inception import load_inception, uint8_features
 
         net = uint8_features(load_inception(inception, spatial=True))
-    return feature_space(dataset, net)
+    if vgg16:
+        from latentjax.eval.vgg_features import vgg16_features
+
+        vgg = vgg16_features(vgg16)
+    return feature_space(dataset, net, vgg)
 
 
-def references(data, generator, batch_size: int):
+def references(data, generator, batch_size: int, held_out: str | None = None):
     """The references samples are judged beside: the real splits of ``data``
-    (``generation.real_sets``) and the generator's autoencoder's reconstructions of the test
-    split (uint8). Every process takes part (the autoencoder may be sharded)."""
+    (``generation.real_sets``, with the held-out split ``held_out``) and the generator's
+    autoencoder's reconstructions of the held-out split (uint8). Every process takes part (the
+    autoencoder may be sharded)."""
     from latentjax.eval.autoencoder import reconstruct
 
-    real = real_sets(data)
+    real = real_sets(data, held_out)
     x = real["test_images"].astype(np.float32) / 127.5 - 1.0
     recon = reconstruct(generator.stage.ae, generator.frozen["ae"], x, batch_size)
     return real, to_uint8(recon)

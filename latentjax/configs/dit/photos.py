@@ -7,8 +7,10 @@ Builds on a stage-1 run of ``ae/photos_f4.py`` (32 px crops -> 8 x 8 x 4 latents
 2: 16 tokens). The class is the photograph a crop comes from (``latentjax/data/photos.py``: the
 14 training photographs; the 2 held-out ones are classes no training crop has). Everything else
 is ``dit/digits.py``'s: a CPU-sized check that stage 2 runs on natural images, not a good photo
-generator. No feature space for judging photo samples ships offline (the FID Inception
-network's weights are a download), so its samples are looked at, not scored.
+generator. Its samples are judged against the ``val`` split (further crops of the training
+photographs: the distribution the DiT learns) in LPIPS's VGG16 features, offline:
+
+    latentjax eval --workdir runs/photos/dit --vgg16 DIR     # DIR: `latentjax convert lpips`
 """
 
 import ml_collections
@@ -22,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.ae_workdir = "runs/photos/f4"
     c.data.name = "latentjax_photos"
     c.data.image_size = 32
+    c.data.eval_split = "val"
     c.model.patch_size = 2
     c.model.num_classes = len(photos.IMAGE_NAMES)
     return c
