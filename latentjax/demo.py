@@ -1,7 +1,7 @@
 """``latentjax demo``: both stages on the embedded digits, then a class-conditional sample grid
 (``--video``: both video stages on the embedded moving digits, then judged clips).
 
-Trains the autoencoder (built-in ``ae/digits.py``) and the DiT (``dit/digits_demo.py``) into
+Trains the autoencoder (built-in ``ae/digits_demo.py``) and the DiT (``dit/digits_demo.py``) into
 ``WORKDIR/ae`` and ``WORKDIR/dit`` (resuming if they exist), samples 100 images of each class
 (10 with ``--quick``), and writes ``WORKDIR/samples.npz`` (all of them), ``WORKDIR/samples.png``
 (10 per class, row k for digit k) and ``WORKDIR/summary.json``. The summary judges the samples
@@ -110,7 +110,7 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
     summary_file = workdir / "summary.json"
     earlier = read_json(summary_file) if summary_file.exists() else {}
 
-    ae_config = load_builtin("ae/digits.py", QUICK["ae"] if quick else [])
+    ae_config = load_builtin("ae/digits_demo.py", QUICK["ae"] if quick else [])
     _trained(workdir / "ae", ae_config, "ae_train_s", earlier, times)
 
     dit_config = load_builtin(
