@@ -1,9 +1,11 @@
 """Which space will a generator like? The cheap modelability proxies checked against the truth,
-on every latent space of the digits this project can train.
+on every latent space of the digits (or of the photo crops) this project can train.
 
-    python -m benchmarks.modelability [--workdir runs/modelability] [--steps 1000]
-        [--probe-steps 1000] [--seeds 0,1,2] [--num 500] [--only kl,vq] [--vgg DIR]
-        [--out benchmarks/modelability]
+    python -m benchmarks.modelability [--data digits] [--workdir runs/modelability]
+        [--steps 1000] [--probe-steps 1000] [--seeds 0,1,2] [--num 500] [--only kl,vq]
+        [--vgg DIR] [--out benchmarks/modelability]
+    python -m benchmarks.modelability --data photos --vgg DIR \
+        --workdir runs/modelability_photos --out benchmarks/modelability_photos
 
 Each space is a stage-1 run of the digits (16 px, ``ae/digits.py``'s schedule unless named):
 
@@ -22,6 +24,14 @@ interpolation score), and the truth (``latentjax probe``: ``dit/digits.py`` for
 rank correlation between each proxy and the probe's mean Fréchet distance (as a multiple of
 real-vs-real), over the spaces measured.
 
+``--data photos``: the same kinds of space on the photo crops (32 px, ``ae/photos_f4.py``'s
+600-step schedule; ``PHOTO_SPACES``; the other factor/channel pairs keep its size reduction of
+12), probed by ``dit/photos.py``. The photos have no feature space of their own, so ``--vgg`` is
+required: the probe's samples and the interpolation score are judged in VGG16's pooled features
+(``latentjax/eval/vgg_features.py``), and both against the ``val`` crops (further crops of the
+training photographs), on which the stage-1 proxies are measured too (the ``test`` split's
+scenes are classes no training crop has).
+
 Everything resumes: runs from their directories, probes from ``probe.json``, and each space's
 figures are added to ``WORKDIR/results.json`` as it is done, so the study can run in parts
 (``--only``; two processes may share a workdir). It writes ``results.json``, ``table.md`` and
@@ -37,6 +47,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,6 +60,7 @@ from latentjax.train.autoencoder import load_autoencoder
 from latentjax.train.trainer import check_finished, train
 
 VF = ["loss.vf_weight=0.1", "loss.vf_encoder=vgg16", "loss.vf_encoder_size=32", "loss.vf_vgg_tap=3"]
+F2_C1 = ["model.ch_mult=(1, 2)", "model.z_channels=1", "model.embed_dim=1"]  # one fewer down
 SPACES: dict[str, tuple[str, list[str]]] = {
     "kl": ("ae/digits.py", []),
     "beta_1e-4": ("ae/digits.py", ["loss.kl_weight=1e-4"]),
@@ -56,7 +68,7 @@ SPACES: dict[str, tuple[str, list[str]]] = {
     "ae": ("ae/digits_ae.py", []),
     "vq": ("ae/digits_vq.py", []),
     "fsq": ("ae/digits_fsq.py", []),
-    "f2_c1": ("ae/digits.py", ["model.ch_mult=(1, 2)", "model.z_channels=1", "model.embed_dim=1"]),
+    "f2_c1": ("ae/digits.py", F2_C1),
     "f8_c16": (
         "ae/digits.py",
         ["model.ch_mult=(1, 2, 2, 2)", "model.z_channels=16", "model.embed_dim=16"],
@@ -65,6 +77,22 @@ SPACES: dict[str, tuple[str, list[str]]] = {
     "vf": ("ae/digits.py", VF),
     "eq_vf": ("ae/digits_eq.py", VF),
 }
+# The photo crops (``--data photos``; 32 px, ``ae/photos_f4.py``'s 600-step schedule unless
+# named): the same kinds of space. f2_c1 and f8_c16 keep the size reduction of 12.
+VF_PHOTOS = [*VF[:2], "loss.vf_encoder_size=64", VF[3]]  # 64 px: relu4_3 is the 8 x 8 latent grid
+PHOTO_SPACES: dict[str, tuple[str, list[str]]] = {
+    "kl": ("ae/photos_f4.py", []),
+    "beta_1e-4": ("ae/photos_f4.py", ["loss.kl_weight=1e-4"]),
+    "beta_1e-2": ("ae/photos_f4.py", ["loss.kl_weight=1e-2"]),
+    "ae": ("ae/photos_f4.py", ["model.bottleneck=ae"]),
+    "vq": ("ae/photos_f4.py", ["model.bottleneck=vq", "model.codebook_size=256"]),
+    "fsq": ("ae/photos_f4.py", ["model.bottleneck=fsq", "model.fsq_levels=(8, 5, 5, 5)"]),
+    "f2_c1": ("ae/photos_f4.py", F2_C1),
+    "f8_c16": ("ae/photos_f8.py", ["model.z_channels=16", "model.embed_dim=16"]),
+    "eq": ("ae/photos_eq.py", []),
+    "vf": ("ae/photos_f4.py", VF_PHOTOS),
+    "eq_vf": ("ae/photos_eq.py", VF_PHOTOS),
+}
 REPA = ["repa.weight=0.5", "repa.depth=2", "repa.projector_dim=256", "repa.encoder=vgg16",
         "repa.encoder_size=32", "repa.vgg_tap=3"]  # fmt: skip
 # Generator-side rows: a space's own autoencoder, probed by a DiT with a regulariser of its
@@ -72,6 +100,27 @@ REPA = ["repa.weight=0.5", "repa.depth=2", "repa.projector_dim=256", "repa.encod
 # space", not "which space is easier", so the correlations leave them out.
 GENERATOR_SIDE = {"kl_repa": ("kl", REPA)}
 NEEDS_VGG = ("vf", "eq_vf", "kl_repa")
+
+
+class Data(NamedTuple):
+    """What a study of one dataset needs: its spaces, the probe's DiT config, the split the
+    stage-1 proxies are measured on (None: the run's ``data.eval_split``), whether its samples
+    need VGG16 to be judged in (no feature space of their own), the default stage-1 steps."""
+
+    spaces: dict[str, tuple[str, list[str]]]
+    probe_config: str
+    proxy_split: str | None
+    judged_in_vgg: bool
+    steps: int
+
+
+DATASETS = {
+    "digits": Data(SPACES, "dit/digits.py", None, False, 1000),
+    # The photo DiT is judged against the val crops (further crops of the training photographs),
+    # and the proxies are measured on them too: the test split's scenes are classes no training
+    # crop has, so a linear probe could not read them.
+    "photos": Data(PHOTO_SPACES, "dit/photos.py", "val", True, 600),
+}
 # Proxy -> the sign of the correlation with the probe's Fréchet ratio that would make it a good
 # proxy (lower Fréchet is better): more high-frequency energy should hurt (+), a better linear
 # probe or reconstruction should help (-), a worse interpolation score should hurt (+).
@@ -97,9 +146,13 @@ def measure_space(
     probe_steps: int,
     seeds: Sequence[int],
     num: int,
+    proxy_split: str | None = None,
+    vgg16: str | None = None,
 ) -> dict:
     """Trains (or resumes) space ``name`` (the autoencoder of space ``ae_name``, default its
-    own), reports it and probes it. -> its row."""
+    own), reports it (its proxies on ``proxy_split``) and probes it; with ``vgg16`` (a
+    ``latentjax convert lpips`` directory) the interpolation score and the probe's samples are
+    judged in VGG16's features. -> its row."""
     config = load_config(config_name, overrides)
     workdir = root / (ae_name or name) / "ae"
     began = time.time()
@@ -107,7 +160,12 @@ def measure_space(
     train_s = round(time.time() - began, 1)
     run = Run.open(workdir)
     stage, params = load_autoencoder(run, make_mesh(config.mesh.shape))
-    card = evaluate(run, stage.ae, params, write=True)
+    space_fn = None
+    if vgg16 is not None:
+        from latentjax.eval.vgg_features import unit_images, vgg16_features
+
+        space_fn = unit_images(vgg16_features(vgg16))
+    card = evaluate(run, stage.ae, params, split=proxy_split, space_fn=space_fn, write=True)
     m = card["modelability"]
     began = time.time()
     truth = probe(
@@ -118,11 +176,13 @@ def measure_space(
         steps=probe_steps,
         seeds=seeds,
         num=num,
+        vgg16=vgg16,
     )
     summary = truth["summary"]
     return {
         "config": config_name,
         "overrides": list(overrides),
+        "proxy_split": card["split"],
         "size_reduction": card["size_reduction"],
         "latent_shape": card["latent_shape"],
         "psnr": card["psnr"],
@@ -286,14 +346,19 @@ def study(
     ae_overrides: Sequence[str] = (),
     probe_overrides: Sequence[str] = (),
     out: Path | None = None,
+    data: str = "digits",
 ) -> dict:
-    """Measures the spaces ``names`` (resuming), then writes the study's files (module
-    docstring) from every space in ``root/results.json``."""
+    """Measures the spaces ``names`` of dataset ``data`` (resuming), then writes the study's
+    files (module docstring) from every space in ``root/results.json``."""
+    d = DATASETS[data]
+    if d.judged_in_vgg and vgg is None:
+        raise SystemExit(f"the {data} study judges samples in VGG16's features: give --vgg DIR")
+    judge_vgg = str(Path(vgg).absolute()) if d.judged_in_vgg else None
     root.mkdir(parents=True, exist_ok=True)
     results_path = root / "results.json"
     for name in names:
         ae_name, extra_probe = GENERATOR_SIDE.get(name, (name, []))
-        config_name, overrides = SPACES[ae_name]
+        config_name, overrides = d.spaces[ae_name]
         overrides = [f"train.num_steps={steps}", f"loss.disc_start={int(0.85 * steps)}",
                      *overrides, *ae_overrides]  # fmt: skip
         name_probe = [*probe_overrides, *extra_probe]
@@ -311,15 +376,16 @@ def study(
             if extra_probe:
                 name_probe.append(f"repa.encoder_weights={weights}")
         row = measure_space(
-            root, name, config_name, overrides, ae_name=ae_name,
+            root, name, config_name, overrides, ae_name=ae_name, probe_config=d.probe_config,
             probe_overrides=name_probe, probe_steps=probe_steps, seeds=seeds, num=num,
+            proxy_split=d.proxy_split, vgg16=judge_vgg,
         )  # fmt: skip
         row["generator_side"] = name in GENERATOR_SIDE
         saved = json.loads(results_path.read_text()) if results_path.exists() else {}
         results_path.write_text(json.dumps({**saved, name: row}, indent=2))
         print(name, json.dumps({k: v for k, v in row.items() if k != "spectrum"}), flush=True)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    order = [*SPACES, *GENERATOR_SIDE]
+    order = [*d.spaces, *GENERATOR_SIDE]
     results = {n: results[n] for n in order if n in results}  # one order for every output
     out = out or root
     out.mkdir(parents=True, exist_ok=True)
@@ -338,15 +404,20 @@ def study(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/modelability")
-    parser.add_argument("--steps", type=int, default=1000, help="stage-1 steps per space")
+    parser.add_argument("--data", choices=sorted(DATASETS), default="digits")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="stage-1 steps per space (digits 1000, photos 600)"
+    )
     parser.add_argument("--probe-steps", type=int, default=1000, help="DiT steps per seed")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--num", type=int, default=500, help="samples judged per seed")
     parser.add_argument("--only", default=None, help="comma-separated spaces")
-    parser.add_argument("--vgg", default=None, help="LPIPS VGG16 directory (the VF spaces)")
+    parser.add_argument(
+        "--vgg", default=None, help="LPIPS VGG16 directory (the VF spaces; every photo space)"
+    )
     parser.add_argument("--out", default=None, help="where the tables and plots go")
     args = parser.parse_args()
-    known = [*SPACES, *GENERATOR_SIDE]
+    known = [*DATASETS[args.data].spaces, *GENERATOR_SIDE]
     names = args.only.split(",") if args.only else known
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -354,12 +425,13 @@ def main() -> None:
     study(
         Path(args.workdir).absolute(),
         names,
-        steps=args.steps,
+        steps=args.steps or DATASETS[args.data].steps,
         probe_steps=args.probe_steps,
         seeds=[int(s) for s in args.seeds.split(",")],
         num=args.num,
         vgg=args.vgg,
         out=Path(args.out).absolute() if args.out else None,
+        data=args.data,
     )
 
 

@@ -470,8 +470,8 @@ def test_eval_stage2_errors_are_one_line(runs, tmp_path, capsys):
     ae_run = runs / "ae"
     assert main(["eval", "--workdir", str(ae_run), "--cfg", "2"]) == 2
     assert "--cfg is for a stage-2 run" in _error_line(capsys)
-    assert main(["eval", "--workdir", str(ae_run), "--vgg16", str(tmp_path)]) == 2
-    assert "--vgg16 is for a stage-2 run" in _error_line(capsys)
+    assert main(["eval", "--workdir", str(ae_run), "--vgg16", str(tmp_path / "none")]) == 2
+    assert "--vgg16: no such directory" in _error_line(capsys)
 
 
 def test_eval_stage2_judges_against_the_split_it_is_given(runs, tmp_path, capsys, one_blas_thread):

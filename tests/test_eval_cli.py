@@ -147,3 +147,31 @@ def test_the_reports_modelability_proxies_are_those_of_the_runs_own_encoder(ae_r
         np.testing.assert_allclose(interp[key], expected, rtol=1e-3, err_msg=key)
     assert interp["num_points"] == 60
     np.testing.assert_allclose(interp["excess"], interp["frechet"] / interp["recon_frechet"])
+
+
+def test_the_interpolation_score_is_taken_in_the_space_it_is_given(ae_run):
+    """``space_fn`` (``eval --vgg16``'s VGG16 features; here a fixed random projection of the
+    pixels) is the space of the interpolation score instead of the digits' own."""
+    from latentjax.data.pipeline import split_arrays
+    from latentjax.eval import fid
+    from latentjax.eval.autoencoder import evaluate
+    from latentjax.parallel.mesh import make_mesh
+    from latentjax.run import Run
+    from latentjax.train.autoencoder import load_autoencoder
+
+    run = Run.open(ae_run)
+    stage, params = load_autoencoder(run, make_mesh(run.config.mesh.shape))
+    test, train = (split_arrays(run.config.data, s) for s in ("test", "train"))
+    x, tx = (np.asarray(a["image"][:40], np.float32) for a in (test, train))
+    weights = np.random.default_rng(0).normal(size=(x[0].size, 6))
+
+    def space(images):
+        return np.asarray(images, np.float64).reshape(len(images), -1) @ weights
+
+    kwargs = {"max_images": 40, "write": False}
+    got = evaluate(run, stage.ae, params, space_fn=space, **kwargs)["modelability"]
+    own = evaluate(run, stage.ae, params, **kwargs)["modelability"]
+    want = fid.frechet_distance_to_features(space(x), *fid.statistics(space(tx)))
+    np.testing.assert_allclose(got["interpolation"]["reference"], want, rtol=1e-6)
+    assert got["interpolation"]["reference"] != own["interpolation"]["reference"]
+    assert got["linear_probe"] == own["linear_probe"]  # the other proxies do not change

@@ -12,6 +12,7 @@ import pytest
 import tiny
 
 from benchmarks import modelability as study
+from latentjax.config import load_config
 
 AE = [o.removeprefix("--config.") for o in tiny.AE]
 DIT = [o.removeprefix("--config.") for o in tiny.DIT if "image_size" not in o]
@@ -107,3 +108,37 @@ def test_close_spaces_are_not_counted_as_separated():
     assert res["pairs"] == 3 and res["pairs_separated"] == 2  # a-b within 2 sd
     assert res["range_of_means"] == pytest.approx(2.0)
     assert np.isclose(res["median_seed_std"], 0.3)
+
+
+def test_the_photo_study_probes_with_the_photo_dit_judged_in_vgg16(tmp_path, monkeypatch):
+    """``--data photos``: the photo spaces, the photo DiT as the probe, the proxies on the val
+    crops, VGG16 as the space samples and interpolations are judged in (required)."""
+    calls = {}
+
+    def fake(root, name, config_name, overrides, **kwargs):
+        calls[name] = {"config": config_name, "overrides": overrides, **kwargs}
+        return _row(2.0, 0.1)
+
+    monkeypatch.setattr(study, "measure_space", fake)
+    kwargs = {"steps": 2, "probe_steps": 2, "seeds": [0], "num": 20, "data": "photos"}
+    with pytest.raises(SystemExit, match="give --vgg DIR"):
+        study.study(tmp_path, ["kl"], **kwargs)
+    assert not calls
+    study.study(tmp_path, ["kl", "f8_c16", "vf"], vgg="weights/vgg", **kwargs)
+    for name, call in calls.items():
+        assert call["probe_config"] == "dit/photos.py" and call["proxy_split"] == "val", name
+        assert call["vgg16"].endswith("weights/vgg") and call["vgg16"].startswith("/"), name
+    assert calls["kl"]["config"] == "ae/photos_f4.py"
+    assert calls["f8_c16"]["config"] == "ae/photos_f8.py"
+    assert any(o.startswith("loss.vf_encoder_weights=/") for o in calls["vf"]["overrides"])
+
+
+@pytest.mark.parametrize("name", list(study.PHOTO_SPACES))
+def test_every_photo_space_builds_at_the_size_reduction_of_its_kind(name):
+    from latentjax.factory import latent_shape
+
+    config_name, overrides = study.PHOTO_SPACES[name]
+    config = load_config(config_name, [*overrides, "loss.vf_encoder_weights=/w"])
+    assert config.data.name == "latentjax_photos" and config.data.image_size == 32
+    h, w, c = latent_shape(config)
+    assert 32 * 32 * 3 / (h * w * c) == 12, name  # the f = 4, 4-channel baseline's

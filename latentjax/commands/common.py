@@ -59,12 +59,12 @@ def parse_interval(spec: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def add_vgg16_arg(parser) -> None:
+def add_vgg16_arg(parser, prefix: str = "") -> None:
     """``--vgg16 DIR``: judge samples in LPIPS's VGG16 features (``eval/vgg_features.py``)."""
     parser.add_argument(
         "--vgg16",
         default=None,
         metavar="DIR",
-        help="judge samples in LPIPS's VGG16 features (a `latentjax convert lpips` directory): "
-        "an offline feature space for datasets other than the embedded digits",
+        help=f"{prefix}judge samples in LPIPS's VGG16 features (a `latentjax convert lpips` "
+        "directory): an offline feature space for datasets other than the embedded digits",
     )

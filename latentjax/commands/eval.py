@@ -36,6 +36,7 @@ def register(subparsers) -> None:
         help="pytorch-fid weights: adds rFID (stage 1); FID and Inception precision/recall "
         "(stage 2; needed for datasets other than the embedded digits)",
     )
+    add_vgg16_arg(p, "stage 1: the interpolation score in VGG16's features; stage 2: ")
     p.add_argument(
         "--split",
         default=None,
@@ -73,7 +74,6 @@ def register(subparsers) -> None:
         metavar="LO,HI",
         help="guide only for path times in [LO, HI]; repeat it to sweep intervals too",
     )
-    add_vgg16_arg(two)
     two.add_argument("--sampler", default=None, help="sampler (default: the run's)")
     two.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's)")
     two.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
@@ -107,8 +107,7 @@ def run(args) -> None:
     run_ = Run.open(args.workdir)
     if run_.stage == "dit":
         return run_stage2(args, run_)
-    stage2_only = ["num", "cfg", "guidance_interval", "sampler", "steps", "seed", "out", "vgg16"]
-    wrong = _given(args, stage2_only)
+    wrong = _given(args, ["num", "cfg", "guidance_interval", "sampler", "steps", "seed", "out"])
     if wrong:
         raise LatentjaxError(f"{wrong[0]} is for a stage-2 run; {args.workdir} is a stage-1 run")
     for name, value in STAGE1_DEFAULTS.items():
@@ -134,7 +133,11 @@ def run_stage1(args, run_) -> None:
         raise LatentjaxError(
             f"--config.{not_data[0]}: eval takes overrides of the data section only"
         )
-    lpips_fn = feature_fn = None
+    lpips_fn = feature_fn = space_fn = None
+    if args.vgg16:
+        from latentjax.eval.vgg_features import unit_images, vgg16_features
+
+        space_fn = unit_images(vgg16_features(args.vgg16))
     if args.lpips:
         for path in args.lpips:
             if not as_path(path).is_file():
@@ -167,6 +170,7 @@ def run_stage1(args, run_) -> None:
         num_show=args.num_show,
         lpips_fn=lpips_fn,
         feature_fn=feature_fn,
+        space_fn=space_fn,
         data=data,
     )
     if jax.process_index() == 0:

@@ -92,13 +92,16 @@ def evaluate(
     num_show: int = 8,
     lpips_fn: ImageMetric | None = None,
     feature_fn: Callable[[Any], Any] | None = None,
+    space_fn: Callable[[Any], Any] | None = None,
     write: bool = True,
     data=None,
 ) -> dict[str, Any]:
     """The report of the stage-1 ``run`` whose autoencoder ``ae`` (an ``AutoencoderKL``) has
     ``params`` (see the module docstring); written to ``RUN/eval`` when ``write``.
     ``lpips_fn(x, y) -> [B]`` adds LPIPS; ``feature_fn(x) -> [B, D]`` (e.g. Inception pool
-    features) adds rFID; ``data`` (a config ``data`` section) evaluates on another dataset than
+    features) adds rFID; the interpolation score is taken in ``space_fn(x) -> [B, D]`` when
+    given (e.g. VGG16's, ``eval/vgg_features.py``), else in ``feature_fn``'s space, else, for the
+    digits, in their own; ``data`` (a config ``data`` section) evaluates on another dataset than
     the run's."""
     check_options(max_images, batch_size, num_show)
     workdir, config = run.path, run.config
@@ -151,7 +154,7 @@ def evaluate(
             np.sum(report["latent"]["kl_per_channel"]) * z.shape[1] * z.shape[2]
         )
     labels = np.asarray(arrays["label"]) if "label" in arrays else None
-    features = feature_fn or (_digits_features if data.name == digits.NAME else None)
+    features = space_fn or feature_fn or (_digits_features if data.name == digits.NAME else None)
     encode = jax.jit(lambda batch: ae.apply(params, batch, method=ae.encode).mode())
     decode = jax.jit(lambda z: jnp.clip(ae.apply(params, z, method=ae.decode), -1.0, 1.0))
     train = split_arrays(data, data.train_split, max_images) if split != data.train_split else None

@@ -79,3 +79,10 @@ class FeatureClassifier:
 def classifier_of(features) -> Callable[[np.ndarray, np.ndarray], FeatureClassifier]:
     """The report card's ``classifier(train_images, train_labels)`` in ``features``."""
     return functools.partial(FeatureClassifier, features)
+
+
+def unit_images(features: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``features`` of uint8 images as a function of images in [-1, 1] (stage 1's report)."""
+    from latentjax.eval.images import to_uint8
+
+    return lambda images: features(to_uint8(np.asarray(images)))
