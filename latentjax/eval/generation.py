@@ -75,17 +75,17 @@ def judged_labels(real: dict[str, np.ndarray], num: int, num_classes: int) -> np
     classes real-vs-real and the per-class figures are taken over; a class the model knows but
     the held-out split lacks, such as the photo crops' held-out scenes, is not asked for). A
     class-free model (``num_classes`` 0) takes label 0."""
-    from latentjax.generate import class_labels
-
+    if num <= 0:
+        raise LatentjaxError(f"the number of samples must be positive, got {num}")
     if num_classes <= 0:
-        return class_labels(None, num, 0)
+        return np.zeros(num, np.int32)
     classes = np.unique(real["test_labels"])
     classes = classes[(classes >= 0) & (classes < num_classes)]
     if classes.size == 0:
         raise LatentjaxError(
             f"the held-out split has no class of the model's {num_classes}: nothing to judge"
         )
-    return class_labels([int(c) for c in classes], num, num_classes)
+    return np.resize(classes, num).astype(np.int32)  # in turn: 0, 1, ..., 0, 1, ...
 
 
 class CachedFeatures:
