@@ -18,12 +18,14 @@ spread over seeds says how large a difference must be to mean anything:
 
 Each seed's run lives in ``OUT/seed_S`` and resumes from it; ``OUT/probe.json`` keeps each
 judged seed, so an interrupted probe (or one given more seeds later) trains and judges only what
-is missing. A ``probe.json`` of another protocol (config, overrides, budget, ``num``, or the
-autoencoder at another step: trained on since) is refused rather than mixed.
+is missing. A ``probe.json`` of another protocol (config, by name or by contents, overrides,
+budget, ``num``, or the autoencoder at another step: trained on since) is refused rather than
+mixed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from latentjax.config import load_config
+from latentjax.config import load_config, to_json
 from latentjax.errors import ConfigError
 from latentjax.factory import is_video
 from latentjax.paths import Path, absolute
@@ -68,8 +70,12 @@ def probe_config(ae_run: Run, config_name: str, overrides: Sequence[str], steps:
     return config
 
 
-def protocol(ae_run: Run, config_name: str, overrides, steps: int, num: int, space: str) -> dict:
-    """What must match for two probes' figures to be pooled or compared."""
+def protocol(
+    ae_run: Run, config_name: str, overrides, steps: int, num: int, space: str, config
+) -> dict:
+    """What must match for two probes' figures to be pooled or compared: besides the names,
+    ``config_digest``, the contents of the probe's config (``config``, any seed's), so a config
+    file edited between two calls is another protocol, not the same name."""
     return {
         "ae_workdir": str(absolute(ae_run.path)),
         "ae_step": ae_run.weights_step,
@@ -80,7 +86,15 @@ def protocol(ae_run: Run, config_name: str, overrides, steps: int, num: int, spa
         "cfg_scale": 1.0,
         "sample_seed": 0,
         "feature_space": space,
+        "config_digest": config_digest(config),
     }
+
+
+def config_digest(config) -> str:
+    """A digest of a probe config's contents but for its seed (the one thing seeds differ in)."""
+    contents = json.loads(to_json(config))
+    contents.pop("seed", None)
+    return hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def summarise(per_seed: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -129,15 +143,24 @@ def probe(
     first = configs[seeds[0]]
     space = judging_space(first.data.name, inception, vgg16)
     out = absolute(out)
-    want = protocol(ae_run, config_name, overrides, steps, num, space.name)
+    want = protocol(ae_run, config_name, overrides, steps, num, space.name, first)
     report: dict[str, Any] = {"protocol": want, "seeds": {}}
     if (out / PROBE_FILE).exists():
         report = read_json(out / PROBE_FILE)
-        if report.get("protocol") != want:
+        there = dict(report.get("protocol") or {})
+        if "config_digest" not in there:  # written before probes recorded their config's contents
+            there["config_digest"] = want["config_digest"]
+            if there == want and jax.process_index() == 0:
+                print(
+                    f"latentjax: {out / PROBE_FILE} does not record its config's contents (an "
+                    f"older probe): its seeds are taken as trained with {config_name} as it is now"
+                )
+        if there != want:
             raise ConfigError(
                 f"{out / PROBE_FILE} holds a probe of another protocol "
                 f"({_difference(report.get('protocol') or {}, want)}); give another --out"
             )
+        report["protocol"] = want
     real = labels = None
     for seed, config in configs.items():
         if str(seed) in report["seeds"]:
@@ -168,4 +191,7 @@ def probe(
 
 def _difference(have: dict, want: dict) -> str:
     key = next((k for k in want if have.get(k) != want[k]), "protocol")
-    return f"{key}: {json.dumps(have.get(key))} there, {json.dumps(want.get(key))} asked"
+    what = f"{json.dumps(have.get(key))} there, {json.dumps(want.get(key))} asked"
+    if key == "config_digest":
+        return f"the contents of {want['config']} differ: digest {what}"
+    return f"{key}: {what}"

@@ -114,3 +114,25 @@ def test_a_seed_whose_training_stopped_early_is_not_judged(
     assert not (out / "probe.json").exists()
     config = load_config("dit/digits.py", ["train.num_steps=2"])
     trainer.check_finished({"step": 2, "loss": 1.0}, config, out)  # finished: no error
+
+
+def test_a_config_edited_between_two_calls_is_another_protocol(probed, tiny_ae_run, capsys):
+    """The protocol records the probe config's contents, not only its name: a probe.json whose
+    digest differs is refused; one written before digests were recorded is taken, with a note."""
+    before = (probed / "probe.json").read_text()
+    report = json.loads(before)
+    digest = report["protocol"]["config_digest"]
+    assert len(digest) == 16
+    report["protocol"]["config_digest"] = "0" * 16  # dit/digits.py edited since
+    (probed / "probe.json").write_text(json.dumps(report))
+    assert _probe(tiny_ae_run, probed, "--seeds", "0,1") == 2
+    assert "the contents of dit/digits.py differ" in _error_line(capsys)
+    del report["protocol"]["config_digest"]  # an older probe
+    (probed / "probe.json").write_text(json.dumps(report))
+    assert _probe(tiny_ae_run, probed, "--seeds", "0,1") == 0
+    assert "does not record its config's contents" in capsys.readouterr().out
+    # Another override changes the contents too (and is named as the difference).
+    (probed / "probe.json").write_text(before)
+    assert _probe(tiny_ae_run, probed, "--seeds", "0,1", "--config.optim.lr=0.5") == 2
+    assert "another protocol (overrides:" in _error_line(capsys)
+    assert (probed / "probe.json").read_text() == before
