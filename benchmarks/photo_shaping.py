@@ -79,11 +79,12 @@ def stage2(root: Path, vgg: Path, steps: int, names, results: dict, out: Path, n
             t = time.time()
             check_finished(train(config, root / name, progress=False), config, root / name)
             last = read_metrics(root / name / "metrics.jsonl")[-1]
-            earlier = results.get(name, {}).get("train_s") if trained else None
+            # A resumed (already trained) run keeps the time it took when it was trained.
+            seconds = round(time.time() - t, 1)
             results[name] = {
                 "loss": last["loss"],
                 "repa": last.get("repa"),
-                "train_s": earlier if trained else round(time.time() - t, 1),
+                "train_s": results.get(name, {}).get("train_s") if trained else seconds,
             }
         if (root / name / "checkpoints").is_dir():
             generator = load_generator(root / name, make_mesh(config.mesh.shape))
