@@ -18,11 +18,11 @@ Each space is a stage-1 run of the digits (16 px, ``ae/digits.py``'s schedule un
   a row of its own, left out of the correlations, which rank spaces).
 
 For each: the stage-1 report card with its proxies (``latentjax eval``; reconstruction PSNR and
-SSIM, the latents' high-frequency energy and spectral centroid, the linear probe, the
-interpolation score), and the truth (``latentjax probe``: ``dit/digits.py`` for
-``--probe-steps`` steps per seed, judged at guidance 1 on ``--num`` samples). Then the Spearman
-rank correlation between each proxy and the probe's mean Fréchet distance (as a multiple of
-real-vs-real), over the spaces measured.
+SSIM, the reconstructions' Fréchet distance, the latents' high-frequency energy and spectral
+centroid, the linear probe, the interpolation score), and the truth (``latentjax probe``:
+``dit/digits.py`` for ``--probe-steps`` steps per seed, judged at guidance 1 on ``--num``
+samples). Then the Spearman rank correlation between each proxy and the probe's mean Fréchet
+distance (as a multiple of real-vs-real), over the spaces measured.
 
 ``--data photos``: the same kinds of space on the photo crops (32 px, ``ae/photos_f4.py``'s
 600-step schedule; ``PHOTO_SPACES``; the other factor/channel pairs keep its size reduction of
@@ -123,9 +123,12 @@ DATASETS = {
 }
 # Proxy -> the sign of the correlation with the probe's Fréchet ratio that would make it a good
 # proxy (lower Fréchet is better): more high-frequency energy should hurt (+), a better linear
-# probe or reconstruction should help (-), a worse interpolation score should hurt (+).
+# probe or reconstruction should help (-), a worse interpolation score should hurt (+), and so
+# should reconstructions that sit further from the real distribution (+): the baseline the
+# interpolation score has to beat, since it is measured on decoded latents too.
 PROXIES = {
     "psnr": -1,
+    "recon_frechet_ratio": +1,
     "latent_high_frequency": +1,
     "latent_centroid": +1,
     "linear_probe": -1,
@@ -257,9 +260,10 @@ def _fmt(value, digits: int) -> str:
 
 def table(results: dict[str, dict]) -> str:
     lines = [
-        "| space | latent | PSNR | high-freq. energy (latent / pixels) | centroid | linear probe "
-        "| interp. Fréchet / real | interp. / recon | probe Fréchet / real (mean ± sd) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| space | latent | PSNR | recon Fréchet / real | high-freq. energy (latent / pixels) "
+        "| centroid | linear probe | interp. Fréchet / real | interp. / recon "
+        "| probe Fréchet / real (mean ± sd) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         f = r["probe"]["frechet_ratio"]
@@ -267,7 +271,8 @@ def table(results: dict[str, dict]) -> str:
         if r.get("generator_side"):
             name += " (REPA in the probe)"
         lines.append(
-            f"| {name} | {shape} | {r['psnr']:.2f} | {_fmt(r['latent_high_frequency'], 2)} / "
+            f"| {name} | {shape} | {r['psnr']:.2f} | {r['recon_frechet_ratio']:.2f} | "
+            f"{_fmt(r['latent_high_frequency'], 2)} / "
             f"{r['pixel_high_frequency']:.2f} | {_fmt(r['latent_centroid'], 3)} | "
             f"{r['linear_probe']:.3f} | {r['interpolation_frechet_ratio']:.2f} | "
             f"{r['interpolation_excess']:.2f} | {f['mean']:.2f} ± {f['std']:.2f} |"
@@ -315,8 +320,11 @@ def plot(results: dict[str, dict], corr: dict[str, dict], out: Path) -> None:
     fig.savefig(out / "spectra.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7))
-    for ax, proxy in zip(axes.ravel(), PROXIES, strict=True):
+    cols = (len(PROXIES) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 7))
+    for ax in axes.ravel()[len(PROXIES) :]:
+        ax.axis("off")
+    for ax, proxy in zip(axes.ravel(), PROXIES, strict=False):
         for name, r in results.items():
             if r.get(proxy) is None or r.get("generator_side"):
                 continue  # no figure for this space; a generator-side row is not a space

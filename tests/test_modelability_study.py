@@ -35,6 +35,7 @@ def test_a_space_measured_for_real_is_its_report_card_and_its_probe(
     assert row["latent_high_frequency"] == m["latent_high_frequency"]
     assert row["linear_probe"] == m["linear_probe"]
     assert row["interpolation_excess"] == m["interpolation"]["excess"]
+    assert row["recon_frechet_ratio"] == m["interpolation"]["recon_frechet_ratio"]
     assert row["probe"]["frechet_ratio"]["mean"] == truth["seeds"]["0"]["frechet_ratio"]
     assert row["probe_seeds"] == {"0": truth["seeds"]["0"]["frechet_ratio"]}
 

@@ -80,14 +80,17 @@ def test_the_readme_quotes_the_committed_guidance_sweep_and_levers():
 
 def test_the_readme_quotes_the_modelability_study_as_its_command_wrote_it():
     """The study's table and correlations are the committed files of `python -m
-    benchmarks.modelability --out benchmarks/modelability`, pasted whole, never typed."""
-    folder = ROOT / "benchmarks" / "modelability"
+    benchmarks.modelability --out benchmarks/modelability` (and of the photo study), pasted whole,
+    never typed."""
     section = _section((ROOT / "README.md").read_text(), "### Which space will a generator like?")
-    assert (folder / "table.md").read_text().strip() in section
-    summary = json.loads((folder / "correlations.json").read_text())["resolution"]
-    assert f"{summary['pairs_separated']} of {summary['pairs']} pairs" in section
-    for plot in ("spectra.png", "proxies.png"):
-        assert (folder / plot).is_file() and f"benchmarks/modelability/{plot}" in section
+    for name, plots in (("modelability", ("spectra.png", "proxies.png")),
+                        ("modelability_photos", ("proxies.png",))):  # fmt: skip
+        folder = ROOT / "benchmarks" / name
+        assert (folder / "table.md").read_text().strip() in section
+        summary = json.loads((folder / "correlations.json").read_text())["resolution"]
+        assert f"{summary['pairs_separated']} of {summary['pairs']} pairs" in section
+        for plot in plots:
+            assert (folder / plot).is_file() and f"benchmarks/{name}/{plot}" in section
 
 
 def test_the_readme_quotes_the_committed_video_demo_summary():
