@@ -18,8 +18,9 @@ Each space is a stage-1 run of the digits (16 px, ``ae/digits.py``'s schedule un
   a row of its own, left out of the correlations, which rank spaces).
 
 For each: the stage-1 report card with its proxies (``latentjax eval``; reconstruction PSNR and
-SSIM, the reconstructions' Fréchet distance, the latents' high-frequency energy and spectral
-centroid, the linear probe, the interpolation score), and the truth (``latentjax probe``:
+SSIM, LPIPS where the study has VGG16 as its judge (the photos), the reconstructions' Fréchet
+distance, the latents' high-frequency energy and spectral centroid, the linear probe, the
+interpolation score), and the truth (``latentjax probe``:
 ``dit/digits.py`` for ``--probe-steps`` steps per seed, judged at guidance 1 on ``--num``
 samples). Then the Spearman rank correlation between each proxy and the probe's mean Fréchet
 distance (as a multiple of real-vs-real), over the spaces measured.
@@ -128,6 +129,7 @@ DATASETS = {
 # interpolation score has to beat, since it is measured on decoded latents too.
 PROXIES = {
     "psnr": -1,
+    "lpips": +1,
     "recon_frechet_ratio": +1,
     "latent_high_frequency": +1,
     "latent_centroid": +1,
@@ -155,7 +157,7 @@ def measure_space(
     """Trains (or resumes) space ``name`` (the autoencoder of space ``ae_name``, default its
     own), reports it (its proxies on ``proxy_split``) and probes it; with ``vgg16`` (a
     ``latentjax convert lpips`` directory) the interpolation score and the probe's samples are
-    judged in VGG16's features. -> its row."""
+    judged in VGG16's features and the reconstructions get an LPIPS. -> its row."""
     config = load_config(config_name, overrides)
     workdir = root / (ae_name or name) / "ae"
     began = time.time()
@@ -163,12 +165,16 @@ def measure_space(
     train_s = round(time.time() - began, 1)
     run = Run.open(workdir)
     stage, params = load_autoencoder(run, make_mesh(config.mesh.shape))
-    space_fn = None
+    space_fn = lpips_fn = None
     if vgg16 is not None:
+        from latentjax.convert.lpips import load_lpips
         from latentjax.eval.vgg_features import unit_images, vgg16_features
 
         space_fn = unit_images(vgg16_features(vgg16))
-    card = evaluate(run, stage.ae, params, split=proxy_split, space_fn=space_fn, write=True)
+        lpips_fn = load_lpips(vgg16)  # the same VGG16, with LPIPS's heads
+    card = evaluate(
+        run, stage.ae, params, split=proxy_split, space_fn=space_fn, lpips_fn=lpips_fn, write=True
+    )
     m = card["modelability"]
     began = time.time()
     truth = probe(
@@ -190,6 +196,7 @@ def measure_space(
         "latent_shape": card["latent_shape"],
         "psnr": card["psnr"],
         "ssim": card["ssim"],
+        "lpips": card["lpips"],
         "latent_high_frequency": m["latent_high_frequency"],
         "pixel_high_frequency": m["pixel_high_frequency"],
         "latent_centroid": m["latent_centroid"],
@@ -260,10 +267,10 @@ def _fmt(value, digits: int) -> str:
 
 def table(results: dict[str, dict]) -> str:
     lines = [
-        "| space | latent | PSNR | recon Fréchet / real | high-freq. energy (latent / pixels) "
-        "| centroid | linear probe | interp. Fréchet / real | interp. / recon "
+        "| space | latent | PSNR | LPIPS | recon Fréchet / real | high-freq. energy (latent / "
+        "pixels) | centroid | linear probe | interp. Fréchet / real | interp. / recon "
         "| probe Fréchet / real (mean ± sd) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         f = r["probe"]["frechet_ratio"]
@@ -271,7 +278,8 @@ def table(results: dict[str, dict]) -> str:
         if r.get("generator_side"):
             name += " (REPA in the probe)"
         lines.append(
-            f"| {name} | {shape} | {r['psnr']:.2f} | {r['recon_frechet_ratio']:.2f} | "
+            f"| {name} | {shape} | {r['psnr']:.2f} | {_fmt(r.get('lpips'), 3)} | "
+            f"{r['recon_frechet_ratio']:.2f} | "
             f"{_fmt(r['latent_high_frequency'], 2)} / "
             f"{r['pixel_high_frequency']:.2f} | {_fmt(r['latent_centroid'], 3)} | "
             f"{r['linear_probe']:.3f} | {r['interpolation_frechet_ratio']:.2f} | "
@@ -320,11 +328,12 @@ def plot(results: dict[str, dict], corr: dict[str, dict], out: Path) -> None:
     fig.savefig(out / "spectra.png", dpi=110)
     plt.close(fig)
 
-    cols = (len(PROXIES) + 1) // 2
+    shown = [p for p in PROXIES if any(r.get(p) is not None for r in results.values())]
+    cols = (len(shown) + 1) // 2
     fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 7))
-    for ax in axes.ravel()[len(PROXIES) :]:
+    for ax in axes.ravel()[len(shown) :]:
         ax.axis("off")
-    for ax, proxy in zip(axes.ravel(), PROXIES, strict=False):
+    for ax, proxy in zip(axes.ravel(), shown, strict=False):
         for name, r in results.items():
             if r.get(proxy) is None or r.get("generator_side"):
                 continue  # no figure for this space; a generator-side row is not a space
@@ -372,8 +381,14 @@ def study(
         name_probe = [*probe_overrides, *extra_probe]
         saved = json.loads(results_path.read_text()) if results_path.exists() else {}
         row = saved.get(name)
-        if row is not None and len(row["probe_seeds"]) >= len(seeds):
+        if (
+            row is not None
+            and len(row["probe_seeds"]) >= len(seeds)
+            and (judge_vgg is None or row.get("lpips") is not None)
+        ):
             continue  # measured (seeds are added by a later call with more of them)
+        # A row measured before the study took LPIPS is measured again: its runs and probe
+        # resume from disk, so only the report card is computed anew; its timings are kept.
         if name in NEEDS_VGG:
             if vgg is None:
                 print(f"{name}: skipped (needs --vgg)")
@@ -389,6 +404,9 @@ def study(
             proxy_split=d.proxy_split, vgg16=judge_vgg,
         )  # fmt: skip
         row["generator_side"] = name in GENERATOR_SIDE
+        old = saved.get(name)
+        if old is not None and len(old["probe_seeds"]) >= len(seeds):
+            row |= {"train_s": old["train_s"], "probe_s": old["probe_s"]}
         saved = json.loads(results_path.read_text()) if results_path.exists() else {}
         results_path.write_text(json.dumps({**saved, name: row}, indent=2))
         print(name, json.dumps({k: v for k, v in row.items() if k != "spectrum"}), flush=True)

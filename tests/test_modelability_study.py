@@ -143,3 +143,31 @@ def test_every_photo_space_builds_at_the_size_reduction_of_its_kind(name):
     assert config.data.name == "latentjax_photos" and config.data.image_size == 32
     h, w, c = latent_shape(config)
     assert 32 * 32 * 3 / (h * w * c) == 12, name  # the f = 4, 4-channel baseline's
+
+
+def test_a_vgg_judged_row_without_lpips_is_measured_again_keeping_its_timings(
+    tmp_path, monkeypatch
+):
+    """The photo study added LPIPS after some rows were measured: such a row is measured again
+    (its runs and probe resume from disk), while a complete row is not; the first measurement's
+    timings stay."""
+    calls = []
+
+    def fake(root, name, config_name, overrides, **kwargs):
+        calls.append(name)
+        return {**_row(2.0 + len(calls), 0.1, lpips=0.2), "train_s": 1.0, "probe_s": 2.0}
+
+    old = {**_row(5.0, 0.1), "lpips": None, "train_s": 900.0, "probe_s": 800.0}
+    done = {**_row(3.0, 0.1, lpips=0.3), "train_s": 10.0, "probe_s": 20.0}
+    (tmp_path / "results.json").write_text(json.dumps({"kl": old, "ae": done}))
+    monkeypatch.setattr(study, "measure_space", fake)
+    kwargs = {"steps": 2, "probe_steps": 2, "seeds": [0, 1, 2], "num": 20, "data": "photos"}
+    study.study(tmp_path, ["kl", "ae"], vgg="/weights/vgg", **kwargs)
+    assert calls == ["kl"]
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert rows["kl"]["lpips"] == 0.2 and (rows["kl"]["train_s"], rows["kl"]["probe_s"]) == (
+        900,
+        800,
+    )
+    assert rows["ae"] == done
+    assert "| kl | 4x4x4 | 0.00 | 0.200 |" in (tmp_path / "table.md").read_text()
