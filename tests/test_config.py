@@ -67,6 +67,7 @@ def test_missing_and_broken_config_files(tmp_path: Path):
         "diffusion.t_sampling=lognormal",
         "diffusion.loss_weighting=min-snr",
         "sample.sampler=dpm++",
+        "optim.schedule=linear",
     ],
 )
 def test_stage2_choices_are_checked_before_tracing(override):

@@ -197,19 +197,22 @@ def test_dropped_labels_are_the_null_class():
     np.testing.assert_array_equal(labels, np.full(BATCH, NUM_CLASSES))
 
 
-def test_the_configured_optimiser_is_adamw_with_warmup():
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_configured_optimiser_is_adamw_with_warmup(schedule):
     """AdamW(0.9, 0.999, weight_decay) on a linear warm-up from 0 to optim.lr, after global-norm
-    clipping."""
+    clipping; then the rate held, or (cosine) brought down to 0 at train.num_steps along
+    lr (1 + cos(pi (n - warm-up) / (num_steps - warm-up))) / 2."""
     config = load_config(
         "dit/digits.py",
         [*TINY, "optim.lr=0.01", "optim.weight_decay=0.1", "optim.warmup_steps=3",
-         "optim.grad_clip=2.0"],
+         "optim.grad_clip=2.0", f"optim.schedule='{schedule}'", "train.num_steps=7"],
     )  # fmt: skip
     tx = dit_train.DiTStage(config, None, LATENT).tx
     rng = np.random.default_rng(0)
     p = rng.normal(size=(3, 2))
     state, m, v = tx.init({"a": jnp.asarray(p, jnp.float32)}), 0.0, 0.0
-    for n in range(5):
+    rates = []
+    for n in range(8):
         g = 5 * rng.normal(size=(3, 2))
         updates, state = tx.update(
             {"a": jnp.asarray(g, jnp.float32)}, state, {"a": jnp.asarray(p, jnp.float32)}
@@ -217,7 +220,11 @@ def test_the_configured_optimiser_is_adamw_with_warmup():
         g = g * min(1.0, 2.0 / np.linalg.norm(g))  # clip_by_global_norm(2)
         m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
         lr = 0.01 * min(n / 3, 1.0)
+        if schedule == "cosine" and n > 3:
+            lr = 0.01 * (1 + np.cos(np.pi * (n - 3) / (7 - 3))) / 2
+        rates.append(lr)
         m_hat, v_hat = m / (1 - 0.9 ** (n + 1)), v / (1 - 0.999 ** (n + 1))
         want = -lr * (m_hat / (np.sqrt(v_hat) + 1e-8) + 0.1 * p)
         np.testing.assert_allclose(updates["a"], want, rtol=1e-4, atol=1e-7)
         p = p + want
+    assert rates[-1] == (0.0 if schedule == "cosine" else 0.01)  # the schedules differ

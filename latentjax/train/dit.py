@@ -51,6 +51,20 @@ def ema_decay(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(o, num_steps: int) -> optax.Schedule:
+    """``optim.schedule``: a linear warm-up from 0 to ``optim.lr`` over ``optim.warmup_steps``,
+    then the rate held ("constant", DiT's and SiT's recipe) or brought down along a half cosine
+    to 0 at ``num_steps`` ("cosine", Loshchilov & Hutter 2017). A cosine run extended by a
+    resume follows the schedule of its new length from the step it resumes at."""
+    warmup = max(o.warmup_steps, 1)
+    if o.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, max(num_steps, warmup + 1))
+    return optax.linear_schedule(0.0, o.lr, warmup)
+
+
 def check_diffusion_config(config) -> None:
     """One-line errors naming the key for a misspelt choice, before anything is traced."""
     d, smp = config.diffusion, config.sample
@@ -60,6 +74,7 @@ def check_diffusion_config(config) -> None:
         "diffusion.t_sampling": (d.t_sampling, T_SAMPLINGS),
         "diffusion.loss_weighting": (d.loss_weighting, WEIGHTINGS),
         "sample.sampler": (smp.sampler, SAMPLERS),
+        "optim.schedule": (config.optim.schedule, LR_SCHEDULES),
     }
     for key, (value, known) in choices.items():
         if value not in known:
@@ -124,7 +139,7 @@ class DiTStage:
             )
         o = config.optim
         tx = optax.adamw(
-            optax.linear_schedule(0.0, o.lr, max(o.warmup_steps, 1)),
+            learning_rate_schedule(o, config.train.num_steps),
             b1=0.9,
             b2=0.999,
             weight_decay=o.weight_decay,

@@ -119,9 +119,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.batch_size = 64  # images per jitted sampling call (global)
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 1e-4  # AdamW learning rate (constant after the warm-up)
+    c.optim.lr = 1e-4  # AdamW peak learning rate
     c.optim.weight_decay = 0.0  # AdamW
     c.optim.warmup_steps = 0  # linear learning-rate warm-up
+    c.optim.schedule = "constant"  # after the warm-up: "constant" | "cosine" (to 0 at the end)
     c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
     c.optim.ema_decay = 0.9999  # EMA of the weights, used for sampling
 
