@@ -113,6 +113,11 @@ def _flatten(tree: Mapping[str, Any], prefix: str) -> list[tuple[str, Any]]:
     return out
 
 
+def flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A config's values by dotted key, as JSON would hold them (``{"optim.lr": 1e-4, ...}``)."""
+    return dict(_flatten(json.loads(to_json(config)), ""))
+
+
 def load_builtin(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """A built-in config by name, never a file of the current directory (the defaults of
     ``latentjax demo`` and ``latentjax convert``)."""

@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from latentjax.config import load_config, to_json
+from latentjax.config import base_config, flat_config, load_config, to_json
 from latentjax.errors import ConfigError
 from latentjax.factory import is_video
 from latentjax.paths import Path, absolute
@@ -90,10 +90,35 @@ def protocol(
     }
 
 
+# Keys the DiT's base config gained after probes began recording digests of whole configs
+# (2026-12-02 to 03), with the value that reproduces the behaviour from before them. Digests are
+# now taken of what a config sets beyond its stage's defaults, so a new key at its default no
+# longer changes them; this list only lets the probes of those two days resume.
+KEYS_ADDED_TO_WHOLE_DIGESTS = {"optim.schedule": "constant"}
+
+
 def config_digest(config) -> str:
-    """A digest of a probe config's contents but for its seed (the one thing seeds differ in)."""
+    """A digest of what a probe config sets beyond the DiT's defaults (``configs/dit/base.py``),
+    but for its seed (the one thing seeds differ in): an edited config file or override is a
+    new digest; a key added to the defaults later, at its default, is not."""
+    base, mine = flat_config(base_config("dit")), flat_config(config)
+    contents = {k: v for k, v in mine.items() if k != "seed" and (k not in base or base[k] != v)}
+    return _digest(contents)
+
+
+def _whole_config_digest(config) -> str | None:
+    """The digest probes wrote on 2026-12-02 and 03, of the whole config without the keys added
+    since; None if one of those keys is not at its old behaviour (no such probe can match)."""
     contents = json.loads(to_json(config))
     contents.pop("seed", None)
+    for key, old in KEYS_ADDED_TO_WHOLE_DIGESTS.items():
+        section, name = key.split(".")
+        if contents.get(section, {}).pop(name, old) != old:
+            return None
+    return _digest(contents)
+
+
+def _digest(contents: dict) -> str:
     return hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,6 +173,9 @@ def probe(
     if (out / PROBE_FILE).exists():
         report = read_json(out / PROBE_FILE)
         there = dict(report.get("protocol") or {})
+        stored = there.get("config_digest")
+        if stored is not None and stored == _whole_config_digest(first):
+            there["config_digest"] = want["config_digest"]  # the same contents, digested whole
         if "config_digest" not in there:  # written before probes recorded their config's contents
             there["config_digest"] = want["config_digest"]
             if there == want and jax.process_index() == 0:

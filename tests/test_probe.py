@@ -131,8 +131,45 @@ def test_a_config_edited_between_two_calls_is_another_protocol(probed, tiny_ae_r
     (probed / "probe.json").write_text(json.dumps(report))
     assert _probe(tiny_ae_run, probed, "--seeds", "0,1") == 0
     assert "does not record its config's contents" in capsys.readouterr().out
+    # Written on 2026-12-02 or 03, with a digest of the whole config: the same contents.
+    from latentjax.probe import _whole_config_digest, probe_config
+    from latentjax.run import Run
+
+    config = probe_config(
+        Run.open(tiny_ae_run), "dit/digits.py", report["protocol"]["overrides"], 2, 0
+    )
+    report["protocol"]["config_digest"] = _whole_config_digest(config)
+    (probed / "probe.json").write_text(json.dumps(report))
+    assert _probe(tiny_ae_run, probed, "--seeds", "0,1") == 0
+    assert "does not record" not in capsys.readouterr().out
     # Another override changes the contents too (and is named as the difference).
     (probed / "probe.json").write_text(before)
     assert _probe(tiny_ae_run, probed, "--seeds", "0,1", "--config.optim.lr=0.5") == 2
     assert "another protocol (overrides:" in _error_line(capsys)
     assert (probed / "probe.json").read_text() == before
+
+
+def test_a_key_added_to_the_defaults_leaves_the_digest_alone(monkeypatch):
+    """The digest is of what a probe config sets beyond the DiT's defaults: a key the defaults
+    gain later, at its default, leaves it as it was; set otherwise, or any default edited by the
+    config, it changes."""
+    import ml_collections
+
+    from latentjax import probe
+    from latentjax.config import load_config
+
+    config = load_config("dit/digits.py")
+    digest = probe.config_digest(config)
+
+    def with_knob(c, value=3):
+        c = ml_collections.ConfigDict(c.to_dict())
+        c.optim.new_knob = value
+        return c
+
+    base = probe.base_config
+    monkeypatch.setattr(probe, "base_config", lambda stage: with_knob(base(stage)))
+    assert probe.config_digest(with_knob(config)) == digest
+    assert probe.config_digest(with_knob(config, 4)) != digest
+    assert probe.config_digest(load_config("dit/digits.py", ["optim.lr=0.5"])) != digest
+    seeded = load_config("dit/digits.py", ["seed=7"])
+    assert probe.config_digest(seeded) == digest  # seeds differ in nothing else
