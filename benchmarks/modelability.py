@@ -267,10 +267,10 @@ def _fmt(value, digits: int) -> str:
 
 def table(results: dict[str, dict]) -> str:
     lines = [
-        "| space | latent | PSNR | LPIPS | recon Fréchet / real | high-freq. energy (latent / "
-        "pixels) | centroid | linear probe | interp. Fréchet / real | interp. / recon "
+        "| space | latent | PSNR | SSIM | LPIPS | recon Fréchet / real | high-freq. energy (latent "
+        "/ pixels) | centroid | linear probe | interp. Fréchet / real | interp. / recon "
         "| probe Fréchet / real (mean ± sd) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         f = r["probe"]["frechet_ratio"]
@@ -278,7 +278,8 @@ def table(results: dict[str, dict]) -> str:
         if r.get("generator_side"):
             name += " (REPA in the probe)"
         lines.append(
-            f"| {name} | {shape} | {r['psnr']:.2f} | {_fmt(r.get('lpips'), 3)} | "
+            f"| {name} | {shape} | {r['psnr']:.2f} | {_fmt(r.get('ssim'), 3)} | "
+            f"{_fmt(r.get('lpips'), 3)} | "
             f"{r['recon_frechet_ratio']:.2f} | "
             f"{_fmt(r['latent_high_frequency'], 2)} / "
             f"{r['pixel_high_frequency']:.2f} | {_fmt(r['latent_centroid'], 3)} | "

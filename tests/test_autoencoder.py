@@ -503,7 +503,8 @@ def test_adversarial_step_with_regularisers():
         ("model.bottleneck=vae", "model.bottleneck"),
         ("model.bottleneck=fsq", "fsq_levels"),
         ("loss.gan_loss=wgan", "gan_loss"),
-        ("loss.perceptual=lpips", "lpips_weights"),
+        ("loss.perceptual=lpips data.image_size=16", "lpips_weights"),
+        ("loss.perceptual=lpips", "needs images of at least 16 x 16"),  # the stage's 8 px
         ("loss.perceptual=vgg", "perceptual"),
         ("loss.disc_norm=instance", "disc_norm"),
         ("loss.r1_weight=-1.0", "r1_weight"),
@@ -513,4 +514,4 @@ def test_bad_stage_options_raise_config_error(override, message):
     from latentjax.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
-        tiny_stage(override)
+        tiny_stage(*override.split())

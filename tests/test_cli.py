@@ -412,7 +412,7 @@ def test_eval_sweep_is_the_report_of_what_sample_makes(runs, tmp_path, capsys, o
     settings = [(p["cfg_scale"], p["guidance_interval"]) for p in report["points"]]
     assert settings == [(1.0, [0.3, 0.7]), (3.0, [0.3, 0.7])]
     assert report["default"] == {"cfg_scale": 1.25, "guidance_interval": [0.0, 1.0]}
-    assert report["feature_space"] == "digits" and report["num_samples"] == 40
+    assert report["feature_space"] == "digits-v2" and report["num_samples"] == 40
 
     # The same images from `latentjax sample` (same seed and settings, classes in turn), judged
     # by distribution.report beside reconstructions made through the public autoencoder API.

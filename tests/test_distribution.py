@@ -273,6 +273,34 @@ def test_digits_shifted_are_far(digits16):
         assert dist.frechet_distance(ftrain, digits_features(shifted)) > 4 * reference
 
 
+def test_digits_judge_does_not_read_haze_below_half_a_level(digits16):
+    """A faint grey on every black pixel (a decoder's haze) below half of the originals' 17
+    levels (8/255) moves the distance by less than a tenth of the real-vs-real distance; v1 (no
+    threshold) read 4/255 as more than the real-vs-real distance itself. Around the threshold the
+    reading grows without a jump (a soft threshold, not rounding)."""
+    from latentjax.eval.digits_features import feature_space
+
+    x, _, train, test = digits16
+
+    def hazy(h):
+        out = x[test].copy()
+        out[out == 0] = h
+        return out
+
+    for features, small in ((digits_features, True), (feature_space(threshold=0.0), False)):
+        ftrain = features(x[train])
+        reference = dist.frechet_distance(ftrain, features(x[test]))
+        moved = dist.frechet_distance(ftrain, features(hazy(4))) - reference
+        assert (moved < 0.1 * reference) if small else (moved > reference), (moved, reference)
+    ftrain = digits_features(x[train])
+    readings = [dist.frechet_distance(ftrain, digits_features(hazy(h))) for h in range(6, 13)]
+    # Smooth growth: each step from one 255th to the next at least as large as the one before
+    # (the distance grows with the square of the shift); rounding would make the step across
+    # 8/255 the largest, and the ones after it nothing.
+    steps = np.diff(readings)
+    assert np.all(steps > 0) and np.all(np.diff(steps) > 0), readings
+
+
 def test_digits_single_class_has_low_recall(digits16):
     # Fakes: the ~30 test digits of one class; reference: as many test digits of all classes.
     x, labels, train, test = digits16

@@ -24,7 +24,7 @@ def test_other_datasets_need_a_network():
     np.testing.assert_array_equal(space.spatial(x), x[..., 0].reshape(2, 9) / 255.0)
     assert passes == [2]  # the spatial features came from the pool features' pass
     digits = generation.feature_space(generation.DIGITS_DATASET)
-    assert digits.name == "digits" and digits.classifier is not None and digits.spatial is None
+    assert digits.name == "digits-v2" and digits.classifier is not None and digits.spatial is None
 
 
 def test_cached_features_compute_once_per_array():

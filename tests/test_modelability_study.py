@@ -170,4 +170,4 @@ def test_a_vgg_judged_row_without_lpips_is_measured_again_keeping_its_timings(
         800,
     )
     assert rows["ae"] == done
-    assert "| kl | 4x4x4 | 0.00 | 0.200 |" in (tmp_path / "table.md").read_text()
+    assert "| kl | 4x4x4 | 0.00 | n/a | 0.200 |" in (tmp_path / "table.md").read_text()

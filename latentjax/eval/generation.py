@@ -34,6 +34,7 @@ from latentjax.data.pipeline import split_arrays
 from latentjax.errors import LatentjaxError
 from latentjax.eval import distribution
 from latentjax.eval.digits_classifier import DigitsClassifier
+from latentjax.eval.digits_features import NAME as DIGITS_SPACE
 from latentjax.eval.digits_features import digits_features
 from latentjax.eval.images import pyplot, to_uint8
 from latentjax.paths import Path, as_path
@@ -146,7 +147,7 @@ def feature_space(dataset: str, inception=None, vgg16=None) -> FeatureSpace:
         cached = CachedFeatures(vgg16)
         return FeatureSpace("vgg16", cached, classifier_of(cached))
     if dataset == DIGITS_DATASET:
-        return FeatureSpace("digits", CachedFeatures(digits_features), DigitsClassifier)
+        return FeatureSpace(DIGITS_SPACE, CachedFeatures(digits_features), DigitsClassifier)
     raise LatentjaxError(
         f"judging samples of {dataset!r} needs a feature space: --inception WEIGHTS (pytorch-fid's "
         "pt_inception weights; FID) or --vgg16 DIR (LPIPS's VGG16, a `latentjax convert lpips` "

@@ -4,10 +4,11 @@ PatchGAN for the last 15% as there).
     latentjax train --config ae/digits_demo.py --workdir runs/digits/ae
 
 Measured for issue 19 (README, "What `make demo` gives"): at 1,000 steps the test PSNR is
-30.23 dB and the reconstructions sit at 2.07x the real-vs-real Fréchet distance in the digits'
-feature space; at 3,000 steps, 34.86 dB and 1.55x. The reconstructions are the ceiling of every
-stage 2 trained on the latents, so the demo pays the extra minutes. ``ae/digits.py`` keeps 1,000
-steps: the benchmarks and the modelability study were measured with it.
+30.23 dB and the reconstructions sit at 2.07x the real-vs-real Fréchet distance in the digits
+feature space (v1); at 3,000 steps, 34.86 dB and 1.55x (v2: 1.33x). The reconstructions are the
+ceiling of every stage 2 trained on the latents, so the demo pays the extra minutes.
+``ae/digits.py`` keeps 1,000 steps: the benchmarks and the modelability study were measured
+with it.
 """
 
 import ml_collections
