@@ -12,7 +12,8 @@ the variance), so the demo samples without it. On the demo's 3,000-step autoenco
 (``ae/digits_demo.py``), 1,500 steps gave 2.03x and 3,000 steps 1.81x (recognised 97.6% and
 98.1%, variance 0.91 and 0.90). (Those distances are in the digits feature space v1; in v2,
 on 3,000 samples, the demo's DiT reads 1.85x, and a cosine learning-rate decay, no label
-dropout, 4,500 steps or twice the width read 1.81x to 1.97x: README, "Stage 2's gap in v2".)
+dropout, 4,500 steps, twice the width or a time shift of 0.5 read 1.81x to 1.97x: README,
+"Stage 2's gap in v2".)
 ``dit/digits.py`` keeps 5e-4: it is the recipe the modelability probes (``latentjax probe``)
 were measured with.
 """
