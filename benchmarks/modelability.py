@@ -173,8 +173,9 @@ def measure_space(
         space_fn = unit_images(vgg16_features(vgg16))
         lpips_fn = load_lpips(vgg16)  # the same VGG16, with LPIPS's heads
     card = evaluate(
-        run, stage.ae, params, split=proxy_split, space_fn=space_fn, lpips_fn=lpips_fn, write=True
-    )
+        run, stage.ae, params, split=proxy_split, space_fn=space_fn, space_name="vgg16",
+        lpips_fn=lpips_fn, write=True,
+    )  # fmt: skip
     m = card["modelability"]
     began = time.time()
     truth = probe(

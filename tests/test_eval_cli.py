@@ -135,6 +135,7 @@ def test_the_reports_modelability_proxies_are_those_of_the_runs_own_encoder(ae_r
     probe = m.linear_probe(np.asarray(encode(tx)), ty, z, y)
     assert got["linear_probe"] == pytest.approx(probe, abs=1 / 60)  # one test digit at most
     assert got["chance"] == np.bincount(y).max() / 60
+    assert got["feature_space"] == "digits-v2"  # the space its Fréchet figures are in
 
     def features(images):
         return digits_features(to_uint8(np.asarray(images)))
@@ -169,8 +170,10 @@ def test_the_interpolation_score_is_taken_in_the_space_it_is_given(ae_run):
         return np.asarray(images, np.float64).reshape(len(images), -1) @ weights
 
     kwargs = {"max_images": 40, "write": False}
-    got = evaluate(run, stage.ae, params, space_fn=space, **kwargs)["modelability"]
+    got = evaluate(run, stage.ae, params, space_fn=space, space_name="proj", **kwargs)
+    got = got["modelability"]
     own = evaluate(run, stage.ae, params, **kwargs)["modelability"]
+    assert (got["feature_space"], own["feature_space"]) == ("proj", "digits-v2")
     want = fid.frechet_distance_to_features(space(x), *fid.statistics(space(tx)))
     np.testing.assert_allclose(got["interpolation"]["reference"], want, rtol=1e-6)
     assert got["interpolation"]["reference"] != own["interpolation"]["reference"]

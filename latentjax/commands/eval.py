@@ -185,6 +185,7 @@ def run_stage1(args, run_) -> None:
         lpips_fn=lpips_fn,
         feature_fn=feature_fn,
         space_fn=space_fn,
+        space_name="vgg16",
         data=data,
     )
     if jax.process_index() == 0:

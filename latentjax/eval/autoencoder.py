@@ -37,6 +37,7 @@ from latentjax.data.pipeline import split_arrays
 from latentjax.errors import LatentjaxError
 from latentjax.eval import distribution, fid, metrics, modelability, video
 from latentjax.eval import latent_report as lr
+from latentjax.eval.digits_features import NAME as DIGITS_SPACE
 from latentjax.eval.digits_features import digits_features
 from latentjax.eval.images import image_grid, pyplot, save_png, to_uint8
 from latentjax.factory import is_video
@@ -93,6 +94,7 @@ def evaluate(
     lpips_fn: ImageMetric | None = None,
     feature_fn: Callable[[Any], Any] | None = None,
     space_fn: Callable[[Any], Any] | None = None,
+    space_name: str = "given",
     write: bool = True,
     data=None,
 ) -> dict[str, Any]:
@@ -100,9 +102,10 @@ def evaluate(
     ``params`` (see the module docstring); written to ``RUN/eval`` when ``write``.
     ``lpips_fn(x, y) -> [B]`` adds LPIPS; ``feature_fn(x) -> [B, D]`` (e.g. Inception pool
     features) adds rFID; the interpolation score is taken in ``space_fn(x) -> [B, D]`` when
-    given (e.g. VGG16's, ``eval/vgg_features.py``), else in ``feature_fn``'s space, else, for the
-    digits, in their own; ``data`` (a config ``data`` section) evaluates on another dataset than
-    the run's."""
+    given (e.g. VGG16's, ``eval/vgg_features.py``; ``space_name`` names it in the report), else
+    in ``feature_fn``'s space ("inception"), else, for the digits, in their own; the report's
+    ``modelability.feature_space`` says which (None: no space, no interpolation score);
+    ``data`` (a config ``data`` section) evaluates on another dataset than the run's."""
     check_options(max_images, batch_size, num_show)
     workdir, config = run.path, run.config
     data = config.data if data is None else data
@@ -154,11 +157,18 @@ def evaluate(
             np.sum(report["latent"]["kl_per_channel"]) * z.shape[1] * z.shape[2]
         )
     labels = np.asarray(arrays["label"]) if "label" in arrays else None
-    features = space_fn or feature_fn or (_digits_features if data.name == digits.NAME else None)
+    features, space = space_fn, space_name
+    if features is None:
+        features, space = feature_fn, "inception"
+    if features is None and data.name == digits.NAME:
+        features, space = _digits_features, DIGITS_SPACE
+    if features is None:
+        space = None
     encode = jax.jit(lambda batch: ae.apply(params, batch, method=ae.encode).mode())
     decode = jax.jit(lambda z: jnp.clip(ae.apply(params, z, method=ae.decode), -1.0, 1.0))
     train = split_arrays(data, data.train_split, max_images) if split != data.train_split else None
     report["modelability"] = proxies(x, labels, res, train, batch_size, encode, decode, features)
+    report["modelability"]["feature_space"] = space
     if write and jax.process_index() == 0:
         _write(workdir / "eval", report, x, res, pca, ae, params, num_show)
     return report
