@@ -382,12 +382,9 @@ def study(
                      *overrides, *ae_overrides]  # fmt: skip
         name_probe = [*probe_overrides, *extra_probe]
         saved = json.loads(results_path.read_text()) if results_path.exists() else {}
-        row = saved.get(name)
-        if (
-            row is not None
-            and len(row["probe_seeds"]) >= len(seeds)
-            and (judge_vgg is None or row.get("lpips") is not None)
-        ):
+        previous = saved.get(name)
+        probed = previous is not None and len(previous["probe_seeds"]) >= len(seeds)
+        if probed and (judge_vgg is None or previous.get("lpips") is not None):
             continue  # measured (seeds are added by a later call with more of them)
         # A row measured before the study took LPIPS is measured again: its runs and probe
         # resume from disk, so only the report card is computed anew; its timings are kept.
@@ -406,9 +403,8 @@ def study(
             proxy_split=d.proxy_split, vgg16=judge_vgg,
         )  # fmt: skip
         row["generator_side"] = name in GENERATOR_SIDE
-        old = saved.get(name)
-        if old is not None and len(old["probe_seeds"]) >= len(seeds):
-            row |= {"train_s": old["train_s"], "probe_s": old["probe_s"]}
+        if probed:
+            row |= {"train_s": previous["train_s"], "probe_s": previous["probe_s"]}
         saved = json.loads(results_path.read_text()) if results_path.exists() else {}
         results_path.write_text(json.dumps({**saved, name: row}, indent=2))
         print(name, json.dumps({k: v for k, v in row.items() if k != "spectrum"}), flush=True)

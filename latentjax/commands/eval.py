@@ -167,12 +167,10 @@ def run_stage1(args, run_) -> None:
     data.lock()
     apply_overrides(data, [o.removeprefix("data.") for o in args.overrides])
     if lpips_fn is not None:
-        from latentjax.models.lpips import check_side
+        from latentjax.models.lpips import too_small
 
-        try:
-            check_side(data.image_size, data.image_size, "--lpips")
-        except ValueError as e:
-            raise LatentjaxError(f"{e} (data.image_size={data.image_size})") from None
+        if why := too_small(data.image_size, data.image_size):
+            raise LatentjaxError(f"--lpips {why} (data.image_size={data.image_size})")
     stage, params = load_autoencoder(run_, make_mesh(run_.config.mesh.shape))
     report = evaluate(
         run_,

@@ -29,13 +29,15 @@ SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 MIN_SIDE = 16
 
 
-def check_side(height: int, width: int, what: str = "VGG16") -> None:
-    """Raises ValueError unless both sides reach :data:`MIN_SIDE`."""
-    if min(height, width) < MIN_SIDE:
-        raise ValueError(
-            f"{what} needs images of at least {MIN_SIDE} x {MIN_SIDE} (it halves them four "
-            f"times), got {height} x {width}"
-        )
+def too_small(height: int, width: int) -> str | None:
+    """Why VGG16 cannot take images of ``height`` x ``width`` (as the end of a sentence), or
+    None when both sides reach :data:`MIN_SIDE`."""
+    if min(height, width) >= MIN_SIDE:
+        return None
+    return (
+        f"needs images of at least {MIN_SIDE} x {MIN_SIDE} (it halves them four times), "
+        f"got {height} x {width}"
+    )
 
 
 class VGG16Features(nn.Module):
@@ -44,7 +46,8 @@ class VGG16Features(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> list[jax.Array]:
         chex.assert_rank(x, 4)
-        check_side(x.shape[1], x.shape[2])
+        if why := too_small(x.shape[1], x.shape[2]):
+            raise ValueError(f"VGG16 {why}")
         taps = []
         for level, (convs, width) in enumerate(zip(VGG16_BLOCKS, VGG16_WIDTHS, strict=True)):
             if level:

@@ -50,7 +50,7 @@ from latentjax.losses import perceptual
 from latentjax.losses.representation import vf_loss
 from latentjax.models import representation
 from latentjax.models.bottleneck import restart_dead_codes
-from latentjax.models.lpips import LPIPS, check_side
+from latentjax.models.lpips import LPIPS, too_small
 from latentjax.parallel import mesh as mesh_lib
 from latentjax.paths import absolute
 from latentjax.run import Run
@@ -141,10 +141,8 @@ class AutoencoderStage:
         _check_loss_config(lc)
         if lc.perceptual == "lpips" and lc.perceptual_weight > 0:
             side = config.data.image_size
-            try:
-                check_side(side, side, "loss.perceptual='lpips'")
-            except ValueError as e:
-                raise ConfigError(f"{e} (data.image_size={side})") from None
+            if why := too_small(side, side):
+                raise ConfigError(f"loss.perceptual='lpips' {why} (data.image_size={side})")
         if lc.perceptual == "lpips" and features is None and not lc.lpips_weights:
             raise ConfigError(
                 "loss.perceptual='lpips' needs loss.lpips_weights: a directory written by "
