@@ -29,10 +29,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from latentjax.data.digits import digit_images, split_indices
-from latentjax.data.pipeline import resize
 from latentjax.eval import distribution as dist
-from latentjax.eval.digits_features import GREY_THRESHOLD, PIXEL_STD_FLOOR, feature_space
+from latentjax.eval.digits_features import (
+    GREY_THRESHOLD,
+    PIXEL_STD_FLOOR,
+    feature_space,
+    training_digits,
+)
 
 # name -> (pixel std floor, soft threshold), both on the 0..16 scale.
 JUDGES = {
@@ -46,14 +49,6 @@ JUDGES = {
 SPLITS = 20
 JUDGED = 247
 SIZE = 16
-
-
-def training_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The training split at 16 px, as the data pipeline makes it (uint8 [N, 16, 16, 1])."""
-    images, labels = digit_images()
-    train = split_indices()["train"]
-    x = np.stack([np.round(resize(im.astype(np.float32), SIZE)) for im in images[train]])
-    return x.astype(np.uint8), labels[train]
 
 
 def changes(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -104,23 +99,12 @@ def sensitivity(features, x, labels, seed: int = 0) -> dict[str, float]:
 
 def demo_ratios(features, demo: Path) -> dict[str, float]:
     """The demo's reconstructions' and samples' Fréchet ratios in this judge."""
-    from latentjax.eval import generation
-    from latentjax.eval.autoencoder import reconstruct
-    from latentjax.eval.images import to_uint8
-    from latentjax.parallel.mesh import make_mesh
-    from latentjax.run import Run
-    from latentjax.train.autoencoder import load_autoencoder
+    from benchmarks.guidance.haze import demo_sets
 
-    ae_run = Run.open(demo / "ae")
-    real = generation.real_sets(ae_run.config.data)
-    test, test_labels = real["test_images"], real["test_labels"]
-    stage, params = load_autoencoder(ae_run, make_mesh(ae_run.config.mesh.shape))
-    recon = to_uint8(reconstruct(stage.ae, params, test.astype(np.float32) / 127.5 - 1.0, 128))
-    with np.load(demo / "samples.npz", allow_pickle=False) as f:
-        samples, labels = f["images"], f["labels"]
+    real, recon, samples, labels = demo_sets(str(demo))
     figures = dist.report(
-        real["train_images"], real["train_labels"], test, test_labels, samples, labels, recon,
-        features=features,
+        real["train_images"], real["train_labels"], real["test_images"], real["test_labels"],
+        samples, labels, recon, features=features,
     )  # fmt: skip
     return {
         "recon_frechet_ratio": figures["recon_frechet_ratio"],
@@ -135,7 +119,7 @@ def main() -> None:
     parser.add_argument("--demo", default=None, help="a `latentjax demo` run directory")
     parser.add_argument("--out", default="benchmarks/digits_judge")
     args = parser.parse_args()
-    x, labels = training_digits()
+    x, labels = training_digits(SIZE)
     rows = {}
     for name, (floor, threshold) in JUDGES.items():
         features = feature_space(floor, threshold)

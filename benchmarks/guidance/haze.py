@@ -32,14 +32,21 @@ HAZES = (1, 2, 4)
 THRESHOLDS = (4, 8)
 
 
-def main(demo: str, out: str) -> None:
+def demo_sets(demo: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """A ``latentjax demo`` run's real splits (``generation.real_sets``), its autoencoder's
+    reconstructions of the test split (uint8), and its samples with the labels asked for."""
     ae_run = Run.open(f"{demo}/ae")
     real = generation.real_sets(ae_run.config.data)
-    test, test_labels = real["test_images"], real["test_labels"]
+    test = real["test_images"]
     stage, params = load_autoencoder(ae_run, make_mesh(ae_run.config.mesh.shape))
     recon = to_uint8(reconstruct(stage.ae, params, test.astype(np.float32) / 127.5 - 1.0, 128))
     with np.load(f"{demo}/samples.npz", allow_pickle=False) as f:
-        samples, labels = f["images"], f["labels"]
+        return real, recon, f["images"], f["labels"]
+
+
+def main(demo: str, out: str) -> None:
+    real, recon, samples, labels = demo_sets(demo)
+    test, test_labels = real["test_images"], real["test_labels"]
 
     def ratio(images, asked):
         figures = dist.report(

@@ -79,12 +79,7 @@ def _network(
     """(pixel mean [64], pixel scale [64], weights [64, 32], bias [32]) of the network fitted on
     the training digits at ``size`` x ``size`` px, with the pixel scale floored at ``floor`` and
     the pixels soft-thresholded at ``threshold`` (both on the 0..16 scale)."""
-    images, labels = digit_images()  # uint8 [1797, 8, 8, 1]
-    train = split_indices()["train"]
-    x = images[train]
-    if size != x.shape[1]:
-        # As the data pipeline makes the training images, then ``to_uint8``: rounded to uint8.
-        x = np.stack([np.round(resize(im.astype(np.float32), size)) for im in x]).astype(np.uint8)
+    x, labels = training_digits(size)
     pixels = _pixels(x, threshold)  # [N, 64]
     mean = pixels.mean(axis=0)
     scale = np.maximum(pixels.std(axis=0), floor)
@@ -93,9 +88,20 @@ def _network(
     # thread count, and BLAS threads spinning for each other on a busy host cannot stall it.
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("error", ConvergenceWarning)  # a half-fitted space fails loudly
-        model.fit((pixels - mean) / scale, labels[train])
+        model.fit((pixels - mean) / scale, labels)
     weights, bias = (np.asarray(a, np.float64) for a in (model.coefs_[0], model.intercepts_[0]))
     return mean, scale, weights, bias
+
+
+def training_digits(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The embedded training split at ``size`` x ``size`` px as the data pipeline makes it, then
+    rounded to uint8 as ``to_uint8`` does: (uint8 [N, size, size, 1], int labels [N])."""
+    images, labels = digit_images()  # uint8 [1797, 8, 8, 1]
+    train = split_indices()["train"]
+    x = images[train]
+    if size != x.shape[1]:
+        x = np.stack([np.round(resize(im.astype(np.float32), size)) for im in x]).astype(np.uint8)
+    return x, labels[train]
 
 
 def _pixels(images: np.ndarray, threshold: float) -> np.ndarray:
