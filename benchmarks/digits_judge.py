@@ -104,7 +104,7 @@ def demo_ratios(features, demo: Path) -> dict[str, float]:
     real, recon, samples, labels = demo_sets(str(demo))
     figures = dist.report(
         real["train_images"], real["train_labels"], real["test_images"], real["test_labels"],
-        samples, labels, recon, features=features,
+        samples, labels, train_reconstructions=recon, features=features,
     )  # fmt: skip
     return {
         "recon_frechet_ratio": figures["recon_frechet_ratio"],

@@ -35,6 +35,7 @@ import numpy as np
 
 from latentjax.config import base_config, flat_config, load_config, to_json
 from latentjax.errors import ConfigError
+from latentjax.eval import distribution
 from latentjax.factory import is_video
 from latentjax.paths import Path, absolute
 from latentjax.run import Run, read_json, write_json
@@ -86,6 +87,9 @@ def protocol(
         "cfg_scale": 1.0,
         "sample_seed": 0,
         "feature_space": space,
+        # What the ratios are multiples of: probes judged against the test split (before
+        # 2026-12-03, no such key) are not comparable with these.
+        "reference": distribution.REFERENCE,
         "config_digest": config_digest(config),
     }
 
@@ -207,7 +211,8 @@ def probe(
             spatial_features=space.spatial,
         )  # fmt: skip
         report["seeds"][str(seed)] = judged["samples"]
-        report["real_test"], report["recon"] = judged["real_test"], judged["recon"]
+        for name in ("real_heldout", "real_test", "recon"):
+            report[name] = judged[name]
         report["summary"] = summarise(report["seeds"])
         if jax.process_index() == 0:
             write_json(out / PROBE_FILE, report)

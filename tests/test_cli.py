@@ -415,12 +415,13 @@ def test_eval_sweep_is_the_report_of_what_sample_makes(runs, tmp_path, capsys, o
     assert report["feature_space"] == "digits-v2" and report["num_samples"] == 40
 
     # The same images from `latentjax sample` (same seed and settings, classes in turn), judged
-    # by distribution.report beside reconstructions made through the public autoencoder API.
+    # by distribution.report beside reconstructions of the training split made through the public
+    # autoencoder API.
     config = Run.open(runs / "dit").config
     train = split_arrays(config.data, "train")
     test = split_arrays(config.data, "test")
     ae = latentjax.load_autoencoder(runs / "dit")
-    recon = to_uint8(np.asarray(ae.decode(ae.encode(test["image"]))))
+    recon = to_uint8(np.asarray(ae.decode(ae.encode(train["image"]))))
     npz = tmp_path / "s.npz"
     sample = ["sample", "--workdir", str(runs / "dit"), "--num", "40", "--steps", "2", "--cfg", "3"]
     sample += ["--guidance-interval", "0.3,0.7", "--seed", "5", "--out", str(npz), "--no-progress"]
@@ -433,16 +434,20 @@ def test_eval_sweep_is_the_report_of_what_sample_makes(runs, tmp_path, capsys, o
     np.testing.assert_array_equal(labels, np.arange(40) % 10)
     want = dist.report(
         to_uint8(train["image"]), train["label"], to_uint8(test["image"]), test["label"],
-        images, labels, recon,
+        images, labels, train_reconstructions=recon,
     )  # fmt: skip
     sets = (("samples", report["points"][1]), ("real_test", report["real_test"]))
     sets += (("samples", card["points"][0]), ("real_test", card["real_test"]))
+    sets += (("real_heldout", report["real_heldout"]), ("real_heldout", card["real_heldout"]))
     for name, got in (*sets, ("recon", report["recon"]), ("recon", card["recon"])):
         assert {f"{name}_{k}" for k in got} >= {k for k in want if k.startswith(name)}
         for figure, value in got.items():
             if f"{name}_{figure}" in want:
-                assert value == pytest.approx(want[f"{name}_{figure}"], rel=1e-6, abs=1e-9)
-    assert report["real_test"]["frechet_ratio"] == 1.0
+                # The reconstructions here (one call on the whole split) and eval's (batches)
+                # can round a few of the 1,501 x 256 pixels to the next grey level.
+                rel = 1e-4 if name == "recon" else 1e-6
+                assert value == pytest.approx(want[f"{name}_{figure}"], rel=rel, abs=1e-9), figure
+    assert report["real_heldout"]["frechet_ratio"] == 1.0
     names = ["report.png", "guidance_sweep.png", "samples_cfg1_t0.3-0.7.png"]
     names += ["samples_cfg3_t0.3-0.7.png"]
     for png in names:

@@ -65,7 +65,7 @@ def test_evaluate_samples_each_setting_once_and_keeps_its_keys():
     assert asked == [1.0, 4.0] and len(images) == 2 and "recon" not in report
     first, second = report["points"]
     assert first["cfg_scale"] == 1.0 and "recognised" not in first
-    # Scale 1 returns the test split itself: the same figures as real-vs-real.
+    # Scale 1 returns the test split itself: the same figures as the test split's.
     assert first["frechet"] == pytest.approx(report["real_test"]["frechet"], rel=1e-12)
     assert first["sfid"] == pytest.approx(report["real_test"]["sfid"], rel=1e-12)
     assert second["frechet_ratio"] > 1.5 and second["class_variance_ratio"] < 0.2
@@ -86,7 +86,8 @@ def _figures(seed):
 def test_write_draws_a_sweep_only_for_several_settings(tmp_path):
     from PIL import Image
 
-    report = {"real_test": _figures(0), "recon": _figures(1), "default": {"cfg_scale": 2.0}}
+    report = {"real_heldout": _figures(4), "real_test": _figures(0), "recon": _figures(1)}
+    report["default"] = {"cfg_scale": 2.0}
     report["points"] = [{"cfg_scale": 2.0, **_figures(2)}]
     paths = generation.write(report, tmp_path / "one")
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["report.json", "report.png"]
@@ -100,7 +101,7 @@ def test_write_draws_a_sweep_only_for_several_settings(tmp_path):
 
 def test_without_matplotlib_the_report_is_written_without_plots(tmp_path, monkeypatch):
     monkeypatch.setattr(generation, "pyplot", lambda: None)
-    report = {"real_test": _figures(0), "default": {}}
+    report = {"real_heldout": _figures(3), "real_test": _figures(0), "default": {}}
     report["points"] = [{"cfg_scale": 1.0, **_figures(1)}, {"cfg_scale": 2.0, **_figures(2)}]
     paths = generation.write(report, tmp_path)
     assert paths["card"] is None and paths["sweep"] is None

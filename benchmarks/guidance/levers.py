@@ -5,8 +5,9 @@
 Samples the demo's 1,000 labels (100 per digit, in the demo's order) from the run's checkpoint
 with the demo's sampler changed one lever at a time (sampler, step count, guidance scale, the raw
 weights instead of the EMA) and writes, per setting, ``distribution.report``'s figures for the
-samples, the real test split and the autoencoder's reconstructions. No training: what these
-levers cannot fix is the model's. The README's "Closing the gap" table is this file's output.
+samples, the real references and the autoencoder's reconstructions. No training: what these
+levers cannot fix is the model's. The README's "Closing the gap" table is this file's output,
+measured before 2026-12-03 (digits feature space v1; the test split as real-vs-real).
 """
 
 import json
@@ -18,8 +19,6 @@ from threadpoolctl import threadpool_limits
 
 from latentjax.eval import distribution as dist
 from latentjax.eval import generation
-from latentjax.eval.autoencoder import reconstruct
-from latentjax.eval.images import to_uint8
 from latentjax.generate import collect_samples, load_generator, spec_from_config
 from latentjax.parallel.mesh import make_mesh
 from latentjax.run import Run
@@ -40,8 +39,7 @@ def main(workdir: str, out: str) -> None:
     config = run.config
     generator = load_generator(workdir, make_mesh(config.mesh.shape))
     real = generation.real_sets(config.data)
-    test = real["test_images"].astype(np.float32) / 127.5 - 1.0
-    recon = to_uint8(reconstruct(generator.stage.ae, generator.frozen["ae"], test))
+    _, recon = generation.references(config.data, generator, config.sample.batch_size)
     labels = np.repeat(np.arange(10, dtype=np.int32), 100)  # the demo's
     rows = []
     for setting in SETTINGS:
@@ -56,7 +54,7 @@ def main(workdir: str, out: str) -> None:
         with threadpool_limits(1, "blas"):
             figures = dist.report(
                 real["train_images"], real["train_labels"], real["test_images"],
-                real["test_labels"], images, labels, recon,
+                real["test_labels"], images, labels, train_reconstructions=recon,
             )  # fmt: skip
         rows.append({**setting, "raw": raw, "t": round(seconds, 1), **figures})
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("re")}))

@@ -57,6 +57,7 @@ def distribution_table(judged: dict, cfg_scale: float) -> str:
         ("class_variance_ratio", "within-class var"),
     ]
     rows = [
+        ("real, held out", judged["real_heldout"]),
         ("real test split", judged["real_test"]),
         ("reconstructions", judged["recon"]),
         (f"samples (cfg {cfg_scale:g})", judged["samples"]),

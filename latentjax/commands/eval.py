@@ -332,11 +332,13 @@ def summary(point: dict) -> str:
 
 
 def references_line(report: dict, paths: dict) -> str:
-    """The references' line closing a report: real-vs-real (1x), the reconstructions, the
-    files written."""
-    r, c = report["real_test"], report.get("recon")
+    """The references' line closing a report: real-vs-real (1x), the test split, the
+    reconstructions, the files written."""
+    r, t, c = report["real_heldout"], report["real_test"], report.get("recon")
     ceiling = f", reconstructions {c['frechet_ratio']:.2f}x" if c else ""
     plots = [str(p) for p in paths.values() if p is not None]
-    return f"real-vs-real Fréchet {r['frechet']:.4g} (= 1x){ceiling}; wrote {', '.join(plots)}" + (
-        "" if paths["card"] else " (plots need matplotlib: pip install matplotlib)"
-    )
+    return (
+        f"real-vs-real Fréchet {r['frechet']:.4g} (= 1x: training images held out, "
+        f"sd {r['frechet_sd']:.2g} over {report['heldout_chunks']} chunks), real test split "
+        f"{t['frechet_ratio']:.2f}x{ceiling}; wrote {', '.join(plots)}"
+    ) + ("" if paths["card"] else " (plots need matplotlib: pip install matplotlib)")

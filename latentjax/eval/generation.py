@@ -1,10 +1,11 @@
 """Stage 2's report card: generation judged as a distribution (DESIGN.md, principle 7).
 
 ``latentjax eval --workdir DIT`` samples a stage-2 run at one or more guidance settings and judges
-every set of samples with ``distribution.report`` beside two references: held-out real images
-(real-vs-real) and the autoencoder's reconstructions of them (the ceiling: stage 2 generates
-latents, and the decoder turns even perfect latents into reconstructions, not originals). It
-writes ``OUT/report.json``, ``OUT/report.png`` (each figure for the three sets side by side) and,
+every set of samples with ``distribution.report`` beside real images held out of the training
+split (real-vs-real: drawn at random, as samples are), the real test split, and the
+autoencoder's reconstructions of the held-out images (the ceiling: stage 2 generates latents,
+and the decoder turns even perfect latents into reconstructions, not originals). It writes
+``OUT/report.json``, ``OUT/report.png`` (each figure for every set side by side) and,
 for several settings, ``OUT/guidance_sweep.png`` (fidelity against distribution distance, one
 point per setting, the run's default marked).
 
@@ -14,9 +15,9 @@ network: LPIPS's VGG16 (``--vgg16 DIR``, ``eval/vgg_features.py``: offline, no F
 Inception network (``--inception WEIGHTS``). With Inception, the Fréchet distance is FID,
 precision/recall are computed on Inception's pool features with k = 3, and sFID on its spatial
 ``mixed_6/conv`` features, as ADM's evaluator does (Dhariwal & Nichol 2021). FID and sFID here
-are computed at the held-out split's size, against the training split's statistics, and averaged
-over chunks (``distribution.report``): they are comparable with the real-vs-real figures beside
-them, not with FID-50K figures of papers.
+are computed at the held-out split's size, against the statistics of the training split without
+a held-out chunk, and averaged over chunks and held-out chunks (``distribution.report``): they
+are comparable with the real-vs-real figures beside them, not with FID-50K figures of papers.
 
 This module does not sample: the caller passes ``sample(labels, setting) -> uint8 images`` (the
 command wraps ``latentjax.generate``), so the judging can be tested on any images.
@@ -53,7 +54,12 @@ FIGURES = (
     "sfid_ratio",
     "chunks",
 )
-SETS = {"real_test": "real test split", "recon": "reconstructions", "samples": "samples"}
+SETS = {
+    "real_heldout": "real, held out of training",
+    "real_test": "real test split",
+    "recon": "reconstructions",
+    "samples": "samples",
+}
 
 Sampler = Callable[[np.ndarray, dict[str, Any]], np.ndarray]  # (labels [N], setting) -> uint8
 
@@ -182,12 +188,13 @@ def judging_space(dataset: str, inception: str | None, vgg16: str | None = None)
 def references(data, generator, batch_size: int, held_out: str | None = None):
     """The references samples are judged beside: the real splits of ``data``
     (``generation.real_sets``, with the held-out split ``held_out``) and the generator's
-    autoencoder's reconstructions of the held-out split (uint8). Every process takes part (the
-    autoencoder may be sharded)."""
+    autoencoder's reconstructions of the training split (uint8; ``distribution.report`` takes
+    those of its held-out chunks as the ceiling). Every process takes part (the autoencoder may
+    be sharded)."""
     from latentjax.eval.autoencoder import reconstruct
 
     real = real_sets(data, held_out)
-    x = real["test_images"].astype(np.float32) / 127.5 - 1.0
+    x = real["train_images"].astype(np.float32) / 127.5 - 1.0
     recon = reconstruct(generator.stage.ae, generator.frozen["ae"], x, batch_size)
     return real, to_uint8(recon)
 
@@ -215,9 +222,10 @@ def judge(
     spatial_features: Callable | None = None,
 ) -> dict[str, Any]:
     """One set of samples (uint8 ``images`` [N, H, W, C], asked for ``labels`` [N]) judged with
-    ``distribution.report`` beside the real test split and ``reconstructions`` of it (and
-    sFID in ``spatial_features``, when given). ->
-    {real_test: {...}, recon: {...} (when given), samples: {...}, and the sizes}."""
+    ``distribution.report`` beside real images held out of the training split (the reference),
+    the real test split and the ``reconstructions`` of the training split's images (and sFID in
+    ``spatial_features``, when given). -> {real_heldout: {...}, real_test: {...}, recon: {...}
+    (when given), samples: {...}, and the sizes}."""
     flat = distribution.report(
         real["train_images"],
         real["train_labels"],
@@ -225,7 +233,7 @@ def judge(
         real["test_labels"],
         images,
         labels,
-        reconstructions,
+        train_reconstructions=reconstructions,
         features=features,
         classifier=classifier,
         spatial_features=spatial_features,
@@ -253,8 +261,9 @@ def evaluate(
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Samples ``labels`` at each of ``settings`` (e.g. ``{"cfg_scale": 1.5}``) and judges them.
 
-    -> (report, images per setting). The report: the references ``real_test`` and ``recon``
-    (the same at every setting), ``points`` (per setting: the setting's keys and the samples'
+    -> (report, images per setting). The report: the references ``real_heldout``,
+    ``real_test`` and ``recon`` (the same at every setting; ``reconstructions`` are those of the
+    training split), ``points`` (per setting: the setting's keys and the samples'
     figures), ``default`` (the run's own setting, marked in the sweep plot) and the sizes.
     ``on_point(point)`` is called as each point is done (progress lines)."""
     if not settings:
@@ -301,12 +310,12 @@ def is_default(point: dict[str, Any], default: dict[str, Any]) -> bool:
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> Path | None:
-    """Bars per figure: the real test split, the reconstructions and each setting's samples.
-    -> the PNG, or None without matplotlib."""
+    """Bars per figure: real images held out of training (the reference), the real test split,
+    the reconstructions and each setting's samples. -> the PNG, or None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
-    rows = [("real test", report["real_test"])]
+    rows = [("real, held out", report["real_heldout"]), ("real test", report["real_test"])]
     if "recon" in report:
         rows.append(("reconstructions", report["recon"]))
     rows += [(f"samples, {setting_label(p)}", p) for p in report["points"]]
@@ -317,7 +326,9 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path | None:
     ]
     panels = [(t, [f for f in fs if f in report["real_test"]]) for t, fs in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.5 + 0.45 * len(rows)))
-    colors = ["0.55", "tab:blue"] + [plt.cm.viridis(x) for x in np.linspace(0.1, 0.9, len(rows))]
+    colors = ["0.3", "0.6", "tab:blue"] + [
+        plt.cm.viridis(x) for x in np.linspace(0.1, 0.9, len(rows))
+    ]
     for ax, (title, figures) in zip(axes, panels, strict=True):
         height = 0.8 / len(figures)
         for j, figure in enumerate(figures):
@@ -346,7 +357,7 @@ def plot_sweep(report: dict[str, Any], path: str | Path) -> Path | None:
     plt = pyplot()
     if plt is None:
         return None
-    points, ref = report["points"], report["real_test"]
+    points, ref = report["points"], report["real_heldout"]
     fidelity = "recognised" if "recognised" in ref else "precision"
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     x = [p["frechet_ratio"] for p in points]
@@ -357,7 +368,10 @@ def plot_sweep(report: dict[str, Any], path: str | Path) -> Path | None:
                     fontsize=8)  # fmt: skip
         if is_default(p, report.get("default", {})):
             ax.plot(xi, yi, "o", ms=14, mfc="none", mec="tab:red", mew=1.5, label="default")
-    refs = [("real test", ref, "s", "0.3")]
+    refs = [
+        ("real, held out (1x)", ref, "s", "0.3"),
+        ("real test", report["real_test"], "^", "0.6"),
+    ]
     if "recon" in report:
         refs.append(("reconstructions (ceiling)", report["recon"], "D", "tab:blue"))
     for name, r, marker, color in refs:
