@@ -27,7 +27,7 @@ def test_other_datasets_need_a_network():
     assert digits.name == "digits-v2" and digits.classifier is not None and digits.spatial is None
 
 
-def test_cached_features_compute_once_per_array():
+def test_cached_features_compute_once_per_image():
     calls = []
 
     def features(x):
@@ -37,9 +37,16 @@ def test_cached_features_compute_once_per_array():
     cached = generation.CachedFeatures(features)
     a = np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)
     np.testing.assert_array_equal(cached(a), features(a))
-    cached(a.copy())
+    np.testing.assert_array_equal(cached(a.copy()[::-1]), features(a[::-1]))
     cached(a[:1])
-    assert calls == [2, 2, 1]  # the direct call, then a copy served from the cache, then new
+    b = np.concatenate([a[1:], 255 - a[:1], 255 - a[:1]])
+    np.testing.assert_array_equal(cached(b), features(b))
+    # Cached: once for both images, then only b's one new image (twice in b, computed once); a
+    # copy, a reordering and a subset come from the cache. Direct: 2, 2 and 3.
+    assert calls == [2, 2, 2, 1, 3]
+    views = generation.CachedFeatures(lambda x: {"pool": features(x), "flat": features(x)[:, :2]})
+    np.testing.assert_array_equal(views.view("flat")(a[::-1]), features(a[::-1])[:, :2])
+    np.testing.assert_array_equal(views.view("pool")(a), features(a))
 
 
 def test_evaluate_samples_each_setting_once_and_keeps_its_keys():

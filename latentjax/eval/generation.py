@@ -96,26 +96,33 @@ def judged_labels(real: dict[str, np.ndarray], num: int, num_classes: int) -> np
 
 
 class CachedFeatures:
-    """``features`` computed once per distinct image array (keyed by a digest of its bytes):
-    a sweep judges the same training, test and reconstructed images at every setting.
-    ``features`` may return a dict of feature arrays from one pass (Inception's pool and
-    spatial features); ``view(key)`` is then the callable of one of them."""
+    """``features`` computed once per distinct image (keyed by a digest of its bytes): a sweep
+    judges the same training, test and reconstructed images at every setting, and the report
+    card's held-out chunks are subsets of the training split. ``features`` may return a dict of
+    feature arrays from one pass (Inception's pool and spatial features); ``view(key)`` is then
+    the callable of one of them."""
 
     def __init__(self, features: Callable[[np.ndarray], Any]):
         self.features = features
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[bytes, Any] = {}
 
     def _get(self, images: np.ndarray):
         images = np.ascontiguousarray(images)
-        key = hashlib.sha256(images.tobytes()).hexdigest() + str(images.shape)
-        if key not in self._cache:
-            out = self.features(images)
-            self._cache[key] = (
-                {k: np.asarray(v, np.float64) for k, v in out.items()}
-                if isinstance(out, dict)
-                else np.asarray(out, np.float64)
-            )
-        return self._cache[key]
+        keys = [hashlib.sha256(image.tobytes()).digest() for image in images]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            where = {k: i for i, k in reversed(list(enumerate(keys)))}
+            out = self.features(images[[where[k] for k in missing]])
+            for j, key in enumerate(missing):
+                self._cache[key] = (
+                    {name: np.asarray(v[j], np.float64) for name, v in out.items()}
+                    if isinstance(out, dict)
+                    else np.asarray(out[j], np.float64)
+                )
+        rows = [self._cache[k] for k in keys]
+        if rows and isinstance(rows[0], dict):
+            return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+        return np.stack(rows)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self._get(images)

@@ -67,10 +67,13 @@ class FeatureClassifier:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
+        from threadpoolctl import threadpool_limits
 
         self.features = features
         self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-        self.model.fit(features(train_images), train_labels)
+        x = features(train_images)
+        with threadpool_limits(limits=1, user_api="blas"):  # see DigitsClassifier
+            self.model.fit(x, train_labels)
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
         return float(np.mean(self.model.predict(self.features(images)) == labels))
