@@ -199,6 +199,8 @@ def main() -> None:
         print(f"\n{GENERATION_HEADER}")
         print("|---|---|---|---|---|---|---|")
         refs = judged_runs[0][1]
+        if "real_heldout" in refs:  # judged since 2026-12-03 (distribution.report's reference)
+            print(generation_row("real crops held out of training", "", refs["real_heldout"]))
         print(generation_row("real val crops", "", refs["real_test"]))
         print(generation_row("reconstructions (ceiling)", "", refs["recon"]))
         for name, report in judged_runs:

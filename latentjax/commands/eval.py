@@ -40,8 +40,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--split",
         default=None,
-        help="stage 1: the split to evaluate; stage 2: the held-out split real-vs-real and the "
-        "reconstructions are taken on (default: data.eval_split)",
+        help="stage 1: the split to evaluate; stage 2: the held-out split judged beside the "
+        "samples (real_test; real-vs-real and the reconstructions are chunks of the training "
+        "split held out in turn) (default: data.eval_split)",
     )
     one = p.add_argument_group("stage 1")
     one.add_argument(
