@@ -48,8 +48,9 @@ def test_the_readme_quotes_the_demo_distribution_figures():
             f"{d['samples']['precision']:.3f} / {d['samples']['recall']:.3f}"
         ),
         "real_precision_recall": (
-            f"{d['real_test']['precision']:.3f} / {d['real_test']['recall']:.3f}"
+            f"{d['real_heldout']['precision']:.3f} / {d['real_heldout']['recall']:.3f}"
         ),
+        "test_split_ratio": f"real test split: {d['real_test']['frechet_ratio']:.2f}x",
     }
     missing = {k: v for k, v in quoted.items() if v not in section}
     assert not missing, missing
