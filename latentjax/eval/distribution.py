@@ -313,6 +313,19 @@ def heldout_chunks(labels, size: int, splits: int = HELDOUT_SPLITS) -> list[np.n
     return out
 
 
+def _mean_figures(rows: list[dict]) -> dict:
+    """One set's figures over the held-out chunks: each the mean of its values (None where any
+    is None, e.g. a class-variance ratio with no class in common); ``chunks`` as it is."""
+    out = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if key == "chunks":
+            out[key] = int(values[0])
+        else:
+            out[key] = None if any(v is None for v in values) else float(np.mean(values))
+    return out
+
+
 def report(
     train_images,
     train_labels,
@@ -439,19 +452,7 @@ def report(
     for name in ("real_heldout", "real_test", "recon", "samples"):
         if name not in per_split:
             continue
-        splits_figures = per_split[name]
-        figures = {
-            key: (
-                int(splits_figures[0][key])
-                if key == "chunks"
-                else (
-                    None
-                    if any(f[key] is None for f in splits_figures)
-                    else float(np.mean([f[key] for f in splits_figures]))
-                )
-            )
-            for key in splits_figures[0]
-        }
+        figures = _mean_figures(per_split[name])
         figures["frechet_ratio"] = ratio(figures["frechet"], reference_fd)
         if reference_sfid is not None:
             figures["sfid_ratio"] = ratio(figures["sfid"], reference_sfid)
