@@ -178,3 +178,13 @@ def test_the_interpolation_score_is_taken_in_the_space_it_is_given(ae_run):
     np.testing.assert_allclose(got["interpolation"]["reference"], want, rtol=1e-6)
     assert got["interpolation"]["reference"] != own["interpolation"]["reference"]
     assert got["linear_probe"] == own["linear_probe"]  # the other proxies do not change
+
+
+def test_a_point_without_a_within_class_variance_prints_n_a():
+    """A set with no class of 2+ samples that the training split also holds has no within-class
+    variance ratio (None): the progress line says so instead of failing to format it."""
+    from latentjax.commands.eval import summary
+
+    point = {"precision": 0.5, "recall": 0.25, "frechet_ratio": 2.0, "recognised": 0.75}
+    assert summary({**point, "class_variance_ratio": None}).endswith("within-class variance n/a")
+    assert summary({**point, "class_variance_ratio": 0.9}).endswith("variance 0.90 of real")

@@ -97,3 +97,10 @@ def test_samples_are_asked_for_the_held_out_splits_classes():
     np.testing.assert_array_equal(generation.judged_labels(real, 4, 3), [0, 2, 0, 2])
     with pytest.raises(LatentjaxError, match="no class of the model's 2"):
         generation.judged_labels({"test_labels": np.array([5, 7])}, 4, 2)
+    # Only classes the training split holds: the photo crops' test split is two other scenes
+    # (14 and 15), which a 16-class DiT's labels cover but no training crop shows.
+    real["train_labels"] = np.repeat([0, 5, 9], 3)
+    np.testing.assert_array_equal(generation.judged_labels(real, 5, 16), [0, 5, 0, 5, 0])
+    scenes = {"test_labels": np.array([14, 15]), "train_labels": np.arange(14)}
+    with pytest.raises(LatentjaxError, match=r"classes \(14, 15\) are not in the training split"):
+        generation.judged_labels(scenes, 4, 16)

@@ -325,10 +325,11 @@ def summary(point: dict) -> str:
     distance (and sFID) as multiples of real-vs-real, within-class variance."""
     rec = f"recognised {point['recognised']:.3f}, " if "recognised" in point else ""
     sfid = f", sFID {point['sfid_ratio']:.2f}x" if "sfid_ratio" in point else ""
+    variance = point["class_variance_ratio"]  # None: no class with 2+ samples and real images
+    variance = "n/a" if variance is None else f"{variance:.2f} of real"
     return (
         f"{rec}precision {point['precision']:.3f}, recall {point['recall']:.3f}, Fréchet "
-        f"{point['frechet_ratio']:.2f}x real-vs-real{sfid}, within-class variance "
-        f"{point['class_variance_ratio']:.2f} of real"
+        f"{point['frechet_ratio']:.2f}x real-vs-real{sfid}, within-class variance {variance}"
     )
 
 

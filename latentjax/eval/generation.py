@@ -79,19 +79,28 @@ def real_sets(data, held_out: str | None = None) -> dict[str, np.ndarray]:
 
 def judged_labels(real: dict[str, np.ndarray], num: int, num_classes: int) -> np.ndarray:
     """The ``num`` labels samples are asked for: the classes of the held-out split in turn (the
-    classes real-vs-real and the per-class figures are taken over; a class the model knows but
-    the held-out split lacks, such as the photo crops' held-out scenes, is not asked for). A
-    class-free model (``num_classes`` 0) takes label 0."""
+    classes the per-class figures are taken over) that the model knows and the training split
+    holds (the samples of a class are judged against its real training images; a class the
+    model knows but the held-out split lacks, such as the photo crops' held-out scenes, is not
+    asked for). A class-free model (``num_classes`` 0) takes label 0."""
     if num <= 0:
         raise LatentjaxError(f"the number of samples must be positive, got {num}")
     if num_classes <= 0:
         return np.zeros(num, np.int32)
-    classes = np.unique(real["test_labels"])
-    classes = classes[(classes >= 0) & (classes < num_classes)]
+    held_out = np.unique(real["test_labels"])
+    classes = held_out[(held_out >= 0) & (held_out < num_classes)]
     if classes.size == 0:
         raise LatentjaxError(
             f"the held-out split has no class of the model's {num_classes}: nothing to judge"
         )
+    if "train_labels" in real:
+        classes = np.intersect1d(classes, np.unique(real["train_labels"]))
+        if classes.size == 0:
+            raise LatentjaxError(
+                f"the held-out split's classes ({', '.join(map(str, held_out))}) are not in the "
+                "training split, so samples of them have no real images to be judged against; "
+                "give --split a split of the training classes (e.g. the photo crops' val)"
+            )
     return np.resize(classes, num).astype(np.int32)  # in turn: 0, 1, ..., 0, 1, ...
 
 
