@@ -8,8 +8,9 @@ Trains the autoencoder (built-in ``ae/digits_demo.py``) and the DiT (``dit/digit
 from both sides (``latentjax/eval/generation.py``): fidelity, as the share a classifier trained on
 the real training split recognises as the digit asked for, and the distribution, as a Fréchet
 distance in the digits' fixed feature space, precision, recall and within-class variance; each
-beside the same figure for the real test split (real-vs-real) and for the autoencoder's
-reconstructions of it (the ceiling stage 2 can reach). A stage that was already trained is not
+beside the same figure for real digits held out of the training split (real-vs-real), for the
+real test split and for the autoencoder's reconstructions of the held-out digits (the ceiling
+stage 2 can reach). A stage that was already trained is not
 trained again, and the summary keeps the training time it took then.
 """
 
@@ -130,18 +131,12 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
     grid = write_samples(workdir / "samples.npz", images, labels, grid=shown)
     times["sample_s"] = time.time() - t
 
-    real = generation.real_sets(dit_config.data)
-    recon = reconstruct(
-        generator.stage.ae,
-        generator.frozen["ae"],
-        real["train_images"].astype(np.float32) / 127.5 - 1.0,
-        dit_config.sample.batch_size,
-    )
+    real, recon = generation.references(dit_config.data, generator, dit_config.sample.batch_size)
     judged = generation.judge(
         real,
         images,
         labels,
-        to_uint8(recon),
+        recon,
         features=digits_features,
         classifier=DigitsClassifier,
     )
