@@ -91,12 +91,12 @@ def test_feature_space_of_vgg16_and_its_errors():
 def test_samples_are_asked_for_the_held_out_splits_classes():
     """The photo crops' DiT knows 16 classes and the val split holds 14: only those are asked
     for, in turn; a class-free model is asked for label 0."""
-    real = {"test_labels": np.repeat([0, 2, 5], 4)}
+    real = {"test_labels": np.repeat([0, 2, 5], 4), "train_labels": np.arange(16)}
     np.testing.assert_array_equal(generation.judged_labels(real, 7, 16), [0, 2, 5, 0, 2, 5, 0])
     np.testing.assert_array_equal(generation.judged_labels(real, 3, 0), [0, 0, 0])
     np.testing.assert_array_equal(generation.judged_labels(real, 4, 3), [0, 2, 0, 2])
     with pytest.raises(LatentjaxError, match="no class of the model's 2"):
-        generation.judged_labels({"test_labels": np.array([5, 7])}, 4, 2)
+        generation.judged_labels({"test_labels": np.array([5, 7]), "train_labels": [0, 1]}, 4, 2)
     # Only classes the training split holds: the photo crops' test split is two other scenes
     # (14 and 15), which a 16-class DiT's labels cover but no training crop shows.
     real["train_labels"] = np.repeat([0, 5, 9], 3)

@@ -93,14 +93,13 @@ def judged_labels(real: dict[str, np.ndarray], num: int, num_classes: int) -> np
         raise LatentjaxError(
             f"the held-out split has no class of the model's {num_classes}: nothing to judge"
         )
-    if "train_labels" in real:
-        classes = np.intersect1d(classes, np.unique(real["train_labels"]))
-        if classes.size == 0:
-            raise LatentjaxError(
-                f"the held-out split's classes ({', '.join(map(str, held_out))}) are not in the "
-                "training split, so samples of them have no real images to be judged against; "
-                "give --split a split of the training classes (e.g. the photo crops' val)"
-            )
+    classes = np.intersect1d(classes, np.unique(real["train_labels"]))
+    if classes.size == 0:
+        raise LatentjaxError(
+            f"the held-out split's classes ({', '.join(map(str, held_out))}) are not in the "
+            "training split, so samples of them have no real images to be judged against; "
+            "give --split a split of the training classes (e.g. the photo crops' val)"
+        )
     return np.resize(classes, num).astype(np.int32)  # in turn: 0, 1, ..., 0, 1, ...
 
 
