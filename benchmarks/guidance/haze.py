@@ -51,12 +51,14 @@ def main(demo: str, out: str) -> None:
     real, recon, samples, labels = demo_sets(demo)
     test, test_labels = real["test_images"], real["test_labels"]
 
-    def ratio(images, asked, key="samples"):
-        figures = dist.report(
+    def judged(images, asked, reconstructions=None):
+        return dist.report(
             real["train_images"], real["train_labels"], test, test_labels, images, asked,
-            train_reconstructions=recon if key == "recon" else None,
+            train_reconstructions=reconstructions,
         )  # fmt: skip
-        return figures[f"{key}_frechet_ratio"]
+
+    def ratio(images, asked):
+        return judged(images, asked)["samples_frechet_ratio"]
 
     def floored(images, threshold):
         images = images.copy()
@@ -68,16 +70,13 @@ def main(demo: str, out: str) -> None:
         hazy = test.copy()
         hazy[hazy == 0] = h
         rows[f"real test digits, black pixels set to {h}/255"] = ratio(hazy, test_labels)
-    rows["reconstructions"] = ratio(samples, labels, "recon")
-    rows["samples"] = ratio(samples, labels)
-    for t in THRESHOLDS:
-        name = f"values below {t}/255 set to 0"
-        recon_t = floored(recon, t)
-        rows[f"reconstructions, {name}"] = dist.report(
-            real["train_images"], real["train_labels"], test, test_labels, samples, labels,
-            train_reconstructions=recon_t,
-        )["recon_frechet_ratio"]  # fmt: skip
-        rows[f"samples, {name}"] = ratio(floored(samples, t), labels)
+    for name, threshold in (
+        ("", 0),
+        *((f", values below {t}/255 set to 0", t) for t in THRESHOLDS),
+    ):
+        figures = judged(floored(samples, threshold), labels, floored(recon, threshold))
+        rows[f"reconstructions{name}"] = figures["recon_frechet_ratio"]
+        rows[f"samples{name}"] = figures["samples_frechet_ratio"]
     background = real["train_images"] == 0
     rows["reconstructions: mean value where the real digit is black (/255)"] = float(
         recon[background].mean()
