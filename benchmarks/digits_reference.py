@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from latentjax.data.digits import digit_images, split_indices
-from latentjax.data.pipeline import resize
 from latentjax.eval import distribution as dist
 from latentjax.eval import fid
 from latentjax.eval.digits_features import digits_features, training_digits
@@ -61,11 +59,7 @@ def held_out_sets(labels: np.ndarray) -> dict[str, list[np.ndarray]]:
 def measure() -> dict:
     x, labels = training_digits(16)  # the training split in the file's order
     features = digits_features(x)
-    images, all_labels = digit_images()
-    test = split_indices()["test"]
-    test16 = np.stack([np.round(resize(im.astype(np.float32), 16)) for im in images[test]]).astype(
-        np.uint8
-    )
+    test16, _ = training_digits(16, "test")
     rows = {}
     for name, sets in held_out_sets(labels).items():
         values = []

@@ -93,15 +93,16 @@ def _network(
     return mean, scale, weights, bias
 
 
-def training_digits(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The embedded training split at ``size`` x ``size`` px as the data pipeline makes it, then
-    rounded to uint8 as ``to_uint8`` does: (uint8 [N, size, size, 1], int labels [N])."""
+def training_digits(size: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The embedded training split (or ``split``) at ``size`` x ``size`` px as the data pipeline
+    makes it, then rounded to uint8 as ``to_uint8`` does, in the file's order:
+    (uint8 [N, size, size, 1], int labels [N])."""
     images, labels = digit_images()  # uint8 [1797, 8, 8, 1]
-    train = split_indices()["train"]
-    x = images[train]
+    rows = split_indices()[split]
+    x = images[rows]
     if size != x.shape[1]:
         x = np.stack([np.round(resize(im.astype(np.float32), size)) for im in x]).astype(np.uint8)
-    return x, labels[train]
+    return x, labels[rows]
 
 
 def _pixels(images: np.ndarray, threshold: float) -> np.ndarray:
